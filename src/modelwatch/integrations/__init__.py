@@ -1,0 +1,1 @@
+"""modelwatch.integrations."""

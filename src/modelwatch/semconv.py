@@ -1,0 +1,346 @@
+"""Every telemetry name modelwatch emits: spans, metrics, attributes, units and buckets.
+
+Names are public API. Code, ``docs/telemetry.md``, the generated Prometheus rules and the
+Grafana dashboards all read this module, so they cannot drift apart. Tests pin every value.
+
+The GenAI names follow the OpenTelemetry GenAI semantic conventions; ``modelwatch.*`` names
+are this library's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+# --------------------------------------------------------------------------- attributes
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
+GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+ERROR_TYPE: Final = "error.type"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+
+MODELWATCH_ANALYSIS: Final = "modelwatch.analysis"
+MODELWATCH_ROUTER: Final = "modelwatch.router"
+MODELWATCH_ATTEMPT: Final = "modelwatch.attempt"
+MODELWATCH_COST: Final = "modelwatch.cost"
+MODELWATCH_STREAM: Final = "modelwatch.stream"
+MODELWATCH_BACKEND: Final = "modelwatch.backend"
+MODELWATCH_CIRCUIT: Final = "modelwatch.circuit"
+
+# attribute keys that only the resilience and health metrics carry
+FROM: Final = "from"
+TO: Final = "to"
+REASON: Final = "reason"
+HEALTH_CHECK: Final = "modelwatch.health.check"
+HEALTH_KIND: Final = "modelwatch.health.kind"
+RATE_LIMIT_RESOURCE: Final = "modelwatch.rate_limit.resource"
+BUDGET: Final = "modelwatch.budget"
+TASK_NAME: Final = "modelwatch.task.name"
+TASK_OUTCOME: Final = "modelwatch.task.outcome"
+
+TOKEN_TYPE_INPUT: Final = "input"
+TOKEN_TYPE_OUTPUT: Final = "output"
+
+#: The only attribute keys ever put on a metric point. Anything else is dropped, so a
+#: prompt, a user id or free text can never become a time-series label.
+METRIC_ATTRIBUTE_ALLOWLIST: Final[frozenset[str]] = frozenset(
+    {
+        GEN_AI_OPERATION_NAME,
+        GEN_AI_PROVIDER_NAME,
+        GEN_AI_REQUEST_MODEL,
+        GEN_AI_RESPONSE_MODEL,
+        GEN_AI_TOKEN_TYPE,
+        GEN_AI_AGENT_NAME,
+        GEN_AI_TOOL_NAME,
+        ERROR_TYPE,
+        SERVER_ADDRESS,
+        MODELWATCH_ANALYSIS,
+        MODELWATCH_ROUTER,
+        MODELWATCH_BACKEND,
+        MODELWATCH_CIRCUIT,
+        FROM,
+        TO,
+        REASON,
+        HEALTH_CHECK,
+        HEALTH_KIND,
+        RATE_LIMIT_RESOURCE,
+        BUDGET,
+        TASK_NAME,
+        TASK_OUTCOME,
+    }
+)
+
+# --------------------------------------------------------------------------- spans
+OPERATION_CHAT: Final = "chat"
+OPERATION_TEXT_COMPLETION: Final = "text_completion"
+OPERATION_GENERATE_CONTENT: Final = "generate_content"
+OPERATION_EMBEDDINGS: Final = "embeddings"
+OPERATION_INVOKE_AGENT: Final = "invoke_agent"
+OPERATION_EXECUTE_TOOL: Final = "execute_tool"
+
+SPAN_ROUTE_PREFIX: Final = "route"
+"""Router spans are named ``"route {router}"``."""
+
+# span event names (router and breaker decisions)
+EVENT_FAILOVER: Final = "modelwatch.failover"
+EVENT_RETRY: Final = "modelwatch.retry"
+EVENT_REJECTED: Final = "modelwatch.circuit.rejected"
+EVENT_STATE_CHANGE: Final = "modelwatch.circuit.state_change"
+EVENT_FIRST_CHUNK: Final = "gen_ai.first_chunk"
+
+
+def model_span_name(operation: str, model: str) -> str:
+    """Name of a model-call span: ``"{gen_ai.operation.name} {gen_ai.request.model}"``."""
+    return f"{operation} {model}"
+
+
+def agent_span_name(kind: str, name: str) -> str:
+    """Name of an agent (``invoke_agent``) or tool (``execute_tool``) step span."""
+    return f"{OPERATION_INVOKE_AGENT if kind == 'agent' else OPERATION_EXECUTE_TOOL} {name}"
+
+
+def route_span_name(router: str) -> str:
+    """Name of a router span: ``"route {router}"``."""
+    return f"{SPAN_ROUTE_PREFIX} {router}"
+
+
+# --------------------------------------------------------------------------- buckets
+#: 0.01 s doubling up to 81.92 s: sub-second detail and room for the 30 s alert threshold.
+DURATION_BUCKETS: Final[tuple[float, ...]] = tuple(round(0.01 * 2**i, 2) for i in range(14))
+#: 1, 4, 16 ... 67108864 tokens (powers of four).
+TOKEN_BUCKETS: Final[tuple[float, ...]] = tuple(float(4**i) for i in range(14))
+
+# --------------------------------------------------------------------------- metrics
+InstrumentKind = Literal[
+    "histogram", "counter", "up_down_counter", "observable_gauge", "observable_up_down_counter"
+]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its OpenTelemetry name, instrument, unit, buckets and attribute keys."""
+
+    name: str
+    instrument: InstrumentKind
+    unit: str
+    description: str
+    attributes: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+    @property
+    def prometheus_name(self) -> str:
+        """The name Prometheus shows after OpenTelemetry's translation (with unit suffix).
+
+        Histograms get ``_bucket``/``_sum``/``_count`` on top; counters end in ``_total``.
+        """
+        base = self.name.replace(".", "_")
+        if self.unit == "s":
+            base += "_seconds"
+        if self.instrument == "counter":
+            base += "_total"
+        return base
+
+
+_MODEL_KEYS: Final = (
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    SERVER_ADDRESS,
+    MODELWATCH_ANALYSIS,
+    MODELWATCH_ROUTER,
+)
+
+OPERATION_DURATION: Final = MetricSpec(
+    "gen_ai.client.operation.duration",
+    "histogram",
+    "s",
+    "Duration of GenAI client operations (model calls), successful or not.",
+    (*_MODEL_KEYS, ERROR_TYPE),
+    DURATION_BUCKETS,
+)
+TOKEN_USAGE: Final = MetricSpec(
+    "gen_ai.client.token.usage",
+    "histogram",
+    "{token}",
+    "Tokens used per model call, by gen_ai.token.type (input or output).",
+    (*_MODEL_KEYS, GEN_AI_TOKEN_TYPE),
+    TOKEN_BUCKETS,
+)
+TIME_TO_FIRST_CHUNK: Final = MetricSpec(
+    "gen_ai.client.operation.time_to_first_chunk",
+    "histogram",
+    "s",
+    "Time from the start of a streaming call to its first chunk.",
+    _MODEL_KEYS,
+    DURATION_BUCKETS,
+)
+INVOKE_AGENT_DURATION: Final = MetricSpec(
+    "gen_ai.invoke_agent.duration",
+    "histogram",
+    "s",
+    "Duration of agent steps.",
+    (GEN_AI_OPERATION_NAME, GEN_AI_AGENT_NAME, ERROR_TYPE),
+    DURATION_BUCKETS,
+)
+EXECUTE_TOOL_DURATION: Final = MetricSpec(
+    "gen_ai.execute_tool.duration",
+    "histogram",
+    "s",
+    "Duration of tool steps.",
+    (GEN_AI_OPERATION_NAME, GEN_AI_TOOL_NAME, ERROR_TYPE),
+    DURATION_BUCKETS,
+)
+COST: Final = MetricSpec(
+    "modelwatch.cost",
+    "counter",
+    "{USD}",
+    "Cost of model calls in US dollars, from the price table.",
+    (GEN_AI_PROVIDER_NAME, GEN_AI_REQUEST_MODEL, MODELWATCH_ANALYSIS, MODELWATCH_ROUTER),
+)
+CALLS_IN_FLIGHT: Final = MetricSpec(
+    "modelwatch.calls.in_flight",
+    "observable_up_down_counter",
+    "{call}",
+    "Model calls currently running.",
+    (GEN_AI_OPERATION_NAME, GEN_AI_PROVIDER_NAME, GEN_AI_REQUEST_MODEL, MODELWATCH_ANALYSIS),
+)
+CALLS_OLDEST_IN_FLIGHT: Final = MetricSpec(
+    "modelwatch.calls.oldest_in_flight",
+    "observable_gauge",
+    "s",
+    "Age of the oldest running model call: a hung call shows here before it finishes.",
+    (GEN_AI_OPERATION_NAME, GEN_AI_PROVIDER_NAME, GEN_AI_REQUEST_MODEL, MODELWATCH_ANALYSIS),
+)
+CIRCUIT_STATE: Final = MetricSpec(
+    "modelwatch.circuit.state",
+    "observable_gauge",
+    "1",
+    "Circuit breaker state per backend: 0 closed, 1 half-open, 2 open.",
+    (MODELWATCH_CIRCUIT, MODELWATCH_ROUTER, GEN_AI_REQUEST_MODEL),
+)
+CIRCUIT_TRANSITIONS: Final = MetricSpec(
+    "modelwatch.circuit.transitions",
+    "counter",
+    "{transition}",
+    "Circuit breaker state changes.",
+    (MODELWATCH_CIRCUIT, MODELWATCH_ROUTER, GEN_AI_REQUEST_MODEL, FROM, TO, REASON),
+)
+FAILOVERS: Final = MetricSpec(
+    "modelwatch.failovers",
+    "counter",
+    "{failover}",
+    "Calls that moved from one backend to the next.",
+    (MODELWATCH_ROUTER, FROM, TO, REASON),
+)
+FAILOVER_DURATION: Final = MetricSpec(
+    "modelwatch.failover.duration",
+    "histogram",
+    "s",
+    "Extra time a call spent because it failed over.",
+    (MODELWATCH_ROUTER, FROM, TO, REASON),
+    DURATION_BUCKETS,
+)
+HEALTH_STATUS: Final = MetricSpec(
+    "modelwatch.health.status",
+    "observable_gauge",
+    "1",
+    "Health check status: 1 ok, 0.5 degraded, 0 down.",
+    (HEALTH_CHECK, HEALTH_KIND),
+)
+HEALTH_CHECK_DURATION: Final = MetricSpec(
+    "modelwatch.health.check.duration",
+    "histogram",
+    "s",
+    "Duration of health probes.",
+    (HEALTH_CHECK, HEALTH_KIND, ERROR_TYPE),
+    DURATION_BUCKETS,
+)
+RATE_LIMIT_REMAINING: Final = MetricSpec(
+    "modelwatch.rate_limit.remaining",
+    "observable_gauge",
+    "1",
+    "Remaining share of the provider's rate limit (remaining / limit), from response headers.",
+    (MODELWATCH_ROUTER, GEN_AI_REQUEST_MODEL, RATE_LIMIT_RESOURCE),
+)
+BUDGET_USED: Final = MetricSpec(
+    "modelwatch.budget.used",
+    "observable_gauge",
+    "1",
+    "Share of a cost budget spent in its period (spent / limit).",
+    (BUDGET,),
+)
+TASK_DURATION: Final = MetricSpec(
+    "modelwatch.task.duration",
+    "histogram",
+    "s",
+    "Duration of Celery tasks on the worker.",
+    (TASK_NAME, TASK_OUTCOME),
+    DURATION_BUCKETS,
+)
+TASK_QUEUE_WAIT: Final = MetricSpec(
+    "modelwatch.task.queue_wait",
+    "histogram",
+    "s",
+    "Time from a Celery task's publication to the start of its run.",
+    (TASK_NAME,),
+    DURATION_BUCKETS,
+)
+
+#: Every metric, in documentation order.
+METRICS: Final[tuple[MetricSpec, ...]] = (
+    OPERATION_DURATION,
+    TOKEN_USAGE,
+    TIME_TO_FIRST_CHUNK,
+    INVOKE_AGENT_DURATION,
+    EXECUTE_TOOL_DURATION,
+    COST,
+    CALLS_IN_FLIGHT,
+    CALLS_OLDEST_IN_FLIGHT,
+    CIRCUIT_STATE,
+    CIRCUIT_TRANSITIONS,
+    FAILOVERS,
+    FAILOVER_DURATION,
+    HEALTH_STATUS,
+    HEALTH_CHECK_DURATION,
+    RATE_LIMIT_REMAINING,
+    BUDGET_USED,
+    TASK_DURATION,
+    TASK_QUEUE_WAIT,
+)
+
+# --------------------------------------------------------------------------- error kinds
+ERROR_RATE_LIMITED: Final = "rate_limited"
+ERROR_TIMEOUT: Final = "timeout"
+ERROR_UNAVAILABLE: Final = "unavailable"
+ERROR_AUTH: Final = "auth"
+ERROR_NOT_FOUND: Final = "not_found"
+ERROR_BAD_REQUEST: Final = "bad_request"
+ERROR_CANCELLED: Final = "cancelled"
+ERROR_OTHER: Final = "_OTHER"
+ERROR_KINDS: Final[tuple[str, ...]] = (
+    ERROR_RATE_LIMITED,
+    ERROR_TIMEOUT,
+    ERROR_UNAVAILABLE,
+    ERROR_AUTH,
+    ERROR_NOT_FOUND,
+    ERROR_BAD_REQUEST,
+    ERROR_CANCELLED,
+    ERROR_OTHER,
+)
+
+# circuit states as the gauge reports them
+CIRCUIT_CLOSED: Final = 0
+CIRCUIT_HALF_OPEN: Final = 1
+CIRCUIT_OPEN: Final = 2
+
+INSTRUMENTATION_SCOPE: Final = "modelwatch"

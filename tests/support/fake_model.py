@@ -1,0 +1,1 @@
+"""Fixtures: fake_model (filled in by its owner)."""

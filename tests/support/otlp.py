@@ -1,0 +1,1 @@
+"""Fixtures: otlp (filled in by its owner)."""

@@ -1,0 +1,1 @@
+"""Fixtures: servers (filled in by its owner)."""
