@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m modelwatch.cli demo
+	$(PY) examples/quickstart.py
 
 test: $(STAMP)
 	$(PY) tests/servers_setup.py
