@@ -18,7 +18,7 @@ from pathlib import Path
 BINARIES = ("prometheus", "promtool", "prometheus-alertmanager", "amtool", "redis-server")
 PACKAGES = ("prometheus", "prometheus-alertmanager", "redis-server")
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
-POLICY_DENY_ALL = "#!/bin/sh\n# Written by modelwatch tests/servers_setup.py: start nothing.\nexit 101\n"
+POLICY_DENY_ALL = "#!/bin/sh\n# Written by modelwatch tests/servers_setup.py.\nexit 101\n"
 # Where Debian puts the binaries, in case PATH lacks them (e.g. /usr/sbin for non-root).
 EXTRA_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
 APT_TIMEOUT_S = 900
