@@ -257,6 +257,13 @@ HEALTH_STATUS: Final = MetricSpec(
     "Health check status: 1 ok, 0.5 degraded, 0 down.",
     (HEALTH_CHECK, HEALTH_KIND),
 )
+HEALTH_READY: Final = MetricSpec(
+    "modelwatch.health.ready",
+    "observable_gauge",
+    "1",
+    "Readiness as /ready answers it: 1 ready, 0 while a critical check is down.",
+    (),
+)
 HEALTH_CHECK_DURATION: Final = MetricSpec(
     "modelwatch.health.check.duration",
     "histogram",
@@ -311,6 +318,7 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     FAILOVERS,
     FAILOVER_DURATION,
     HEALTH_STATUS,
+    HEALTH_READY,
     HEALTH_CHECK_DURATION,
     RATE_LIMIT_REMAINING,
     BUDGET_USED,

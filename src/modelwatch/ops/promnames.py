@@ -1,0 +1,112 @@
+"""OpenTelemetry -> Prometheus name translation for modelwatch's metrics.
+
+The same OpenTelemetry metric reaches Prometheus under different names depending on the
+path it takes. The rules and dashboards are written against one :class:`Naming`, chosen to
+match the user's pipeline:
+
+- :data:`SDK` (default): ``opentelemetry-exporter-prometheus`` in the process (what
+  ``modelwatch.configure(prometheus_port=...)`` serves). Unit ``s`` adds ``_seconds``,
+  counters add ``_total``, units ``1`` and ``{...}`` add nothing.
+- :data:`COLLECTOR`: the OpenTelemetry Collector's Prometheus exporter or Prometheus' own
+  OTLP receiver with suffixes on: as :data:`SDK`, plus ``_ratio`` on unit-``1`` gauges.
+- :data:`PLAIN`: suffixes turned off (``add_metric_suffixes: false`` in the Collector,
+  ``translation_strategy: ...WithoutSuffixes`` in Prometheus): no unit and no ``_total``.
+
+Histograms always expose ``_bucket``, ``_sum`` and ``_count`` series on top of the name.
+Attribute keys become label names with every character outside ``[a-zA-Z0-9_]`` turned
+into ``_`` (``gen_ai.request.model`` -> ``gen_ai_request_model``).
+
+>>> from modelwatch import semconv
+>>> metric_name(semconv.OPERATION_DURATION)
+'gen_ai_client_operation_duration_seconds'
+>>> metric_name(semconv.COST, PLAIN)
+'modelwatch_cost'
+>>> label_name(semconv.GEN_AI_REQUEST_MODEL)
+'gen_ai_request_model'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from modelwatch.semconv import MetricSpec
+
+__all__ = ["COLLECTOR", "NAMINGS", "PLAIN", "SDK", "Naming", "label_name", "metric_name"]
+
+#: Unit suffixes as the OpenTelemetry specification's Prometheus compatibility rules spell them.
+_UNIT_WORDS: Final[dict[str, str]] = {
+    "s": "seconds",
+    "ms": "milliseconds",
+    "us": "microseconds",
+    "ns": "nanoseconds",
+    "min": "minutes",
+    "h": "hours",
+    "d": "days",
+    "By": "bytes",
+    "KiBy": "kibibytes",
+    "MiBy": "mebibytes",
+    "%": "percent",
+}
+_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+_REPEATED_UNDERSCORES = re.compile(r"__+")
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How metric names were translated on the way into Prometheus.
+
+    Attributes:
+        name: a short name for the CLI (``--names``).
+        unit_suffixes: append the unit as a word (``_seconds``).
+        total_suffix: append ``_total`` to counters.
+        ratio_suffix: append ``_ratio`` to gauges whose unit is ``1`` (the Collector does).
+    """
+
+    name: str
+    unit_suffixes: bool = True
+    total_suffix: bool = True
+    ratio_suffix: bool = False
+
+
+SDK: Final = Naming("sdk")
+COLLECTOR: Final = Naming("collector", ratio_suffix=True)
+PLAIN: Final = Naming("plain", unit_suffixes=False, total_suffix=False)
+#: Every preset, by its CLI name.
+NAMINGS: Final[dict[str, Naming]] = {n.name: n for n in (SDK, COLLECTOR, PLAIN)}
+
+
+def _sanitize(text: str) -> str:
+    return _REPEATED_UNDERSCORES.sub("_", _INVALID.sub("_", text))
+
+
+def _unit_word(unit: str) -> str:
+    if not unit or unit.startswith("{"):
+        return ""  # annotations such as {token} carry no unit
+    if "/" in unit:
+        numerator, denominator = unit.split("/", 1)
+        first = _UNIT_WORDS.get(numerator, numerator)
+        return f"{first}_per_{_UNIT_WORDS.get(denominator, denominator)}"
+    return _UNIT_WORDS.get(unit, unit)
+
+
+def metric_name(spec: MetricSpec, naming: Naming = SDK) -> str:
+    """The Prometheus metric name of ``spec`` under ``naming`` (no ``_bucket``-style suffix)."""
+    base = _sanitize(spec.name)
+    if naming.unit_suffixes:
+        if spec.unit == "1":
+            if naming.ratio_suffix and spec.instrument == "observable_gauge":
+                base += "_ratio"
+        else:
+            word = _sanitize(_unit_word(spec.unit))
+            if word and not base.endswith(f"_{word}"):
+                base += f"_{word}"
+    if naming.total_suffix and spec.instrument == "counter":
+        base += "_total"
+    return base
+
+
+def label_name(attribute_key: str) -> str:
+    """The Prometheus label name of an OpenTelemetry attribute key."""
+    return _sanitize(attribute_key)
