@@ -3,7 +3,11 @@
 The public surface is declared here once; everything else is internal.
 """
 
+from modelwatch._config import Config, configure, flush, shutdown
 from modelwatch._version import __version__
+from modelwatch.capture.agent import agent_step
+from modelwatch.capture.call import Call, current_call
+from modelwatch.capture.monitored import monitored
 from modelwatch.errors import (
     AllBackendsFailedError,
     Attempt,
@@ -16,9 +20,17 @@ from modelwatch.errors import (
 __all__ = [
     "AllBackendsFailedError",
     "Attempt",
+    "Call",
     "CircuitOpenError",
+    "Config",
     "ConfigurationError",
     "ModelwatchError",
     "StreamInterruptedError",
     "__version__",
+    "agent_step",
+    "configure",
+    "current_call",
+    "flush",
+    "monitored",
+    "shutdown",
 ]

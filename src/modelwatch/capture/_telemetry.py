@@ -116,6 +116,7 @@ class Telemetry:
 
 _current: Telemetry | None = None
 _override: tuple[TracerProvider, MeterProvider] | None = None
+_configured: tuple[TracerProvider, MeterProvider] | None = None
 
 
 def telemetry() -> Telemetry:
@@ -131,6 +132,8 @@ def _rebuild() -> Telemetry:
     with _lock:
         if _override is not None:
             tp, mp = _override
+        elif _configured is not None:
+            tp, mp = _configured
         else:
             tp, mp = trace.get_tracer_provider(), metrics.get_meter_provider()
         _current = Telemetry(tp, mp)
@@ -142,6 +145,19 @@ def invalidate() -> None:
     global _current
     with _lock:
         _current = None
+
+
+def set_configured_providers(
+    tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+) -> None:
+    """Use the providers ``configure()`` built (``None``: back to the global ones)."""
+    global _configured
+    with _lock:
+        if tracer_provider is None or meter_provider is None:
+            _configured = None
+        else:
+            _configured = (tracer_provider, meter_provider)
+        invalidate()
 
 
 def register_observable(spec: semconv.MetricSpec, callback: ObservableCallback) -> None:

@@ -1,0 +1,487 @@
+"""The running call: :class:`Call`, :func:`current_call`, and the in-flight registry.
+
+A :class:`Call` is created when a monitored block starts and ended exactly once. It owns the
+span, accumulates usage, and records the metrics at its end. Everything here runs inside the
+host's calls, so every step is guarded: a failure costs telemetry, never the host's result.
+
+The nested-call rule: a monitored call started while another monitored call *of the same
+model* is current is a *nested* call. It gets its own span, but its usage, response model and
+server address are forwarded to the outermost call of that model (the *owner*), which alone
+records the metrics. One logical model call is therefore one metric observation, and tokens
+and cost are never counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar, Token
+from typing import Any, Final
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from modelwatch import semconv
+from modelwatch._safety import guard, report_internal_error
+from modelwatch.capture import _settings
+from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
+from modelwatch.capture.cost import cost_of
+from modelwatch.capture.scrub import scrub, scrub_value
+from modelwatch.capture.usage import Usage, extract_usage
+
+_CURRENT: ContextVar[Call | None] = ContextVar("modelwatch_current_call", default=None)
+
+
+def current_call() -> Call | None:
+    """The :class:`Call` of the innermost monitored block running in this context, or ``None``.
+
+    >>> import modelwatch
+    >>> modelwatch.current_call() is None
+    True
+    """
+    return _CURRENT.get()
+
+
+def _classify(exc: BaseException) -> str:
+    from modelwatch._classify import classify
+
+    return classify(exc)
+
+
+_INFLIGHT_KEYS: Final = (
+    semconv.GEN_AI_OPERATION_NAME,
+    semconv.GEN_AI_PROVIDER_NAME,
+    semconv.GEN_AI_REQUEST_MODEL,
+    semconv.MODELWATCH_ANALYSIS,
+)
+
+
+class CallSpec:
+    """What a ``monitored(...)`` or ``agent_step(...)`` declaration fixes once, at decoration.
+
+    Precomputes the span name and the span and metric attribute dicts, so the hot path
+    builds nothing it can reuse.
+    """
+
+    __slots__ = (
+        "analysis",
+        "duration_instrument",
+        "inflight_key",
+        "is_model",
+        "metric_attributes",
+        "model",
+        "operation",
+        "provider",
+        "span_attributes",
+        "span_kind",
+        "span_name",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        *,
+        span_name: str,
+        span_kind: SpanKind,
+        span_attributes: dict[str, Any],
+        metric_attributes: dict[str, Any],
+        duration_instrument: semconv.MetricSpec,
+        is_model: bool,
+        model: str | None = None,
+        provider: str | None = None,
+        operation: str = semconv.OPERATION_CHAT,
+        analysis: str | None = None,
+        usage: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.span_name = span_name
+        self.span_kind = span_kind
+        self.span_attributes = span_attributes
+        self.metric_attributes = metric_attributes
+        self.duration_instrument = duration_instrument
+        self.is_model = is_model
+        self.model = model
+        self.provider = provider
+        self.operation = operation
+        self.analysis = analysis
+        self.usage = usage
+        self.inflight_key = tuple(metric_attributes.get(k) for k in _INFLIGHT_KEYS)
+
+
+# ----------------------------------------------------------------------- in-flight registry
+_inflight: dict[int, Call] = {}
+_seen_inflight_keys: set[tuple[Any, ...]] = set()
+
+
+def _inflight_groups() -> dict[tuple[Any, ...], tuple[int, float]]:
+    """(count, oldest start) of running owner calls, per low-cardinality key."""
+    groups: dict[tuple[Any, ...], tuple[int, float]] = {}
+    for call in list(_inflight.values()):
+        key = call._spec.inflight_key
+        count, oldest = groups.get(key, (0, call._start))
+        groups[key] = (count + 1, min(oldest, call._start))
+    return groups
+
+
+def _key_attributes(key: tuple[Any, ...]) -> Attributes:
+    return {k: v for k, v in zip(_INFLIGHT_KEYS, key, strict=True) if v is not None}
+
+
+def _observe_in_flight() -> Iterable[tuple[float, Attributes]]:
+    groups = _inflight_groups()
+    for key in list(_seen_inflight_keys):
+        count, _ = groups.get(key, (0, 0.0))
+        yield float(count), _key_attributes(key)
+
+
+def _observe_oldest() -> Iterable[tuple[float, Attributes]]:
+    groups = _inflight_groups()
+    now = time.perf_counter()
+    for key in list(_seen_inflight_keys):
+        entry = groups.get(key)
+        yield (now - entry[1] if entry else 0.0), _key_attributes(key)
+
+
+register_observable(semconv.CALLS_IN_FLIGHT, _observe_in_flight)
+register_observable(semconv.CALLS_OLDEST_IN_FLIGHT, _observe_oldest)
+
+_end_lock = threading.Lock()
+
+
+class Call:
+    """One running monitored call (a model call, or an agent or tool step).
+
+    Obtain it from ``with modelwatch.monitored(...) as call`` or :func:`current_call`.
+    All methods are safe to call at any time and never raise into your code.
+    """
+
+    __slots__ = (
+        "_call_token",
+        "_ctx_token",
+        "_ended",
+        "_error_kind",
+        "_first_chunk_at",
+        "_input_tokens",
+        "_owner",
+        "_response_model",
+        "_server_address",
+        "_span",
+        "_spec",
+        "_start",
+        "_child_input",
+        "_child_output",
+        "_output_tokens",
+        "_usage_explicit",
+        "__weakref__",
+    )
+
+    def __init__(self, spec: CallSpec) -> None:
+        self._spec = spec
+        self._span: Span | None = None
+        self._ctx_token: Token[Any] | None = None
+        self._call_token: Token[Call | None] | None = None
+        self._owner: Call | None = None
+        self._start = 0.0
+        self._ended = False
+        self._error_kind: str | None = None
+        self._first_chunk_at: float | None = None
+        self._input_tokens: int | None = None
+        self._output_tokens: int | None = None
+        self._child_input: int | None = None
+        self._child_output: int | None = None
+        self._usage_explicit = False
+        self._response_model: str | None = None
+        self._server_address: str | None = None
+
+    # ------------------------------------------------------------------ public
+    @property
+    def model(self) -> str | None:
+        """The requested model (``gen_ai.request.model``), or ``None`` for agent/tool steps."""
+        return self._spec.model
+
+    @property
+    def input_tokens(self) -> int | None:
+        """Input tokens recorded so far (own or forwarded by nested calls)."""
+        return self._input_tokens if self._input_tokens is not None else self._child_input
+
+    @property
+    def output_tokens(self) -> int | None:
+        """Output tokens recorded so far (own or forwarded by nested calls)."""
+        return self._output_tokens if self._output_tokens is not None else self._child_output
+
+    @property
+    def response_model(self) -> str | None:
+        """The model that answered, when known."""
+        return self._response_model
+
+    @property
+    def error_kind(self) -> str | None:
+        """The error kind (``error.type``) once the call has failed, else ``None``."""
+        return self._error_kind
+
+    @property
+    def cost(self) -> float | None:
+        """USD cost from the price table for the usage so far, or ``None`` if unpriced."""
+        model = self._spec.model
+        if model is None:
+            return None
+        try:
+            return cost_of(model, self.input_tokens, self.output_tokens)
+        except Exception as exc:
+            report_internal_error("cost", exc)
+            return None
+
+    def record_usage(self, input_tokens: int | None = None, output_tokens: int | None = None) -> None:
+        """Record token usage; overrides what would be read from the return value.
+
+        Raises ``ValueError`` for a negative or non-integer count (bad input to the API);
+        nothing is recorded in that case.
+        """
+        for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
+        with guard("record_usage"):
+            self._set_usage(input_tokens, output_tokens, explicit=True)
+
+    def set_response_model(self, model: str) -> None:
+        """Record the model that actually answered (``gen_ai.response.model``)."""
+        if not isinstance(model, str):
+            raise TypeError(f"response model must be a str, got {type(model).__name__}")
+        with guard("set_response_model"):
+            self._response_model = model or None
+            if self._span is not None and model:
+                self._span.set_attribute(semconv.GEN_AI_RESPONSE_MODEL, model)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set an attribute on this call's span (strings are scrubbed of secrets).
+
+        Span only: metrics carry the allow-listed attributes alone.
+        """
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"attribute key must be a non-empty str, got {key!r}")
+        with guard("set_attribute"):
+            if self._span is not None:
+                self._span.set_attribute(key, scrub_value(value))  # type: ignore[arg-type]
+
+    def record_messages(self, input: Any = None, output: Any = None) -> None:  # noqa: A002
+        """Record prompt and completion content, only if content capture is enabled.
+
+        Content capture is off unless ``configure(capture_content=True)`` or
+        ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``; secrets are scrubbed.
+        """
+        if not _settings.capture_content or self._span is None:
+            return
+        with guard("record_messages"):
+            for key, value in (
+                (semconv.GEN_AI_INPUT_MESSAGES, input),
+                (semconv.GEN_AI_OUTPUT_MESSAGES, output),
+            ):
+                if value is not None:
+                    text = value if isinstance(value, str) else json.dumps(value, default=str)
+                    self._span.set_attribute(key, scrub(text))
+
+    # ------------------------------------------------------------------ internal
+    def _set_usage(self, input_tokens: int | None, output_tokens: int | None, *, explicit: bool) -> None:
+        if not explicit and self._usage_explicit:
+            return
+        if explicit:
+            self._usage_explicit = True
+        if input_tokens is not None:
+            self._input_tokens = input_tokens
+        if output_tokens is not None:
+            self._output_tokens = output_tokens
+        span = self._span
+        if span is not None:
+            if input_tokens is not None:
+                span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
+            if output_tokens is not None:
+                span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
+
+    def _absorb_usage(self, found: Usage) -> None:
+        if found.input_tokens is not None or found.output_tokens is not None:
+            self._set_usage(found.input_tokens, found.output_tokens, explicit=False)
+        if found.response_model is not None and self._response_model is None:
+            self._response_model = found.response_model
+            if self._span is not None:
+                self._span.set_attribute(semconv.GEN_AI_RESPONSE_MODEL, found.response_model)
+
+    def _usage_from_result(self, result: Any) -> None:
+        if self._usage_explicit:
+            return
+        extractor = self._spec.usage
+        if extractor is None:
+            found = extract_usage(result)
+        else:
+            found = _coerce_usage(extractor(result))
+        if found:
+            self._absorb_usage(found)
+
+    def _on_chunk(self, chunk: Any) -> None:
+        """A stream produced a chunk: time the first one, pick up usage from any."""
+        if self._first_chunk_at is None:
+            now = time.perf_counter()
+            self._first_chunk_at = now
+            with guard("first_chunk"):
+                if self._span is not None:
+                    self._span.add_event(semconv.EVENT_FIRST_CHUNK)
+                if self._owner is None and self._spec.is_model:
+                    telemetry().time_to_first_chunk.record(
+                        now - self._start, self._spec.metric_attributes
+                    )
+        if self._spec.is_model and not isinstance(chunk, (str, bytes)):
+            with guard("chunk_usage"):
+                self._usage_from_result(chunk)
+
+    def _detach(self) -> None:
+        """Stop being the current call in this context (idempotent)."""
+        token = self._call_token
+        if token is not None:
+            self._call_token = None
+            try:
+                _CURRENT.reset(token)
+            except (ValueError, RuntimeError) as exc:
+                report_internal_error("detach_call", exc)
+        ctx_token = self._ctx_token
+        if ctx_token is not None:
+            self._ctx_token = None
+            try:
+                otel_context.detach(ctx_token)
+            except Exception as exc:
+                report_internal_error("detach_context", exc)
+
+    def _end(self, exc: BaseException | None = None, *, stream_closed: bool = False) -> None:
+        """End the call exactly once: span status, metrics, forwarding to the owner."""
+        with _end_lock:
+            if self._ended:
+                return
+            self._ended = True
+        end = time.perf_counter()
+        _inflight.pop(id(self), None)
+        try:
+            self._finish(exc, end, stream_closed)
+        except Exception as internal:
+            report_internal_error("end_call", internal)
+            span = self._span
+            if span is not None:
+                with guard("end_span"):
+                    span.end()
+
+    def _finish(self, exc: BaseException | None, end: float, stream_closed: bool) -> None:
+        spec = self._spec
+        span = self._span
+        kind = None
+        if exc is not None:
+            kind = _classify(exc)
+            self._error_kind = kind
+        owner = self._owner
+        if owner is not None:  # nested: forward, record no metrics of our own
+            owner._absorb_usage(
+                Usage(self.input_tokens, self.output_tokens, self._response_model)
+            )
+        else:
+            self._record_metrics(spec, end - self._start, kind)
+        if span is not None:
+            if stream_closed:
+                span.set_attribute(semconv.MODELWATCH_STREAM, True)
+            if exc is not None and kind is not None:
+                _record_error_on_span(span, exc, kind)
+            elif owner is None and spec.is_model:
+                cost = self.cost
+                if cost is not None:
+                    span.set_attribute(semconv.MODELWATCH_COST, cost)
+            span.end()
+
+    def _record_metrics(self, spec: CallSpec, duration: float, kind: str | None) -> None:
+        tel = telemetry()
+        attrs = spec.metric_attributes
+        if kind is not None or self._response_model is not None:
+            attrs = dict(attrs)
+            if kind is not None:
+                attrs[semconv.ERROR_TYPE] = kind
+            if self._response_model is not None:
+                attrs[semconv.GEN_AI_RESPONSE_MODEL] = self._response_model
+        tel.instrument(spec.duration_instrument).record(duration, attrs)
+        if not spec.is_model:
+            return
+        input_tokens, output_tokens = self.input_tokens, self.output_tokens
+        if input_tokens is not None:
+            tel.tokens.record(input_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "input"})
+        if output_tokens is not None:
+            tel.tokens.record(output_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "output"})
+        if kind is None or input_tokens is not None or output_tokens is not None:
+            cost = self.cost
+            if cost:
+                tel.cost.add(cost, _cost_attributes(spec))
+
+
+def _cost_attributes(spec: CallSpec) -> dict[str, Any]:
+    keys = semconv.COST.attributes
+    return {k: v for k, v in spec.metric_attributes.items() if k in keys}
+
+
+def _record_error_on_span(span: Span, exc: BaseException, kind: str) -> None:
+    message = scrub(str(exc))
+    exc_type = type(exc)
+    span.set_attribute(semconv.ERROR_TYPE, kind)
+    span.set_status(Status(StatusCode.ERROR, message[:500] or exc_type.__name__))
+    stack = scrub("".join(traceback.format_exception(exc_type, exc, exc.__traceback__)))
+    span.record_exception(
+        exc,
+        attributes={
+            "exception.type": f"{exc_type.__module__}.{exc_type.__qualname__}",
+            "exception.message": message,
+            "exception.stacktrace": stack,
+        },
+        escaped=True,
+    )
+
+
+def _coerce_usage(value: Any) -> Usage:
+    """What a user ``usage=`` callable returned, as :class:`Usage`.
+
+    Accepts ``(input, output)``, a mapping with ``input_tokens``/``output_tokens``
+    (and optionally ``response_model``), a :class:`Usage`, or anything
+    :func:`extract_usage` understands.
+    """
+    if value is None:
+        return Usage()
+    if isinstance(value, Usage):
+        return value
+    if isinstance(value, tuple) and len(value) == 2:
+        return Usage(value[0], value[1])
+    if isinstance(value, Mapping) and ("input_tokens" in value or "output_tokens" in value):
+        return Usage(value.get("input_tokens"), value.get("output_tokens"), value.get("response_model"))
+    return extract_usage(value)
+
+
+def start_call(spec: CallSpec) -> Call:
+    """Start a call: span, context, in-flight entry. Never raises; returns a :class:`Call`."""
+    call = Call(spec)
+    try:
+        parent = _CURRENT.get()
+        if spec.is_model and parent is not None and parent._spec.model == spec.model:
+            call._owner = parent._owner or parent
+        tel = telemetry()
+        span = tel.tracer.start_span(
+            spec.span_name, kind=spec.span_kind, attributes=spec.span_attributes
+        )
+        call._span = span
+        call._ctx_token = otel_context.attach(trace.set_span_in_context(span))
+        call._start = time.perf_counter()
+        if call._owner is None and spec.is_model:
+            _inflight[id(call)] = call
+            _seen_inflight_keys.add(spec.inflight_key)
+    except Exception as exc:
+        report_internal_error("start_call", exc)
+        if call._start == 0.0:
+            call._start = time.perf_counter()
+    try:
+        call._call_token = _CURRENT.set(call)
+    except Exception as exc:  # pragma: no cover - ContextVar.set does not fail in practice
+        report_internal_error("start_call", exc)
+    return call

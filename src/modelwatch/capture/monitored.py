@@ -1,0 +1,120 @@
+"""``@modelwatch.monitored``: model-call telemetry for any function or block."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.trace import SpanKind
+
+from modelwatch import semconv
+from modelwatch.capture._telemetry import allowed_metric_attributes
+from modelwatch.capture.call import CallSpec
+from modelwatch.capture.monitor import Monitor
+
+
+def _require_str(name: str, value: object, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(
+            f"monitored(): {name} must be a non-empty string"
+            + (" or None" if optional else "")
+            + f", got {value!r}"
+        )
+
+
+def _split_server(server_address: str | None) -> tuple[str | None, int | None]:
+    if not server_address:
+        return None, None
+    if "://" in server_address:
+        parts = urlsplit(server_address)
+        return parts.hostname or None, parts.port
+    host, sep, port = server_address.rpartition(":")
+    if sep and port.isdigit() and host and "]" not in port:
+        return host.strip("[]"), int(port)
+    return server_address, None
+
+
+class monitored(Monitor):  # noqa: N801 - used like a function, as in DESIGN.md
+    """Monitor a model call: a decorator for any call shape, or a ``with``/``async with`` block.
+
+    Emits the span ``"{operation} {model}"`` (kind CLIENT) with the GenAI attributes, the
+    ``gen_ai.client.*`` metrics, ``modelwatch.cost`` and the in-flight gauges. Token usage
+    and the response model are read from the return value (openai, huggingface_hub, dicts
+    with ``usage``) unless you record them yourself on the :class:`~modelwatch.Call`.
+
+    >>> import modelwatch
+    >>> @modelwatch.monitored(model="google/flan-t5-large", provider="huggingface",
+    ...                       operation="text_generation", analysis="code_review")
+    ... def review(code: str) -> str:
+    ...     return "looks fine"
+    >>> review("x = 1")
+    'looks fine'
+    >>> with modelwatch.monitored(model="facebook/bart-large-cnn", provider="huggingface") as call:
+    ...     call.record_usage(input_tokens=812, output_tokens=64)
+
+    Args:
+        model: the requested model (``gen_ai.request.model``).
+        provider: who serves it (``gen_ai.provider.name``: ``huggingface``, ``openai``, ...).
+        operation: ``gen_ai.operation.name`` (``chat``, ``text_generation``, ``summarization``...).
+        analysis: the analysis type this call serves (``code_review``...), or ``None``.
+        server_address: host, ``host:port`` or URL of the endpoint (``server.address``).
+        usage: a callable that takes the return value (or each stream chunk) and returns
+            ``(input_tokens, output_tokens)``, a mapping with those keys, or an object with a
+            ``usage`` attribute.
+        router: the router this call is an attempt of (set by :class:`modelwatch.Router`).
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        provider: str,
+        operation: str = semconv.OPERATION_CHAT,
+        analysis: str | None = None,
+        server_address: str | None = None,
+        usage: Callable[[Any], Any] | None = None,
+        router: str | None = None,
+    ) -> None:
+        _require_str("model", model)
+        _require_str("provider", provider)
+        _require_str("operation", operation)
+        _require_str("analysis", analysis, optional=True)
+        _require_str("server_address", server_address, optional=True)
+        _require_str("router", router, optional=True)
+        if usage is not None and not callable(usage):
+            raise ValueError(f"monitored(): usage must be callable or None, got {usage!r}")
+        host, port = _split_server(server_address)
+        span_attributes: dict[str, Any] = {
+            semconv.GEN_AI_OPERATION_NAME: operation,
+            semconv.GEN_AI_PROVIDER_NAME: provider,
+            semconv.GEN_AI_REQUEST_MODEL: model,
+        }
+        if host:
+            span_attributes[semconv.SERVER_ADDRESS] = host
+        if port is not None:
+            span_attributes[semconv.SERVER_PORT] = port
+        if analysis:
+            span_attributes[semconv.MODELWATCH_ANALYSIS] = analysis
+        if router:
+            span_attributes[semconv.MODELWATCH_ROUTER] = router
+        self._spec = CallSpec(
+            span_name=semconv.model_span_name(operation, model),
+            span_kind=SpanKind.CLIENT,
+            span_attributes=span_attributes,
+            metric_attributes=allowed_metric_attributes(span_attributes),
+            duration_instrument=semconv.OPERATION_DURATION,
+            is_model=True,
+            model=model,
+            provider=provider,
+            operation=operation,
+            analysis=analysis,
+            usage=usage,
+        )
+
+    def __repr__(self) -> str:
+        return f"monitored(model={self._spec.model!r}, provider={self._spec.provider!r})"
