@@ -16,6 +16,7 @@ from modelwatch.errors import (
     ModelwatchError,
     StreamInterruptedError,
 )
+from modelwatch.health import Health, HealthReport
 
 __all__ = [
     "AllBackendsFailedError",
@@ -24,6 +25,8 @@ __all__ = [
     "CircuitOpenError",
     "Config",
     "ConfigurationError",
+    "Health",
+    "HealthReport",
     "ModelwatchError",
     "StreamInterruptedError",
     "__version__",
