@@ -1,0 +1,139 @@
+"""The adapter between the breaker guard and pybreaker's storage (memory or Redis).
+
+pybreaker's storage objects hold the breaker state; this module is the only place that
+knows their details. Two things pybreaker's ``CircuitRedisStorage`` does are wrong for a
+guard that must never break the host, so they are handled here:
+
+* its constructor talks to Redis and raises if Redis is down: storage is built lazily and
+  construction is retried later;
+* its getters swallow ``RedisError`` and answer a fallback state, which would look like
+  "closed" to a reader: reads go through one ``MGET`` of pybreaker's own keys instead, so an
+  unreachable Redis reads as "unknown" and the guard keeps its local state.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import datetime, timezone
+from typing import Any
+
+import pybreaker
+
+from modelwatch._safety import report_internal_error
+from modelwatch.resilience._clock import Clock
+from modelwatch.resilience.policy import StorageFactory
+
+__all__ = ["SharedState", "redis_storage"]
+
+#: After a failed read or write, leave the storage alone this long.
+UNAVAILABLE_BACKOFF_S = 2.0
+
+
+def redis_storage(client: Any, namespace: str = "modelwatch") -> StorageFactory:
+    """A :attr:`BreakerPolicy.storage` factory sharing breaker state through Redis.
+
+    ``client`` is a ``redis.Redis`` built with ``decode_responses=False`` (pybreaker needs
+    bytes). Each breaker ``name`` gets pybreaker's keys under ``"{namespace}:{name}"``.
+
+    >>> policy = BreakerPolicy(storage=redis_storage(redis.Redis(port=6379)))  # doctest: +SKIP
+    """
+
+    def build(name: str) -> Any:
+        return pybreaker.CircuitRedisStorage(
+            pybreaker.STATE_CLOSED, client, namespace=f"{namespace}:{name}"
+        )
+
+    return build
+
+
+# the guard's state names <-> pybreaker's
+TO_PYBREAKER = {
+    "closed": pybreaker.STATE_CLOSED,
+    "half_open": pybreaker.STATE_HALF_OPEN,
+    "open": pybreaker.STATE_OPEN,
+}
+FROM_PYBREAKER = {v: k for k, v in TO_PYBREAKER.items()}
+
+
+class SharedState:
+    """Reads and writes one breaker's state in pybreaker storage; never raises."""
+
+    def __init__(self, name: str, factory: StorageFactory, clock: Clock) -> None:
+        self._name = name
+        self._factory = factory
+        self._clock = clock
+        self._storage: Any = None
+        self._retry_at = 0.0
+        self.breaker: Any = None  # the pybreaker.CircuitBreaker viewing the same storage
+
+    @property
+    def storage(self) -> Any:
+        """The pybreaker storage, built on first use (``None`` while it cannot be built)."""
+        if self._storage is None and self._clock.monotonic() >= self._retry_at:
+            try:
+                self._storage = self._factory(self._name)
+                self.breaker = pybreaker.CircuitBreaker(
+                    name=self._name, state_storage=self._storage
+                )
+            except Exception as exc:
+                self._storage = None
+                self._unavailable(exc, "build")
+        return self._storage
+
+    def _unavailable(self, exc: BaseException, what: str) -> None:
+        self._retry_at = self._clock.monotonic() + UNAVAILABLE_BACKOFF_S
+        report_internal_error(f"breaker.storage.{what}", exc)
+
+    def read(self) -> tuple[str, float | None] | None:
+        """``(state, opened_at epoch seconds)`` from storage, or ``None`` if unknown now."""
+        if self._clock.monotonic() < self._retry_at:
+            return None
+        storage = self.storage
+        if storage is None:
+            return None
+        try:
+            if isinstance(storage, pybreaker.CircuitRedisStorage):
+                # pybreaker's own keys, read in one round trip, errors not swallowed
+                raw_state, raw_opened = storage._redis.mget(
+                    [storage._namespace("state"), storage._namespace("opened_at")]
+                )
+                if raw_state is None:
+                    return None
+                state = raw_state.decode() if isinstance(raw_state, bytes) else str(raw_state)
+                opened = float(int(raw_opened)) if raw_opened else None
+            else:
+                state = storage.state
+                at = storage.opened_at
+                opened = None if at is None else float(calendar.timegm(at.utctimetuple()))
+        except Exception as exc:
+            self._unavailable(exc, "read")
+            return None
+        mapped = FROM_PYBREAKER.get(state)
+        return None if mapped is None else (mapped, opened)
+
+    def write(self, state: str, opened_at: float | None) -> bool:
+        """Store ``state`` (and ``opened_at`` when opening); ``False`` if it did not land."""
+        storage = self.storage
+        if storage is None:
+            return False
+        try:
+            if isinstance(storage, pybreaker.CircuitRedisStorage):
+                pipe = storage._redis.pipeline(transaction=True)
+                pipe.set(storage._namespace("state"), TO_PYBREAKER[state])
+                if opened_at is not None:
+                    pipe.set(storage._namespace("opened_at"), int(opened_at))
+                if state == "closed":
+                    pipe.set(storage._namespace("fail_counter"), 0)
+                    pipe.set(storage._namespace("success_counter"), 0)
+                pipe.execute()
+            else:
+                if opened_at is not None:
+                    storage.opened_at = datetime.fromtimestamp(opened_at, timezone.utc)
+                storage.state = TO_PYBREAKER[state]
+                if state == "closed":
+                    storage.reset_counter()
+                    storage.reset_success_counter()
+        except Exception as exc:
+            self._unavailable(exc, "write")
+            return False
+        return True
