@@ -1,0 +1,246 @@
+"""The server fixtures of tests/support/servers.py really start, answer and stop real servers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from support.servers import (
+    AlertmanagerFactory,
+    CeleryWorkerFactory,
+    PrometheusFactory,
+    RedisServer,
+    WebhookReceiver,
+    alertmanager_config,
+    free_port,
+    require_server,
+    wait_until,
+)
+
+pytestmark = pytest.mark.servers
+
+
+def _stat(pid: int) -> str:
+    """`ps -o stat=` of a PID: empty when the process is gone."""
+    result = subprocess.run(
+        ["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def metrics_endpoint() -> Iterator[tuple[str, Gauge]]:
+    """A prometheus_client /metrics endpoint on 127.0.0.1 with one gauge, on its own registry."""
+    registry = CollectorRegistry()
+    gauge = Gauge("modelwatch_smoke_value", "A value for the smoke test", registry=registry)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        yield f"127.0.0.1:{server.server_port}", gauge
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def test_free_port_is_bindable_on_loopback() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        assert sock.getsockname() == ("127.0.0.1", port)
+
+
+def test_require_server_skips_with_a_clear_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODELWATCH_REQUIRE_SERVERS", raising=False)
+    with pytest.raises(
+        pytest.skip.Exception,
+        match=r"no-such-server not installed .*"
+        r"MODELWATCH_REQUIRE_SERVERS=1 to make this a failure",
+    ):
+        require_server("no-such-server")
+
+
+def test_require_server_fails_when_servers_are_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELWATCH_REQUIRE_SERVERS", "1")
+    with pytest.raises(pytest.fail.Exception, match="no-such-server not installed"):
+        require_server("no-such-server")
+
+
+def test_wait_until_returns_the_value_or_times_out() -> None:
+    calls = iter([0, 0, 7])
+    assert wait_until(lambda: next(calls), timeout=5, interval=0.001) == 7
+    with pytest.raises(AssertionError, match=r"timed out after 0\.05 s waiting for never"):
+        wait_until(lambda: None, timeout=0.05, message="never")
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+
+def test_redis_ping_set_get(redis_server: RedisServer) -> None:
+    assert redis_server.host == "127.0.0.1"
+    assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
+    with redis.Redis.from_url(redis_server.fresh_url()) as client:
+        assert client.ping() is True
+        client.set("test_servers:key", b"value")
+        assert client.get("test_servers:key") == b"value"
+
+
+def test_redis_fresh_url_is_a_distinct_empty_database(redis_server: RedisServer) -> None:
+    first, second = redis_server.fresh_url(), redis_server.fresh_url()
+    assert first != second
+    with redis.Redis.from_url(first) as a, redis.Redis.from_url(second) as b:
+        a.set("shared-name", b"1")
+        assert b.get("shared-name") is None
+        assert a.dbsize() == 1
+
+
+def test_redis_listens_on_loopback_only(redis_server: RedisServer) -> None:
+    with redis.Redis.from_url(redis_server.url) as client:
+        assert client.config_get("bind")["bind"] == "127.0.0.1"
+        assert client.config_get("save")["save"] == ""
+
+
+# -- Prometheus and Alertmanager --------------------------------------------------------------
+
+
+def test_prometheus_scrapes_a_prometheus_client_endpoint(
+    prometheus_server: PrometheusFactory, metrics_endpoint: tuple[str, Gauge]
+) -> None:
+    target, gauge = metrics_endpoint
+    gauge.set(42)
+    prom = prometheus_server(scrape_targets=[target])
+    targets = prom.wait_for_targets_up(1)
+    assert targets[0]["scrapeUrl"] == f"http://{target}/metrics"
+    assert prom.wait_for_value("modelwatch_smoke_value") == 42.0
+    gauge.set(7)
+    assert prom.wait_for_value("modelwatch_smoke_value", lambda v: v != 42) == 7.0
+
+
+def test_prometheus_reload_loads_rules_and_fires_an_alert(
+    prometheus_server: PrometheusFactory,
+) -> None:
+    prom = prometheus_server()
+    assert prom.rules() == []
+    prom.reload(rules=RULES_ALWAYS_FIRING)
+    groups = prom.wait_for_rule_groups(1)
+    assert groups[0]["rules"][0]["name"] == "SmokeAlwaysFiring"
+    alert = prom.wait_for_alert("SmokeAlwaysFiring", "firing", timeout=15)
+    assert alert["labels"]["severity"] == "page"
+
+
+def test_prometheus_rejects_a_broken_reload(prometheus_server: PrometheusFactory) -> None:
+    prom = prometheus_server()
+    with pytest.raises(AssertionError, match="reload failed"):
+        prom.reload("global: {scrape_interval: not-a-duration}\n")
+
+
+def test_alertmanager_accepts_and_lists_an_alert(alertmanager_server: AlertmanagerFactory) -> None:
+    am = alertmanager_server()
+    am.post_alerts(
+        [
+            {
+                "labels": {"alertname": "SmokeApi", "model": "m1"},
+                "annotations": {"summary": "posted by a test"},
+            }
+        ]
+    )
+    alert = am.wait_for_alert("SmokeApi")
+    assert alert["labels"]["model"] == "m1"
+    assert alert["annotations"]["summary"] == "posted by a test"
+
+
+def test_prometheus_alert_reaches_the_webhook_through_alertmanager(
+    prometheus_server: PrometheusFactory,
+    alertmanager_server: AlertmanagerFactory,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    am = alertmanager_server(alertmanager_config(webhook_receiver.url))
+    prom = prometheus_server(rules=RULES_ALWAYS_FIRING, alertmanagers=[am])
+    alert = webhook_receiver.wait_for_alert("SmokeAlwaysFiring", "firing", timeout=20)
+    assert alert["labels"]["severity"] == "page"
+    assert webhook_receiver.payloads()[0]["version"] == "4"
+    assert prom.alerts()[0]["state"] == "firing"
+
+
+def test_servers_are_stopped_and_reaped(
+    prometheus_server: PrometheusFactory, alertmanager_server: AlertmanagerFactory
+) -> None:
+    am = alertmanager_server()
+    prom = prometheus_server()
+    assert _stat(am.process.pid)
+    assert _stat(prom.process.pid)
+    am.stop()
+    prom.stop()
+    assert (am.process.popen.returncode, prom.process.popen.returncode) == (0, 0)
+    assert _stat(am.process.pid) == ""
+    assert _stat(prom.process.pid) == ""
+
+
+def test_promtool_checks_the_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES_ALWAYS_FIRING)
+    result = subprocess.run(
+        [require_server("promtool"), "check", "rules", str(rules)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rules found" in result.stdout
+
+
+RULES_ALWAYS_FIRING = """
+groups:
+  - name: smoke
+    interval: 1s
+    rules:
+      - alert: SmokeAlwaysFiring
+        expr: vector(1)
+        labels: {severity: page}
+        annotations: {summary: always firing}
+"""
+
+
+# -- Celery -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pool", "concurrency"), [("solo", None), ("prefork", 2)], ids=["solo", "prefork2"]
+)
+def test_celery_worker_runs_a_task(
+    celery_worker: CeleryWorkerFactory, pool: str, concurrency: int | None
+) -> None:
+    worker = celery_worker("support.celery_app_smoke", pool=pool, concurrency=concurrency)
+    assert worker.call("smoke.add", 2, 3) == 5
+    task_pid = worker.call("smoke.pid")
+    children = worker.children()
+    if pool == "solo":
+        assert task_pid == worker.pid
+        assert children == []
+    else:
+        assert task_pid in children
+        assert len(children) == 2
+    output = worker.stop()
+    assert worker.process.popen.returncode == 0
+    assert "Task smoke.add[" in output
+    assert "succeeded" in output
+    assert _stat(worker.pid) == ""
+    assert all(_stat(child) in ("", "Z") for child in children)
+
+
+def test_celery_worker_env_and_extra_args(celery_worker: CeleryWorkerFactory) -> None:
+    worker = celery_worker(env={"MODELWATCH_SMOKE": "from-env"}, extra_args=["--queues=smoke-q"])
+    with worker.client() as app:
+        result = app.send_task("smoke.env", args=["MODELWATCH_SMOKE"], queue="smoke-q")
+        assert result.get(timeout=15) == "from-env"
+        result.forget()
+    assert os.environ.get("MODELWATCH_SMOKE") is None
