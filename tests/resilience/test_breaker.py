@@ -107,7 +107,8 @@ def test_open_time_elapses_into_one_trial_then_closes_after_two_successes(
     clock.advance(0.02)
     assert b.state == "half_open"
     trial = b.admit()
-    assert trial is not None and trial.trial
+    assert trial is not None
+    assert trial.trial
     assert b.admit() is None  # one trial at a time
     b.record_success(trial, FAST)
     assert b.state == "half_open"

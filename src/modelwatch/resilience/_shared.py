@@ -25,6 +25,9 @@ from modelwatch.resilience.policy import StorageFactory
 
 __all__ = ["SharedState", "redis_storage"]
 
+#: The guard's own key next to pybreaker's: when the open time ends (epoch seconds, float).
+OPEN_UNTIL_KEY = "modelwatch_open_until"
+
 #: After a failed read or write, leave the storage alone this long.
 UNAVAILABLE_BACKOFF_S = 2.0
 
@@ -84,8 +87,12 @@ class SharedState:
         self._retry_at = self._clock.monotonic() + UNAVAILABLE_BACKOFF_S
         report_internal_error(f"breaker.storage.{what}", exc)
 
-    def read(self) -> tuple[str, float | None] | None:
-        """``(state, opened_at epoch seconds)`` from storage, or ``None`` if unknown now."""
+    def read(self) -> tuple[str, float | None, float | None] | None:
+        """``(state, opened_at, open_until)`` in epoch seconds, or ``None`` if unknown now.
+
+        ``opened_at`` is pybreaker's (whole seconds); ``open_until`` is an extra key the guard
+        writes next to pybreaker's so every process honours the same (backed-off) open time.
+        """
         if self._clock.monotonic() < self._retry_at:
             return None
         storage = self.storage
@@ -94,25 +101,31 @@ class SharedState:
         try:
             if isinstance(storage, pybreaker.CircuitRedisStorage):
                 # pybreaker's own keys, read in one round trip, errors not swallowed
-                raw_state, raw_opened = storage._redis.mget(
-                    [storage._namespace("state"), storage._namespace("opened_at")]
+                raw_state, raw_opened, raw_until = storage._redis.mget(
+                    [
+                        storage._namespace("state"),
+                        storage._namespace("opened_at"),
+                        storage._namespace(OPEN_UNTIL_KEY),
+                    ]
                 )
                 if raw_state is None:
                     return None
                 state = raw_state.decode() if isinstance(raw_state, bytes) else str(raw_state)
                 opened = float(int(raw_opened)) if raw_opened else None
+                until = float(raw_until) if raw_until else None
             else:
                 state = storage.state
                 at = storage.opened_at
                 opened = None if at is None else float(calendar.timegm(at.utctimetuple()))
+                until = None
         except Exception as exc:
             self._unavailable(exc, "read")
             return None
         mapped = FROM_PYBREAKER.get(state)
-        return None if mapped is None else (mapped, opened)
+        return None if mapped is None else (mapped, opened, until)
 
-    def write(self, state: str, opened_at: float | None) -> bool:
-        """Store ``state`` (and ``opened_at`` when opening); ``False`` if it did not land."""
+    def write(self, state: str, opened_at: float | None, open_until: float | None = None) -> bool:
+        """Store ``state`` (and the open times when opening); ``False`` if it did not land."""
         storage = self.storage
         if storage is None:
             return False
@@ -122,6 +135,8 @@ class SharedState:
                 pipe.set(storage._namespace("state"), TO_PYBREAKER[state])
                 if opened_at is not None:
                     pipe.set(storage._namespace("opened_at"), int(opened_at))
+                if open_until is not None:
+                    pipe.set(storage._namespace(OPEN_UNTIL_KEY), repr(open_until))
                 if state == "closed":
                     pipe.set(storage._namespace("fail_counter"), 0)
                     pipe.set(storage._namespace("success_counter"), 0)

@@ -172,7 +172,7 @@ class Breaker:
         factory = self.policy.storage
         self._shared_reads = factory is not None
         self._shared = SharedState(name, factory or _memory_storage, self._clock)
-        self._last_remote: tuple[str, float | None] | None = None
+        self._last_remote: tuple[str, float | None, float | None] | None = None
         self._unpublished = False
         self._next_sync = 0.0
         self._syncing = threading.Lock()
@@ -461,12 +461,19 @@ class Breaker:
     # ------------------------------------------------------------------ shared state
     def _publish(self, state: str) -> None:
         opened = self._opened_at_wall if state == OPEN else None
-        ok = self._shared.write(state, opened)
+        until = None
+        if opened is not None:
+            until = opened + max(0.0, self._open_until - self._clock.monotonic())
+        ok = self._shared.write(state, opened, until)
         if self._shared_reads:
             with self._lock:
                 self._unpublished = not ok
                 if ok:
-                    self._last_remote = (state, None if opened is None else float(int(opened)))
+                    self._last_remote = (
+                        state,
+                        None if opened is None else float(int(opened)),
+                        until,
+                    )
 
     def _sync(self) -> None:
         """Adopt a state another process stored; keep local state if storage is unreachable."""
@@ -485,11 +492,13 @@ class Breaker:
                 if remote == self._last_remote:
                     return
                 self._last_remote = remote
-                state, opened_at = remote
+                state, opened_at, open_until = remote
                 if state == OPEN and self._state != OPEN:
-                    elapsed = self._clock.time() - (opened_at or self._clock.time())
+                    wall = self._clock.time()
+                    if open_until is None:  # written by plain pybreaker: whole seconds
+                        open_until = (opened_at or wall) + self._open_base_s
                     now = self._clock.monotonic()
-                    self._open_until = now + max(0.0, self._open_base_s - elapsed)
+                    self._open_until = now + max(0.0, open_until - wall)
                     self._opened_at_wall = opened_at
                     self._set_state(OPEN, REASON_SHARED, events)
                 elif state == CLOSED and self._state != CLOSED:

@@ -1,0 +1,122 @@
+"""Breaker state shared through a real redis-server on 127.0.0.1 (pybreaker's storage).
+
+* a breaker opened in this process is honoured by a second process within a second;
+* with Redis stopped, breakers are built, admit and open on local state, and never raise.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from modelwatch import semconv
+from modelwatch.resilience._shared import redis_storage
+from modelwatch.resilience.breaker import Breaker
+from modelwatch.resilience.policy import BreakerPolicy
+
+pytestmark = pytest.mark.servers
+
+PEER = Path(__file__).with_name("_shared_peer.py")
+
+
+def client_for(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def read_verdict(stream: Any) -> list[str]:
+    """The peer's next protocol line (structlog may print its own lines in between)."""
+    for line in stream:
+        words = line.split()
+        if words and words[0] in {"ready", "rejected", "timeout"}:
+            return list(words)
+    raise AssertionError("peer ended without a verdict")
+
+
+def test_open_breaker_is_honoured_by_another_process_within_a_second(redis_server: Any) -> None:
+    url = redis_server.fresh_url()
+    namespace, name = f"mw-{uuid.uuid4().hex[:8]}", "primary"
+    policy = BreakerPolicy(storage=redis_storage(client_for(url), namespace), sync_interval_s=0.1)
+    here = Breaker(name, policy)
+    with subprocess.Popen(
+        [sys.executable, str(PEER), url, namespace, name],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as peer:
+        assert peer.stdout is not None
+        assert peer.stdin is not None
+        assert read_verdict(peer.stdout) == ["ready"]
+        for _ in range(3):
+            permit = here.admit()
+            assert permit is not None
+            here.record_failure(permit, semconv.ERROR_UNAVAILABLE, 0.01)
+        assert here.state == "open"
+        assert here.pybreaker.current_state == "open"  # pybreaker's own view of the storage
+        peer.stdin.write("go\n")
+        peer.stdin.flush()
+        verdict = read_verdict(peer.stdout)
+        assert verdict[0] == "rejected", verdict
+        assert float(verdict[1]) < 1.0
+        assert verdict[2] == "open"
+        peer.stdin.close()
+        assert peer.wait(5) == 0
+
+
+def test_closing_in_one_process_closes_the_other(redis_server: Any) -> None:
+    url = redis_server.fresh_url()
+    namespace = f"mw-{uuid.uuid4().hex[:8]}"
+    policy = BreakerPolicy(
+        storage=redis_storage(client_for(url), namespace),
+        sync_interval_s=0.01,
+        jitter=0.0,
+        open_s=0.05,
+    )
+    a, b = Breaker("x", policy), Breaker("x", policy)  # two guards, one shared record
+    for _ in range(3):
+        permit = a.admit()
+        assert permit is not None
+        a.record_failure(permit, semconv.ERROR_TIMEOUT, 0.01)
+    time.sleep(0.02)  # the sync interval is real time here: two guards, one Redis
+    assert b.admit() is None
+    time.sleep(0.05)  # a's open time ends
+    for _ in range(2):
+        trial = a.admit()
+        assert trial is not None
+        a.record_success(trial, 0.01)
+    assert a.state == "closed"
+    time.sleep(0.02)
+    assert b.admit() is not None
+    assert b.state == "closed"
+
+
+def test_redis_going_away_leaves_local_state_working(tmp_path: Path) -> None:
+    from support.servers import _start_redis
+
+    server = _start_redis(tmp_path / "redis")
+    url = f"redis://{server.host}:{server.port}/0"
+    policy = BreakerPolicy(storage=redis_storage(client_for(url), "gone"), sync_interval_s=0.01)
+    try:
+        breaker = Breaker("svc", policy)
+        permit = breaker.admit()
+        assert permit is not None
+        breaker.record_success(permit, 0.01)
+    finally:
+        server.process.stop()
+    time.sleep(0.02)
+    started = time.monotonic()
+    for _ in range(3):
+        permit = breaker.admit()
+        assert permit is not None
+        breaker.record_failure(permit, semconv.ERROR_UNAVAILABLE, 0.01)
+    assert breaker.state == "open"
+    assert breaker.admit() is None
+    assert time.monotonic() - started < 1.0
+    late = Breaker("built-while-down", policy)  # pybreaker's constructor would raise here
+    assert late.admit() is not None
