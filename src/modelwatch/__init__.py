@@ -7,6 +7,7 @@ from modelwatch._config import Config, configure, flush, shutdown
 from modelwatch._version import __version__
 from modelwatch.capture.agent import agent_step
 from modelwatch.capture.call import Call, current_call
+from modelwatch.capture.context import context_executor, propagate
 from modelwatch.capture.monitored import monitored
 from modelwatch.errors import (
     AllBackendsFailedError,
@@ -32,8 +33,10 @@ __all__ = [
     "__version__",
     "agent_step",
     "configure",
+    "context_executor",
     "current_call",
     "flush",
     "monitored",
+    "propagate",
     "shutdown",
 ]
