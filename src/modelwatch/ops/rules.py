@@ -369,12 +369,12 @@ def _call_alerts(q: _Q) -> list[AlertRule]:
         AlertRule(
             "ModelwatchAuthFailing",
             group,
-            f"{q.call_rate(o.error_rate_window_s, is_auth)} > 0",
+            f"sum by ({q.by_model()}) (increase({q.sel(q.calls, is_auth)}[{ew}])) > 0",
             o.auth_for_s,
             "warning",
             f"Calls to {{{{ $labels.{m} }}}} are rejected as unauthorised",
-            f"Model {{{{ $labels.{m} }}}} in {{{{ $labels.{svc} }}}} answers 401/403 to "
-            f"{{{{ $value | humanize }}}} calls per second over the last {ew}: "
+            f"Model {{{{ $labels.{m} }}}} in {{{{ $labels.{svc} }}}} refused "
+            f"{{{{ $value | humanize }}}} calls with 401/403 in the last {ew}: "
             "a credential or permission is wrong, and retrying will not fix it.",
         ),
         AlertRule(
@@ -460,8 +460,8 @@ def _slo_alerts(q: _Q) -> list[AlertRule]:
                 f"{{{{ $labels.{m} }}}} is burning its {slo} error budget "
                 + ("fast" if severity == "critical" else "steadily"),
                 f"{{{{ $value | humanizePercentage }}}} of calls to model {{{{ $labels.{m} }}}} "
-                f"in {{{{ $labels.{svc} }}}} fail (long window), burning the {slo} availability "
-                f"SLO's error budget at {describe(windows)} the sustainable rate.",
+                f"in {{{{ $labels.{svc} }}}} fail, burning the {slo} availability SLO's error "
+                f"budget too fast (burn rate {describe(windows)}).",
                 symptom=True,
             )
         )
