@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,16 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from support.servers import (
     AlertmanagerFactory,
+    AlertmanagerServer,
     CeleryWorkerFactory,
     PrometheusFactory,
+    PrometheusServer,
     RedisServer,
     WebhookReceiver,
     alertmanager_config,
     free_port,
+    http_request,
+    listening_addresses,
     require_server,
     wait_until,
 )
@@ -35,15 +41,37 @@ def _stat(pid: int) -> str:
     return result.stdout.strip()
 
 
-@pytest.fixture
-def metrics_endpoint() -> Iterator[tuple[str, Gauge]]:
-    """A prometheus_client /metrics endpoint on 127.0.0.1 with one gauge, on its own registry."""
+@dataclass
+class AlertingStack:
+    """A /metrics endpoint scraped by Prometheus, whose alerts go via Alertmanager to a webhook."""
+
+    target: str
+    gauge: Gauge
+    webhook: WebhookReceiver
+    alertmanager: AlertmanagerServer
+    prometheus: PrometheusServer
+
+
+@pytest.fixture(scope="module")
+def alerting_stack(
+    module_prometheus_server: PrometheusFactory, module_alertmanager_server: AlertmanagerFactory
+) -> Iterator[AlertingStack]:
+    """Shared by the tests of this module: Prometheus discovers targets and Alertmanagers only
+    every 5 s, so one stack that all wait on together saves that wait per test."""
     registry = CollectorRegistry()
     gauge = Gauge("modelwatch_smoke_value", "A value for the smoke test", registry=registry)
+    gauge.set(42)
     server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    webhook = WebhookReceiver()
     try:
-        yield f"127.0.0.1:{server.server_port}", gauge
+        target = f"127.0.0.1:{server.server_port}"
+        am = module_alertmanager_server(alertmanager_config(webhook.url))
+        prom = module_prometheus_server(
+            scrape_targets=[target], rules=RULES_ALWAYS_FIRING, alertmanagers=[am]
+        )
+        yield AlertingStack(target, gauge, webhook, am, prom)
     finally:
+        webhook.close()
         server.shutdown()
         server.server_close()
         thread.join(5)
@@ -112,16 +140,13 @@ def test_redis_listens_on_loopback_only(redis_server: RedisServer) -> None:
 # -- Prometheus and Alertmanager --------------------------------------------------------------
 
 
-def test_prometheus_scrapes_a_prometheus_client_endpoint(
-    prometheus_server: PrometheusFactory, metrics_endpoint: tuple[str, Gauge]
-) -> None:
-    target, gauge = metrics_endpoint
-    gauge.set(42)
-    prom = prometheus_server(scrape_targets=[target])
+def test_prometheus_scrapes_a_prometheus_client_endpoint(alerting_stack: AlertingStack) -> None:
+    prom, target = alerting_stack.prometheus, alerting_stack.target
+    assert prom.url == f"http://127.0.0.1:{prom.port}"
     targets = prom.wait_for_targets_up(1)
     assert targets[0]["scrapeUrl"] == f"http://{target}/metrics"
-    assert prom.wait_for_value("modelwatch_smoke_value") == 42.0
-    gauge.set(7)
+    assert prom.wait_for_value("modelwatch_smoke_value", lambda v: v == 42) == 42.0
+    alerting_stack.gauge.set(7)
     assert prom.wait_for_value("modelwatch_smoke_value", lambda v: v != 42) == 7.0
 
 
@@ -159,16 +184,28 @@ def test_alertmanager_accepts_and_lists_an_alert(alertmanager_server: Alertmanag
 
 
 def test_prometheus_alert_reaches_the_webhook_through_alertmanager(
-    prometheus_server: PrometheusFactory,
-    alertmanager_server: AlertmanagerFactory,
-    webhook_receiver: WebhookReceiver,
+    alerting_stack: AlertingStack,
 ) -> None:
-    am = alertmanager_server(alertmanager_config(webhook_receiver.url))
-    prom = prometheus_server(rules=RULES_ALWAYS_FIRING, alertmanagers=[am])
-    alert = webhook_receiver.wait_for_alert("SmokeAlwaysFiring", "firing", timeout=20)
+    webhook = alerting_stack.webhook
+    alert = webhook.wait_for_alert("SmokeAlwaysFiring", "firing", timeout=20)
     assert alert["labels"]["severity"] == "page"
-    assert webhook_receiver.payloads()[0]["version"] == "4"
-    assert prom.alerts()[0]["state"] == "firing"
+    assert webhook.payloads()[0]["version"] == "4"
+    assert alerting_stack.alertmanager.wait_for_alert("SmokeAlwaysFiring")["status"]["state"] == (
+        "active"
+    )
+    assert alerting_stack.prometheus.wait_for_alert("SmokeAlwaysFiring")["state"] == "firing"
+
+
+def test_webhook_receiver_collects_posted_json(webhook_receiver: WebhookReceiver) -> None:
+    payload = {"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "Direct"}}]}  # fmt: skip
+    status, _ = http_request(
+        "POST", webhook_receiver.url, json.dumps(payload).encode(),
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert status == 200
+    assert webhook_receiver.payloads() == [payload]
+    assert webhook_receiver.wait_for_alert("Direct")["labels"] == {"alertname": "Direct"}
 
 
 def test_servers_are_stopped_and_reaped(
@@ -183,6 +220,19 @@ def test_servers_are_stopped_and_reaped(
     assert (am.process.popen.returncode, prom.process.popen.returncode) == (0, 0)
     assert _stat(am.process.pid) == ""
     assert _stat(prom.process.pid) == ""
+
+
+def test_servers_listen_on_loopback_only(
+    redis_server: RedisServer, alerting_stack: AlertingStack
+) -> None:
+    for pid, port in [
+        (redis_server.process.pid, redis_server.port),
+        (alerting_stack.prometheus.process.pid, alerting_stack.prometheus.port),
+        (alerting_stack.alertmanager.process.pid, alerting_stack.alertmanager.port),
+    ]:
+        addresses = listening_addresses(pid)
+        assert ("127.0.0.1", port) in addresses
+        assert {host for host, _ in addresses} == {"127.0.0.1"}, addresses
 
 
 def test_promtool_checks_the_rules(tmp_path: Path) -> None:

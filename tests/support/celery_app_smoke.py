@@ -17,6 +17,7 @@ app.conf.update(
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],
+    broker_transport_options={"polling_interval": 0.1},
 )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -198,6 +199,39 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def _hex_address(text: str) -> tuple[str, int]:
+    host_hex, port_hex = text.split(":")
+    raw = bytes.fromhex(host_hex)
+    if len(raw) == 4:
+        host = socket.inet_ntop(socket.AF_INET, raw[::-1])
+    else:  # /proc/net/tcp6 stores four little-endian 32-bit words
+        words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+        host = socket.inet_ntop(socket.AF_INET6, words)
+    return host, int(port_hex, 16)
+
+
+def listening_addresses(pid: int) -> list[tuple[str, int]]:
+    """(host, port) of every TCP socket process `pid` listens on, from /proc (like `ss -ltnp`).
+
+    assert {host for host, _ in listening_addresses(prom.process.pid)} == {"127.0.0.1"}
+    """
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    found.append(_hex_address(fields[1]))
+    return sorted(found)
 
 
 # --------------------------------------------------------------------------------------------
@@ -969,7 +1003,7 @@ def celery_worker(redis_server: RedisServer, tmp_path: Path) -> Iterator[CeleryW
     """
     python = require_server("celery")
     stack = _Stack()
-    counter = iter(range(1, 1000))
+    counter = itertools.count(1)
 
     def start(
         app: str = "support.celery_app_smoke",
