@@ -19,7 +19,10 @@ test: $(STAMP)
 	$(PY) tests/servers_setup.py
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q
+	@# pytest's status is the target's; 5 ("no tests collected") is a failure and says so.
+	$(PY) -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
+	exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
