@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,20 @@ pytestmark = pytest.mark.servers
 PEER = Path(__file__).with_name("_shared_peer.py")
 
 
-def client_for(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+@pytest.fixture
+def client_for() -> Iterator[Callable[[str], redis.Redis]]:
+    """Redis clients that are closed after the test (no stray sockets)."""
+    made: list[redis.Redis] = []
+
+    def build(url: str) -> redis.Redis:
+        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        made.append(client)
+        return client
+
+    yield build
+    for client in made:
+        client.close()
+        client.connection_pool.disconnect()
 
 
 def read_verdict(stream: Any) -> list[str]:
@@ -39,7 +52,9 @@ def read_verdict(stream: Any) -> list[str]:
     raise AssertionError("peer ended without a verdict")
 
 
-def test_open_breaker_is_honoured_by_another_process_within_a_second(redis_server: Any) -> None:
+def test_open_breaker_is_honoured_by_another_process_within_a_second(
+    redis_server: Any, client_for: Callable[[str], redis.Redis]
+) -> None:
     url = redis_server.fresh_url()
     namespace, name = f"mw-{uuid.uuid4().hex[:8]}", "primary"
     policy = BreakerPolicy(storage=redis_storage(client_for(url), namespace), sync_interval_s=0.1)
@@ -69,7 +84,9 @@ def test_open_breaker_is_honoured_by_another_process_within_a_second(redis_serve
         assert peer.wait(5) == 0
 
 
-def test_closing_in_one_process_closes_the_other(redis_server: Any) -> None:
+def test_a_close_through_one_guard_reaches_another_guard_on_the_same_keys(
+    redis_server: Any, client_for: Callable[[str], redis.Redis]
+) -> None:
     url = redis_server.fresh_url()
     namespace = f"mw-{uuid.uuid4().hex[:8]}"
     policy = BreakerPolicy(
@@ -96,7 +113,9 @@ def test_closing_in_one_process_closes_the_other(redis_server: Any) -> None:
     assert b.state == "closed"
 
 
-def test_redis_going_away_leaves_local_state_working(tmp_path: Path) -> None:
+def test_redis_going_away_leaves_local_state_working(
+    tmp_path: Path, client_for: Callable[[str], redis.Redis]
+) -> None:
     from support.servers import _start_redis
 
     server = _start_redis(tmp_path / "redis")
