@@ -49,6 +49,8 @@ SPAN_QUEUE_SIZE: Final = 2048
 #: How long one export may take before it is abandoned (a dead collector costs this, off-thread).
 EXPORT_TIMEOUT_S: Final = 5.0
 METRIC_EXPORT_INTERVAL_S: Final = 10.0
+#: The most interpreter exit waits for the last export (a dead collector cannot hold it longer).
+EXIT_TIMEOUT_S: Final = 2.0
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
@@ -533,7 +535,7 @@ def _shutdown_pipeline(timeout_s: float) -> None:
 
     worker = threading.Thread(target=run, name="modelwatch-shutdown", daemon=True)
     worker.start()
-    worker.join(timeout_s + 1.0)
+    worker.join(timeout_s)
 
 
 def shutdown() -> None:
@@ -547,8 +549,8 @@ def shutdown() -> None:
 
 def _at_exit() -> None:
     try:
-        if _state.owned:
-            flush(timeout_s=2.0)
-            shutdown()
+        with _state.lock:
+            if _state.owned:
+                _shutdown_pipeline(timeout_s=EXIT_TIMEOUT_S)
     except Exception:  # interpreter teardown: stay silent
         pass
