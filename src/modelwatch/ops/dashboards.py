@@ -1,0 +1,662 @@
+"""Grafana dashboards for modelwatch, generated from :mod:`modelwatch.semconv`.
+
+Built with Grafana's own ``grafana-foundation-sdk`` (``pip install 'modelwatch[dashboards]'``),
+so the JSON follows Grafana's schema; metric and label names come from semconv through
+:mod:`modelwatch.ops.promnames`, like the alert rules.
+
+- :func:`overview_dashboard`: the service overview: availability per model, requests,
+  p50/p95/p99 latency, errors by kind, tokens, cost and budgets, breaker states over time,
+  failovers, health checks, hung calls, rate-limit quota.
+- :func:`model_dashboard`: one model in depth (a drill-down linked from the overview).
+
+Both have template variables ``datasource``, ``service``, ``model`` and ``analysis``, and
+import into Grafana as they are (Dashboards -> New -> Import).
+
+>>> import json
+>>> board = json.loads(render_dashboard("overview"))
+>>> board["uid"]
+'modelwatch-overview'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from modelwatch import semconv
+from modelwatch.ops.promnames import SDK, Naming, label_name, metric_name
+
+if TYPE_CHECKING:  # the SDK is an optional dependency
+    from grafana_foundation_sdk.cog.builder import Builder
+
+__all__ = [
+    "DASHBOARDS",
+    "DashboardOptions",
+    "dashboard_queries",
+    "model_dashboard",
+    "overview_dashboard",
+    "render_dashboard",
+]
+
+DashboardName = Literal["overview", "model"]
+#: dashboard name -> uid
+DASHBOARDS: Final[dict[str, str]] = {
+    "overview": "modelwatch-overview",
+    "model": "modelwatch-model",
+}
+_DS: Final = "${datasource}"
+_RATE: Final = "$__rate_interval"
+
+
+@dataclass(frozen=True)
+class DashboardOptions:
+    """What the dashboards can be tuned by (the same naming and labels as the rules)."""
+
+    naming: Naming = SDK
+    #: extra label matchers put into every selector, e.g. ``env="prod"``
+    selector: str = ""
+    #: the label that tells services apart (the scrape ``job`` by default)
+    service_label: str = "job"
+    #: dashboard refresh interval
+    refresh: str = "30s"
+    #: the default time range (``now-<time_from>`` to ``now``)
+    time_from: str = "1h"
+
+
+def _sdk() -> Any:
+    """The grafana-foundation-sdk modules used here, imported on first use."""
+    try:
+        from grafana_foundation_sdk.builders import (
+            bargauge,
+            common,
+            dashboard,
+            prometheus,
+            statetimeline,
+            timeseries,
+        )
+        from grafana_foundation_sdk.cog import encoder
+        from grafana_foundation_sdk.models import dashboard as models
+    except ImportError as exc:  # pragma: no cover - exercised by hand without the extra
+        raise ImportError(
+            "modelwatch dashboards need grafana-foundation-sdk: "
+            "pip install 'modelwatch[dashboards]'"
+        ) from exc
+    return SimpleNamespace(
+        builders=SimpleNamespace(
+            bargauge=bargauge,
+            common=common,
+            dashboard=dashboard,
+            prometheus=prometheus,
+            statetimeline=statetimeline,
+            timeseries=timeseries,
+        ),
+        cog=SimpleNamespace(encoder=encoder),
+        models=SimpleNamespace(dashboard=models),
+    )
+
+
+class _Names:
+    """Metric and label names, and the variable-filtered selectors every panel uses."""
+
+    def __init__(self, options: DashboardOptions) -> None:
+        n = options.naming
+        self.o = options
+        self.svc = options.service_label
+        self.model = label_name(semconv.GEN_AI_REQUEST_MODEL)
+        self.analysis = label_name(semconv.MODELWATCH_ANALYSIS)
+        self.error = label_name(semconv.ERROR_TYPE)
+        self.token_type = label_name(semconv.GEN_AI_TOKEN_TYPE)
+        self.router = label_name(semconv.MODELWATCH_ROUTER)
+        self.circuit = label_name(semconv.MODELWATCH_CIRCUIT)
+        self.check = label_name(semconv.HEALTH_CHECK)
+        self.kind = label_name(semconv.HEALTH_KIND)
+        self.budget = label_name(semconv.BUDGET)
+        self.resource = label_name(semconv.RATE_LIMIT_RESOURCE)
+        self.from_ = label_name(semconv.FROM)
+        self.to = label_name(semconv.TO)
+        self.reason = label_name(semconv.REASON)
+        self.duration = metric_name(semconv.OPERATION_DURATION, n)
+        self.tokens = metric_name(semconv.TOKEN_USAGE, n)
+        self.ttfc = metric_name(semconv.TIME_TO_FIRST_CHUNK, n)
+        self.cost = metric_name(semconv.COST, n)
+        self.in_flight = metric_name(semconv.CALLS_IN_FLIGHT, n)
+        self.oldest = metric_name(semconv.CALLS_OLDEST_IN_FLIGHT, n)
+        self.state = metric_name(semconv.CIRCUIT_STATE, n)
+        self.transitions = metric_name(semconv.CIRCUIT_TRANSITIONS, n)
+        self.failovers = metric_name(semconv.FAILOVERS, n)
+        self.failover_duration = metric_name(semconv.FAILOVER_DURATION, n)
+        self.health = metric_name(semconv.HEALTH_STATUS, n)
+        self.remaining = metric_name(semconv.RATE_LIMIT_REMAINING, n)
+        self.budget_used = metric_name(semconv.BUDGET_USED, n)
+
+    def sel(self, metric: str, *matchers: str, model: bool = True, analysis: bool = False) -> str:
+        """``metric{service, model, analysis filters, matchers, options.selector}``."""
+        parts = [f'{self.svc}=~"$service"']
+        if model:
+            parts.append(f'{self.model}=~"$model"')
+        if analysis:
+            parts.append(f'{self.analysis}=~"$analysis"')
+        parts += [m for m in (*matchers, self.o.selector) if m]
+        return f"{metric}{{{', '.join(parts)}}}"
+
+    def calls(self, *matchers: str) -> str:
+        return self.sel(f"{self.duration}_count", *matchers, analysis=True)
+
+    def quantile(self, q: float, metric: str, by: str) -> str:
+        buckets = self.sel(f"{metric}_bucket", analysis=metric != self.ttfc)
+        rate = f"rate({buckets}[{_RATE}])"
+        return f"histogram_quantile({q}, sum by ({by}, le) ({rate}))"
+
+
+# --------------------------------------------------------------------------- panel helpers
+@dataclass(frozen=True)
+class _Target:
+    expr: str
+    legend: str
+
+
+def _targets(panel: Any, targets: Sequence[_Target]) -> Any:
+    prometheus = _sdk().builders.prometheus
+    for i, target in enumerate(targets):
+        panel = panel.with_target(
+            prometheus.Dataquery()
+            .expr(target.expr)
+            .legend_format(target.legend)
+            .ref_id(chr(65 + i))
+        )
+    return panel
+
+
+def _datasource() -> Any:
+    return _sdk().models.dashboard.DataSourceRef(type_val="prometheus", uid=_DS)
+
+
+def _timeseries(
+    title: str, description: str, unit: str, targets: Sequence[_Target], width: int = 12
+) -> Any:
+    sdk = _sdk()
+    common = sdk.builders.common
+    panel = (
+        sdk.builders.timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(_datasource())
+        .unit(unit)
+        .height(8)
+        .span(width)
+        .legend(
+            common.VizLegendOptions().show_legend(True).display_mode("list").placement("bottom")
+        )
+        .tooltip(common.VizTooltipOptions().mode("multi").sort("desc"))
+    )
+    return _targets(panel, targets)
+
+
+def _circuit_mappings() -> list[Any]:
+    models = _sdk().models.dashboard
+    result = models.ValueMappingResult
+    return [
+        models.ValueMap(
+            options={
+                str(semconv.CIRCUIT_CLOSED): result(text="closed", color="green", index=0),
+                str(semconv.CIRCUIT_HALF_OPEN): result(text="half-open", color="yellow", index=1),
+                str(semconv.CIRCUIT_OPEN): result(text="open", color="red", index=2),
+            }
+        )
+    ]
+
+
+def _health_mappings() -> list[Any]:
+    models = _sdk().models.dashboard
+    result = models.ValueMappingResult
+    return [
+        models.ValueMap(
+            options={
+                "1": result(text="ok", color="green", index=0),
+                "0.5": result(text="degraded", color="yellow", index=1),
+                "0": result(text="down", color="red", index=2),
+            }
+        )
+    ]
+
+
+def _state_timeline(
+    title: str, description: str, target: _Target, mappings: list[Any], width: int = 12
+) -> Any:
+    sdk = _sdk()
+    common = sdk.builders.common
+    panel = (
+        sdk.builders.statetimeline.Panel()
+        .title(title)
+        .description(description)
+        .datasource(_datasource())
+        .height(8)
+        .span(width)
+        .mappings(mappings)
+        .show_value("never")
+        .legend(
+            common.VizLegendOptions().show_legend(True).display_mode("list").placement("bottom")
+        )
+        .tooltip(common.VizTooltipOptions().mode("single").sort("none"))
+    )
+    return _targets(panel, [target])
+
+
+def _bargauge(title: str, description: str, unit: str, target: _Target, width: int = 12) -> Any:
+    sdk = _sdk()
+    dashboard = sdk.builders.dashboard
+    steps = sdk.models.dashboard.Threshold
+    panel = (
+        sdk.builders.bargauge.Panel()
+        .title(title)
+        .description(description)
+        .datasource(_datasource())
+        .unit(unit)
+        .min(0)
+        .max(1)
+        .height(8)
+        .span(width)
+        .thresholds(
+            dashboard.ThresholdsConfig()
+            .mode("absolute")
+            .steps(
+                [
+                    steps(value=None, color="green"),
+                    steps(value=0.8, color="orange"),
+                    steps(value=1.0, color="red"),
+                ]
+            )
+        )
+    )
+    return _targets(panel, [target])
+
+
+# --------------------------------------------------------------------------- the panels
+def _traffic_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, Any]]:
+    ok = n.calls(f'{n.error}=""')
+    failed = n.calls(f'{n.error}!=""')
+    yield (
+        "Traffic and errors",
+        _timeseries(
+            "Availability",
+            "Share of model calls that succeeded.",
+            "percentunit",
+            [
+                _Target(
+                    f"sum by ({by}) (rate({ok}[{_RATE}]))\n/\n"
+                    f"sum by ({by}) (rate({n.calls()}[{_RATE}]))",
+                    legend,
+                )
+            ],
+        ),
+    )
+    yield (
+        "Traffic and errors",
+        _timeseries(
+            "Requests",
+            "Model calls per second, successful or not.",
+            "reqps",
+            [_Target(f"sum by ({by}) (rate({n.calls()}[{_RATE}]))", legend)],
+        ),
+    )
+    yield (
+        "Traffic and errors",
+        _timeseries(
+            "Errors by kind",
+            "Failed model calls per second, by error kind (error.type).",
+            "reqps",
+            [
+                _Target(
+                    f"sum by ({by}, {n.error}) (rate({failed}[{_RATE}]))",
+                    f"{legend} {{{{{n.error}}}}}",
+                )
+            ],
+        ),
+    )
+    yield (
+        "Traffic and errors",
+        _timeseries(
+            "Latency p50 / p95 / p99",
+            "Model call duration quantiles (the alert threshold is on p95).",
+            "s",
+            [
+                _Target(n.quantile(q, n.duration, by), f"{legend} p{int(q * 100)}")
+                for q in (0.5, 0.95, 0.99)
+            ],
+        ),
+    )
+
+
+def _usage_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, Any]]:
+    tokens = n.sel(f"{n.tokens}_sum", analysis=True)
+    yield (
+        "Tokens and cost",
+        _timeseries(
+            "Tokens",
+            "Tokens per second, input and output.",
+            "short",
+            [
+                _Target(
+                    f"sum by ({by}, {n.token_type}) (rate({tokens}[{_RATE}]))",
+                    f"{legend} {{{{{n.token_type}}}}}",
+                )
+            ],
+        ),
+    )
+    yield (
+        "Tokens and cost",
+        _timeseries(
+            "Cost",
+            "Spend in US dollars per hour, from the price table.",
+            "currencyUSD",
+            [
+                _Target(
+                    f"sum by ({by}) (rate({n.sel(n.cost, analysis=True)}[{_RATE}])) * 3600",
+                    legend,
+                )
+            ],
+        ),
+    )
+    yield (
+        "Tokens and cost",
+        _timeseries(
+            "Time to first chunk p95",
+            "Streaming calls: time until the first chunk arrived.",
+            "s",
+            [_Target(n.quantile(0.95, n.ttfc, by), legend)],
+        ),
+    )
+
+
+def _resilience_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, Any]]:
+    state = n.sel(n.state)
+    failovers = n.sel(n.failovers, f'{n.from_}=~"$model"', model=False)
+    yield (
+        "Resilience",
+        _state_timeline(
+            "Circuit breakers",
+            "Breaker state per backend over time: closed, half-open, open.",
+            _Target(
+                f"max by ({n.router}, {n.model}) ({state})",
+                f"{{{{{n.router}}}}} / {{{{{n.model}}}}}",
+            ),
+            _circuit_mappings(),
+        ),
+    )
+    yield (
+        "Resilience",
+        _timeseries(
+            "Failovers",
+            "Calls moved from one backend to the next, per second.",
+            "reqps",
+            [
+                _Target(
+                    f"sum by ({n.router}, {n.from_}, {n.to}, {n.reason}) "
+                    f"(rate({failovers}[{_RATE}]))",
+                    f"{{{{{n.from_}}}}} -> {{{{{n.to}}}}} ({{{{{n.reason}}}}})",
+                )
+            ],
+        ),
+    )
+    transitions = n.sel(n.transitions)
+    yield (
+        "Resilience",
+        _timeseries(
+            "Breaker transitions",
+            "Circuit breaker state changes, by the state entered.",
+            "short",
+            [
+                _Target(
+                    f"sum by ({n.model}, {n.to}) (increase({transitions}[{_RATE}]))",
+                    f"{{{{{n.model}}}}} -> {{{{{n.to}}}}}",
+                )
+            ],
+        ),
+    )
+    extra = n.sel(f"{n.failover_duration}_bucket", f'{n.from_}=~"$model"', model=False)
+    yield (
+        "Resilience",
+        _timeseries(
+            "Failover cost p95",
+            "Extra time a call spent because it failed over.",
+            "s",
+            [
+                _Target(
+                    f"histogram_quantile(0.95, sum by ({n.router}, le) (rate({extra}[{_RATE}])))",
+                    f"{{{{{n.router}}}}}",
+                )
+            ],
+        ),
+    )
+    del by, legend
+
+
+def _health_panels(n: _Names, by: str, legend: str, model_only: bool) -> Iterator[tuple[str, Any]]:
+    health = n.sel(n.health, model=False)
+    if model_only:
+        health = n.sel(n.health, f'{n.check}=~"$model"', model=False)
+    yield (
+        "Health and capacity",
+        _state_timeline(
+            "Health checks",
+            "Health check status over time: ok, degraded, down.",
+            _Target(
+                f"min by ({n.check}, {n.kind}) ({health})",
+                f"{{{{{n.kind}}}}} {{{{{n.check}}}}}",
+            ),
+            _health_mappings(),
+        ),
+    )
+    yield (
+        "Health and capacity",
+        _timeseries(
+            "Hung calls: oldest call in flight",
+            "Age of the oldest running call: a hung call climbs here before it ends.",
+            "s",
+            [_Target(f"max by ({by}) ({n.sel(n.oldest, analysis=True)})", legend)],
+            width=6,
+        ),
+    )
+    yield (
+        "Health and capacity",
+        _timeseries(
+            "Calls in flight",
+            "Model calls running now.",
+            "short",
+            [_Target(f"sum by ({by}) ({n.sel(n.in_flight, analysis=True)})", legend)],
+            width=6,
+        ),
+    )
+    yield (
+        "Health and capacity",
+        _timeseries(
+            "Rate-limit quota left",
+            "Remaining share of the provider's rate limit, from response headers.",
+            "percentunit",
+            [
+                _Target(
+                    f"min by ({n.model}, {n.resource}) ({n.sel(n.remaining)})",
+                    f"{{{{{n.model}}}}} {{{{{n.resource}}}}}",
+                )
+            ],
+        ),
+    )
+    yield (
+        "Health and capacity",
+        _bargauge(
+            "Budgets",
+            "Share of each cost budget spent in its period.",
+            "percentunit",
+            _Target(
+                f"max by ({n.budget}) ({n.sel(n.budget_used, model=False)})",
+                f"{{{{{n.budget}}}}}",
+            ),
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- dashboards
+def _variables(n: _Names, multi_model: bool) -> list[Any]:
+    sdk = _sdk()
+    board = sdk.builders.dashboard
+    calls = f"{n.duration}_count"
+    extra = f", {n.o.selector}" if n.o.selector else ""
+
+    def query(name: str, label: str, query_text: str, multi: bool) -> Any:
+        variable = (
+            board.QueryVariable(name)
+            .label(label)
+            .datasource(_datasource())
+            .query(query_text)
+            .refresh(2)  # on time range change
+            .sort(1)
+            .multi(multi)
+            .include_all(True)
+            .all_value(".*")
+        )
+        if not multi:
+            variable = variable.include_all(False)
+        return variable
+
+    return [
+        board.DatasourceVariable("datasource").label("Data source").type("prometheus"),
+        query(
+            "service",
+            "Service",
+            f"label_values({calls}{{{n.o.selector}}}, {n.svc})"
+            if n.o.selector
+            else f"label_values({calls}, {n.svc})",
+            multi=True,
+        ),
+        query(
+            "model",
+            "Model",
+            f'label_values({calls}{{{n.svc}=~"$service"{extra}}}, {n.model})',
+            multi=multi_model,
+        ),
+        query(
+            "analysis",
+            "Analysis",
+            f'label_values({calls}{{{n.svc}=~"$service"{extra}}}, {n.analysis})',
+            multi=True,
+        ),
+    ]
+
+
+def _assemble(
+    title: str,
+    uid: str,
+    description: str,
+    panels: Iterator[tuple[str, Any]],
+    n: _Names,
+    *,
+    multi_model: bool,
+    link_title: str,
+) -> Any:
+    sdk = _sdk()
+    board = sdk.builders.dashboard
+    dashboard = (
+        board.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["modelwatch", "genai"])
+        .editable()
+        .refresh(n.o.refresh)
+        .time(f"now-{n.o.time_from}", "now")
+        .timezone("browser")
+        .tooltip(1)  # shared crosshair
+        .link(
+            board.DashboardLink(link_title)
+            .type("dashboards")
+            .tags(["modelwatch"])
+            .as_dropdown(False)
+            .include_vars(True)
+            .keep_time(True)
+        )
+    )
+    for variable in _variables(n, multi_model):
+        dashboard = dashboard.with_variable(variable)
+    current_row = None
+    panel_id = 1
+    for row, panel in panels:
+        if row != current_row:
+            dashboard = dashboard.with_row(board.Row(row).id(panel_id))
+            panel_id += 1
+            current_row = row
+        dashboard = dashboard.with_panel(panel.id(panel_id))
+        panel_id += 1
+    return dashboard
+
+
+def overview_dashboard(options: DashboardOptions | None = None) -> Builder[Any]:
+    """The service overview dashboard (a grafana-foundation-sdk builder)."""
+    n = _Names(options or DashboardOptions())
+    by, legend = n.model, f"{{{{{n.model}}}}}"
+
+    def panels() -> Iterator[tuple[str, Any]]:
+        yield from _traffic_panels(n, by, legend)
+        yield from _usage_panels(n, by, legend)
+        yield from _resilience_panels(n, by, legend)
+        yield from _health_panels(n, by, legend, model_only=False)
+
+    result: Builder[Any] = _assemble(
+        "modelwatch / service overview",
+        DASHBOARDS["overview"],
+        "Model calls, failover and health of services instrumented with modelwatch.",
+        panels(),
+        n,
+        multi_model=True,
+        link_title="Model drill-down",
+    )
+    return result
+
+
+def model_dashboard(options: DashboardOptions | None = None) -> Builder[Any]:
+    """The per-model drill-down dashboard (a grafana-foundation-sdk builder)."""
+    n = _Names(options or DashboardOptions())
+    by = f"{n.model}, {n.analysis}"
+    legend = f"{{{{{n.analysis}}}}}"
+
+    def panels() -> Iterator[tuple[str, Any]]:
+        yield from _traffic_panels(n, by, legend)
+        yield from _usage_panels(n, by, legend)
+        yield from _resilience_panels(n, by, legend)
+        yield from _health_panels(n, by, legend, model_only=True)
+
+    result: Builder[Any] = _assemble(
+        "modelwatch / model drill-down",
+        DASHBOARDS["model"],
+        "One model in depth, split by analysis type.",
+        panels(),
+        n,
+        multi_model=False,
+        link_title="Service overview",
+    )
+    return result
+
+
+def render_dashboard(
+    name: DashboardName = "overview", options: DashboardOptions | None = None
+) -> str:
+    """The dashboard as Grafana JSON text (what ``modelwatch dashboard`` prints)."""
+    builder = {"overview": overview_dashboard, "model": model_dashboard}[name](options)
+    encoder = _sdk().cog.encoder.JSONEncoder(sort_keys=True, indent=2)
+    text: str = encoder.encode(builder.build())
+    return text + "\n"
+
+
+def dashboard_queries(dashboard_json: str) -> list[str]:
+    """Every PromQL expression of a rendered dashboard's panels, in order."""
+    board = json.loads(dashboard_json)
+    found: list[str] = []
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            found.extend(t["expr"] for t in panel.get("targets") or [] if t.get("expr"))
+            walk(panel.get("panels") or [])
+
+    walk(board.get("panels") or [])
+    return found
