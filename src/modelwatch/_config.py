@@ -157,7 +157,8 @@ def _prices(setting: str, value: object) -> dict[str, Price]:
                 text = Path(value).read_text("utf-8")
             except OSError as exc:
                 raise ConfigurationError(
-                    f"{setting}: expected JSON or the path of a JSON file, cannot read {value!r}: {exc}"
+                    f"{setting}: expected JSON or the path of a JSON file; "
+                    f"cannot read {value!r}: {exc}"
                 ) from exc
         try:
             value = json.loads(text)
@@ -169,7 +170,9 @@ def _prices(setting: str, value: object) -> dict[str, Price]:
         raise ConfigurationError(str(exc)) from exc
 
 
-def _resolve(explicit: object, argument: str, envs: tuple[str, ...], default: Any, check: Any) -> Any:
+def _resolve(
+    explicit: object, argument: str, envs: tuple[str, ...], default: Any, check: Any
+) -> Any:
     if explicit is not None:
         return check(argument, explicit)
     found = _env(*envs)
@@ -310,7 +313,8 @@ def _prometheus_reader(config: Config) -> tuple[MetricReader, Any, int]:
         )
     except OSError as exc:
         raise ConfigurationError(
-            f"prometheus_port: cannot listen on {config.prometheus_host}:{config.prometheus_port}: {exc}"
+            f"prometheus_port: cannot listen on "
+            f"{config.prometheus_host}:{config.prometheus_port}: {exc}"
         ) from exc
     return reader, (server, thread), int(server.server_port)
 
@@ -552,5 +556,5 @@ def _at_exit() -> None:
         with _state.lock:
             if _state.owned:
                 _shutdown_pipeline(timeout_s=EXIT_TIMEOUT_S)
-    except Exception:  # interpreter teardown: stay silent
+    except Exception:  # noqa: S110 - interpreter teardown: stay silent
         pass

@@ -48,7 +48,7 @@ def report_internal_error(site: str, exc: BaseException) -> None:
             message=str(exc)[:200],
             suppressed_since_last=suppressed,
         )
-    except Exception:  # the logger itself is broken: stay silent rather than break the host
+    except Exception:  # noqa: S110 - the logger itself is broken: stay silent, never break the host
         pass
 
 

@@ -15,7 +15,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("modelwatch.ops.demo", "run a simulated AI engine under failure, watched live"),
     "rules": ("modelwatch.ops.rules_cli", "print Prometheus alert rules (YAML)"),
     "dashboard": ("modelwatch.ops.dashboard_cli", "print a Grafana dashboard (JSON)"),
-    "check": ("modelwatch.health.check_cli", "query a health endpoint; exit 0 ok, 1 degraded, 2 down"),
+    "check": (
+        "modelwatch.health.check_cli",
+        "query a health endpoint; exit 0 ok, 1 degraded, 2 down",
+    ),
 }
 
 

@@ -19,7 +19,7 @@ GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
 GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
-GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"
+GEN_AI_TOKEN_TYPE: Final = "gen_ai.token.type"  # noqa: S105 - an attribute name
 GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
 GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
@@ -47,8 +47,8 @@ BUDGET: Final = "modelwatch.budget"
 TASK_NAME: Final = "modelwatch.task.name"
 TASK_OUTCOME: Final = "modelwatch.task.outcome"
 
-TOKEN_TYPE_INPUT: Final = "input"
-TOKEN_TYPE_OUTPUT: Final = "output"
+TOKEN_TYPE_INPUT: Final = "input"  # noqa: S105
+TOKEN_TYPE_OUTPUT: Final = "output"  # noqa: S105
 
 #: The only attribute keys ever put on a metric point. Anything else is dropped, so a
 #: prompt, a user id or free text can never become a time-series label.

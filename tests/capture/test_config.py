@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.otlp import BlackholeEndpoint, DeadEndpoint, OtlpReceiver
 
 import modelwatch
 from modelwatch import ConfigurationError
 from modelwatch._config import resolve
+from support.otlp import BlackholeEndpoint, DeadEndpoint, OtlpReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN_ENV_PREFIXES = ("MODELWATCH_", "OTEL_")
@@ -273,7 +273,8 @@ def test_configure_twice_same_settings_is_a_no_op_and_new_settings_apply(
         c = modelwatch.configure(service_name="two", otlp_endpoint={otlp_receiver.http_endpoint!r})
         with modelwatch.monitored(model="m", provider="p"):
             pass
-        print(json.dumps({{"same": a is b, "changed": c.service_name, "flushed": modelwatch.flush()}}))
+        flushed = modelwatch.flush()
+        print(json.dumps({{"same": a is b, "changed": c.service_name, "flushed": flushed}}))
         """
     )
     assert out == {"same": True, "changed": "two", "flushed": True}

@@ -9,10 +9,7 @@ from modelwatch import semconv
 
 
 def test_metric_names_instruments_and_units_are_pinned() -> None:
-    pinned = {
-        (m.name, m.instrument, m.unit)
-        for m in semconv.METRICS
-    }
+    pinned = {(m.name, m.instrument, m.unit) for m in semconv.METRICS}
     assert pinned >= {
         ("gen_ai.client.operation.duration", "histogram", "s"),
         ("gen_ai.client.token.usage", "histogram", "{token}"),
@@ -36,7 +33,20 @@ def test_metric_names_instruments_and_units_are_pinned() -> None:
 
 def test_buckets_are_pinned() -> None:
     assert semconv.DURATION_BUCKETS == (
-        0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+        0.01,
+        0.02,
+        0.04,
+        0.08,
+        0.16,
+        0.32,
+        0.64,
+        1.28,
+        2.56,
+        5.12,
+        10.24,
+        20.48,
+        40.96,
+        81.92,
     )
     assert semconv.TOKEN_BUCKETS[0] == 1
     assert semconv.TOKEN_BUCKETS[-1] == 67108864
@@ -61,8 +71,14 @@ def test_span_names() -> None:
 
 def test_error_kinds_are_the_fixed_set() -> None:
     assert semconv.ERROR_KINDS == (
-        "rate_limited", "timeout", "unavailable", "auth", "not_found", "bad_request",
-        "cancelled", "_OTHER",
+        "rate_limited",
+        "timeout",
+        "unavailable",
+        "auth",
+        "not_found",
+        "bad_request",
+        "cancelled",
+        "_OTHER",
     )
 
 
@@ -87,7 +103,16 @@ def test_all_is_sorted_complete_and_documented() -> None:
 
 def test_design_names_exist() -> None:
     for name in (
-        "configure", "flush", "shutdown", "monitored", "current_call", "Call", "agent_step",
-        "ConfigurationError", "CircuitOpenError", "AllBackendsFailedError", "ModelwatchError",
+        "configure",
+        "flush",
+        "shutdown",
+        "monitored",
+        "current_call",
+        "Call",
+        "agent_step",
+        "ConfigurationError",
+        "CircuitOpenError",
+        "AllBackendsFailedError",
+        "ModelwatchError",
     ):
         assert name in modelwatch.__all__, name

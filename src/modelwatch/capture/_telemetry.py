@@ -46,9 +46,7 @@ class Telemetry:
     """A tracer and every modelwatch instrument, bound to one tracer and meter provider."""
 
     def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
-        self.tracer: Tracer = tracer_provider.get_tracer(
-            semconv.INSTRUMENTATION_SCOPE, __version__
-        )
+        self.tracer: Tracer = tracer_provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__)
         self.meter: Meter = meter_provider.get_meter(semconv.INSTRUMENTATION_SCOPE, __version__)
         self._instruments: dict[str, Any] = {}
         self._instrument_lock = threading.Lock()

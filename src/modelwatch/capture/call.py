@@ -49,7 +49,8 @@ def current_call() -> Call | None:
 def _classify(exc: BaseException) -> str:
     from modelwatch._classify import classify
 
-    return classify(exc)
+    kind: str = classify(exc)
+    return kind
 
 
 _INFLIGHT_KEYS: Final = (
@@ -159,23 +160,23 @@ class Call:
     """
 
     __slots__ = (
+        "__weakref__",
         "_call_token",
+        "_child_input",
+        "_child_output",
         "_ctx_token",
         "_ended",
         "_error_kind",
         "_first_chunk_at",
         "_input_tokens",
+        "_output_tokens",
         "_owner",
         "_response_model",
         "_server_address",
         "_span",
         "_spec",
         "_start",
-        "_child_input",
-        "_child_output",
-        "_output_tokens",
         "_usage_explicit",
-        "__weakref__",
     )
 
     def __init__(self, spec: CallSpec) -> None:
@@ -234,7 +235,9 @@ class Call:
             report_internal_error("cost", exc)
             return None
 
-    def record_usage(self, input_tokens: int | None = None, output_tokens: int | None = None) -> None:
+    def record_usage(
+        self, input_tokens: int | None = None, output_tokens: int | None = None
+    ) -> None:
         """Record token usage; overrides what would be read from the return value.
 
         Raises ``ValueError`` for a negative or non-integer count (bad input to the API);
@@ -268,7 +271,7 @@ class Call:
             if self._span is not None:
                 self._span.set_attribute(key, scrub_value(value))  # type: ignore[arg-type]
 
-    def record_messages(self, input: Any = None, output: Any = None) -> None:  # noqa: A002
+    def record_messages(self, input: Any = None, output: Any = None) -> None:
         """Record prompt and completion content, only if content capture is enabled.
 
         Content capture is off unless ``configure(capture_content=True)`` or
@@ -286,7 +289,9 @@ class Call:
                     self._span.set_attribute(key, scrub(text))
 
     # ------------------------------------------------------------------ internal
-    def _set_usage(self, input_tokens: int | None, output_tokens: int | None, *, explicit: bool) -> None:
+    def _set_usage(
+        self, input_tokens: int | None, output_tokens: int | None, *, explicit: bool
+    ) -> None:
         if not explicit and self._usage_explicit:
             return
         if explicit:
@@ -380,9 +385,7 @@ class Call:
             self._error_kind = kind
         owner = self._owner
         if owner is not None:  # nested: forward, record no metrics of our own
-            owner._absorb_usage(
-                Usage(self.input_tokens, self.output_tokens, self._response_model)
-            )
+            owner._absorb_usage(Usage(self.input_tokens, self.output_tokens, self._response_model))
         else:
             self._record_metrics(spec, end - self._start, kind)
         if span is not None:
@@ -455,7 +458,9 @@ def _coerce_usage(value: Any) -> Usage:
     if isinstance(value, tuple) and len(value) == 2:
         return Usage(value[0], value[1])
     if isinstance(value, Mapping) and ("input_tokens" in value or "output_tokens" in value):
-        return Usage(value.get("input_tokens"), value.get("output_tokens"), value.get("response_model"))
+        return Usage(
+            value.get("input_tokens"), value.get("output_tokens"), value.get("response_model")
+        )
     return extract_usage(value)
 
 

@@ -35,8 +35,26 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1" + REDACTED + "@"),
 )
 
-_QUICK_MARKERS: Final = ("hf_", "sk-", "key", "token", "secret", "pass", "auth", "bearer", "basic",
-                         "Bearer", "Basic", "AKIA", "ASIA", "gh", "@", "KEY", "TOKEN", "SECRET")
+_QUICK_MARKERS: Final = (
+    "hf_",
+    "sk-",
+    "key",
+    "token",
+    "secret",
+    "pass",
+    "auth",
+    "bearer",
+    "basic",
+    "Bearer",
+    "Basic",
+    "AKIA",
+    "ASIA",
+    "gh",
+    "@",
+    "KEY",
+    "TOKEN",
+    "SECRET",
+)
 
 
 def scrub(text: str) -> str:
