@@ -339,8 +339,7 @@ class Health:
             check.router = router
             _apply_breaker(check, backend)
             checks.append(check)
-        for check in checks:
-            self._register(check)
+        self._register(*checks)
         return [c.name for c in checks]
 
     def _build(
@@ -385,11 +384,16 @@ class Health:
             else _threshold(flap_threshold),
         )
 
-    def _register(self, check: _Check) -> None:
+    def _register(self, *checks: _Check) -> None:
+        """Add ``checks`` all at once, or none of them if any name is taken."""
         with self._lock:
-            if check.name in self._checks:
-                raise ValueError(f"a check called {check.name!r} already exists")
-            self._checks[check.name] = check
+            seen: set[str] = set()
+            for check in checks:
+                if check.name in self._checks or check.name in seen:
+                    raise ValueError(f"a check called {check.name!r} already exists")
+                seen.add(check.name)
+            for check in checks:
+                self._checks[check.name] = check
             if self._pool is not None:
                 self._pool.set_limit(self._sync_checks())
         self._wake.set()
