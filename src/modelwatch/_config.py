@@ -271,6 +271,30 @@ class _BoundedBatchSpanProcessor(BatchSpanProcessor):
         super().on_end(span)
 
 
+def _span_line(span: ReadableSpan) -> str:
+    """One readable line per span for ``console=True`` (the SDK's default is pages of JSON)."""
+    start, end = span.start_time or 0, span.end_time or 0
+    attrs = " ".join(f"{k}={v}" for k, v in (span.attributes or {}).items())
+    status = "" if span.status.is_ok else f" status={span.status.status_code.name}"
+    return f"[modelwatch span] {span.name} {(end - start) / 1e6:.1f}ms{status} {attrs}\n"
+
+
+def _metrics_lines(data: Any) -> str:
+    """One readable line per metric point for ``console=True``."""
+    lines = []
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in metric.data.data_points:
+                    attrs = ",".join(f"{k}={v}" for k, v in (point.attributes or {}).items())
+                    if hasattr(point, "bucket_counts"):
+                        value = f"count={point.count} sum={point.sum:.6g}"
+                    else:
+                        value = f"value={point.value:.6g}"
+                    lines.append(f"[modelwatch metric] {metric.name}{{{attrs}}} {value}\n")
+    return "".join(lines)
+
+
 def _otlp_exporters(config: Config) -> tuple[Any, Any]:
     endpoint = config.otlp_endpoint
     assert endpoint is not None
@@ -304,8 +328,15 @@ def _prometheus_reader(config: Config) -> tuple[MetricReader, Any, int]:
         raise ConfigurationError(
             "prometheus_port needs the optional dependencies: pip install 'modelwatch[prometheus]'"
         ) from exc
+    class PullOnlyPrometheusReader(PrometheusMetricReader):  # type: ignore[misc]
+        """A scrape pulls; a flush must not. The stock reader queues one snapshot per
+        ``force_flush`` and the next scrape prints them all: duplicate series."""
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
     registry = CollectorRegistry()
-    reader = PrometheusMetricReader(disable_target_info=False, registry=registry)
+    reader = PullOnlyPrometheusReader(disable_target_info=False, registry=registry)
     assert config.prometheus_port is not None
     try:
         server, thread = start_http_server(
@@ -366,11 +397,14 @@ def _build(config: Config) -> Config:
         )
     if config.console:
         tracer_provider.add_span_processor(
-            _BoundedBatchSpanProcessor(ConsoleSpanExporter(), max_queue_size=SPAN_QUEUE_SIZE)
+            _BoundedBatchSpanProcessor(
+                ConsoleSpanExporter(formatter=_span_line), max_queue_size=SPAN_QUEUE_SIZE
+            )
         )
         readers.append(
             PeriodicExportingMetricReader(
-                ConsoleMetricExporter(), export_interval_millis=METRIC_EXPORT_INTERVAL_S * 1000
+                ConsoleMetricExporter(formatter=_metrics_lines),
+                export_interval_millis=METRIC_EXPORT_INTERVAL_S * 1000,
             )
         )
     prometheus_server = None

@@ -220,6 +220,8 @@ def test_prometheus_endpoint_serves_the_metrics() -> None:
         config = modelwatch.configure(prometheus_port=0)
         with modelwatch.monitored(model="google/flan-t5-large", provider="huggingface") as call:
             call.record_usage(5, 6)
+        modelwatch.flush()  # a flush must not queue snapshots that a scrape then repeats
+        modelwatch.flush()
         url = f"http://127.0.0.1:{config.prometheus_port}/metrics"
         text = urllib.request.urlopen(url, timeout=5).read().decode()
         modelwatch.shutdown()
@@ -233,6 +235,8 @@ def test_prometheus_endpoint_serves_the_metrics() -> None:
     assert "gen_ai_client_token_usage_bucket{" in text
     assert "modelwatch_cost_total{" in text
     assert 'gen_ai_request_model="google/flan-t5-large"' in text
+    series = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert len(series) == len(set(series)), "duplicate series on the /metrics page"
 
 
 def test_host_providers_are_used_never_replaced() -> None:
