@@ -6,7 +6,7 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +129,19 @@ def test_redis_fresh_url_is_a_distinct_empty_database(redis_server: RedisServer)
         a.set("shared-name", b"1")
         assert b.get("shared-name") is None
         assert a.dbsize() == 1
+
+
+def test_redis_server_factory_gives_a_private_server_to_stop(
+    redis_server_factory: Callable[[], RedisServer], redis_server: RedisServer
+) -> None:
+    private = redis_server_factory()
+    assert private.port != redis_server.port
+    assert private.command(["PING"]) == [b"+PONG"]
+    private.stop()
+    assert _stat(private.process.pid) == ""
+    with pytest.raises(ConnectionRefusedError):
+        private.command(["PING"])
+    private.stop()  # harmless twice
 
 
 def test_redis_listens_on_loopback_only(redis_server: RedisServer) -> None:

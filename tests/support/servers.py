@@ -401,6 +401,10 @@ class RedisServer:
         """Send commands on one connection; returns each reply's first line (e.g. b"+PONG")."""
         return _redis_command(self.host, self.port, commands)
 
+    def stop(self) -> None:
+        """Stop the server now (e.g. to test "Redis went away"); stopping twice is harmless."""
+        self.process.stop()
+
 
 def _redis_command(host: str, port: int, commands: Sequence[Sequence[str]]) -> list[bytes]:
     payload = b"".join(
@@ -418,7 +422,8 @@ def _redis_command(host: str, port: int, commands: Sequence[Sequence[str]]) -> l
     return buffer.split(b"\r\n")[: len(commands)]
 
 
-def _start_redis(workdir: Path) -> RedisServer:
+def start_redis(workdir: Path) -> RedisServer:
+    """Start a redis-server in `workdir`; the caller stops it (prefer `redis_server_factory`)."""
     binary = require_server("redis-server")
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -437,6 +442,9 @@ def _start_redis(workdir: Path) -> RedisServer:
     return RedisServer(LOCALHOST, port, process)
 
 
+_start_redis = start_redis  # the name tests/resilience/test_shared_state.py imports
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One redis-server for the session: use distinct keys on `.url`, or a `.fresh_url()` db.
@@ -444,11 +452,32 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     def test_x(redis_server):
         client = redis.Redis.from_url(redis_server.fresh_url())
     """
-    server = _start_redis(tmp_path_factory.mktemp("redis"))
+    server = start_redis(tmp_path_factory.mktemp("redis"))
     try:
         yield server
     finally:
-        server.process.stop()
+        server.stop()
+
+
+@pytest.fixture
+def redis_server_factory(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+    """Factory: a private redis-server for this test, one you may stop; all stopped after it.
+
+    server = redis_server_factory()
+    ...
+    server.stop()   # the breaker must keep working without Redis
+    """
+    stack = _Stack()
+
+    def start() -> RedisServer:
+        server = start_redis(Path(_mkdtemp(tmp_path / "redis", "redis")))
+        stack.push(server.stop)
+        return server
+
+    try:
+        yield start
+    finally:
+        stack.close()
 
 
 # --------------------------------------------------------------------------------------------
