@@ -215,11 +215,13 @@ class OtlpReceiver:
         self._http_thread.start()
         self._grpc_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc")
         self._grpc = grpc.server(self._grpc_executor)
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceServicer(self), self._grpc)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
-            _MetricsServicer(self), self._grpc
-        )
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsServicer(self), self._grpc)
+        add_servicers: list[tuple[Any, object]] = [
+            (trace_service_pb2_grpc.add_TraceServiceServicer_to_server, _TraceServicer(self)),
+            (metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server, _MetricsServicer(self)),
+            (logs_service_pb2_grpc.add_LogsServiceServicer_to_server, _LogsServicer(self)),
+        ]
+        for add, servicer in add_servicers:
+            add(servicer, self._grpc)
         self.grpc_port: int = self._grpc.add_insecure_port(f"{LOCALHOST}:0")
         self._grpc.start()
 
@@ -262,7 +264,7 @@ class OtlpReceiver:
 
     def spans(self, name: str | None = None) -> list[ReceivedSpan]:
         """All spans received (optionally only those called `name`), in arrival order."""
-        found = []
+        found: list[ReceivedSpan] = []
         for request in self.requests("traces"):
             message: Any = request.message
             for resource_spans in message.resource_spans:
@@ -295,7 +297,7 @@ class OtlpReceiver:
 
     def logs(self) -> list[ReceivedLog]:
         """All log records received, in arrival order."""
-        found = []
+        found: list[ReceivedLog] = []
         for request in self.requests("logs"):
             message: Any = request.message
             for resource_logs in message.resource_logs:
@@ -322,7 +324,7 @@ class OtlpReceiver:
     # -- waiting ---------------------------------------------------------------------------
 
     def wait_for(
-        self, predicate: Callable[[], T], timeout: float = 10.0, message: str = "OTLP data"
+        self, predicate: Callable[[], T | None], timeout: float = 10.0, message: str = "OTLP data"
     ) -> T:
         """Poll `predicate()` (no arguments) until truthy, with a deadline; return its value."""
         return wait_until(predicate, timeout=timeout, message=message)
@@ -331,10 +333,13 @@ class OtlpReceiver:
         self, count: int = 1, name: str | None = None, timeout: float = 10.0
     ) -> list[ReceivedSpan]:
         """Wait until at least `count` spans (called `name`, if given) arrived; return them."""
+
+        def arrived() -> list[ReceivedSpan] | None:
+            spans = self.spans(name)
+            return spans if len(spans) >= max(count, 1) else None
+
         return self.wait_for(
-            lambda: (spans := self.spans(name)) and len(spans) >= count and spans,
-            timeout,
-            f"{count} span(s)" + (f" named {name!r}" if name else ""),
+            arrived, timeout, f"{count} span(s)" + (f" named {name!r}" if name else "")
         )
 
     def wait_for_metric(self, name: str, timeout: float = 10.0) -> list[MetricPoint]:
@@ -508,7 +513,7 @@ def _grpc_store(receiver: OtlpReceiver, signal: str, request: Message, context: 
     return _MESSAGES[signal][1]()
 
 
-class _TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+class _TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self._receiver = receiver
 
@@ -516,7 +521,7 @@ class _TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):  # type: igno
         return _grpc_store(self._receiver, "traces", request, context)
 
 
-class _MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+class _MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self._receiver = receiver
 
@@ -524,7 +529,7 @@ class _MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):  # type
         return _grpc_store(self._receiver, "metrics", request, context)
 
 
-class _LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
+class _LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self._receiver = receiver
 

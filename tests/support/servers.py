@@ -7,12 +7,15 @@ test is skipped, or fails when MODELWATCH_REQUIRE_SERVERS=1 (CI): see `require_s
 Fixtures (loaded as a plugin by tests/conftest.py):
 
 - `redis_server` (session): a `RedisServer` with `.host`, `.port`, `.url` and `.fresh_url()`.
+- `redis_server_factory`: private Redis servers for one test, which it may `.stop()`.
 - `prometheus_server` / `module_prometheus_server`: factories returning a `PrometheusServer`.
 - `alertmanager_server` / `module_alertmanager_server`: factories returning an `AlertmanagerServer`.
 - `webhook_receiver`: an HTTP server collecting Alertmanager webhook payloads.
 - `celery_worker`: factory starting `celery -A MODULE worker` against the Redis broker.
 
-See SERVERS.md for measured start-up times and pitfalls.
+Helpers: `require_server(name)` (the skip/fail rule), `free_port()`, `wait_until(predicate)`
+(poll with a deadline), `http_request()`, `listening_addresses(pid)`, `prometheus_config()`,
+`alertmanager_config()`. See /work/shared/SERVERS.md for measured start-up times and pitfalls.
 """
 
 from __future__ import annotations
@@ -109,7 +112,7 @@ def free_port() -> int:
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     *,
     timeout: float = 10.0,
     interval: float = 0.05,
@@ -124,7 +127,7 @@ def wait_until(
         value = wait_until(lambda: prom.query_value("up"), timeout=10, message="first scrape")
     """
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     last_error: BaseException | None = None
     while True:
         try:
@@ -654,11 +657,12 @@ class PrometheusServer:
 
     def wait_for_rule_groups(self, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until at least `count` rule groups are loaded (after start or `reload()`)."""
-        return wait_until(
-            lambda: (groups := self.rules()) and len(groups) >= count and groups,
-            timeout=timeout,
-            message=f"{count} rule group(s) loaded",
-        )
+
+        def loaded() -> list[dict[str, Any]] | None:
+            groups = self.rules()
+            return groups if len(groups) >= count else None
+
+        return wait_until(loaded, timeout=timeout, message=f"{count} rule group(s) loaded")
 
     def stop(self) -> None:
         self.process.stop()
