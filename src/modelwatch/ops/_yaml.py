@@ -30,6 +30,8 @@ def _scalar(value: object) -> str:
         return text
     if _PLAIN_SAFE.match(text) and text.lower() not in _RESERVED and not text.endswith(" "):
         return text
+    if "'" not in text and text.isprintable():
+        return f"'{text}'"  # single quotes escape nothing else: PromQL and matchers stay legible
     return json.dumps(text, ensure_ascii=False)
 
 
