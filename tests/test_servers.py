@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,3 +308,72 @@ def test_celery_worker_env_and_extra_args(celery_worker: CeleryWorkerFactory) ->
         assert result.get(timeout=15) == "from-env"
         result.forget()
     assert os.environ.get("MODELWATCH_SMOKE") is None
+
+
+# -- tests/servers_setup.py -------------------------------------------------------------------
+
+
+def test_servers_setup_is_quick_when_everything_is_there(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import servers_setup
+
+    if servers_setup.missing_binaries():
+        pytest.skip("servers not installed here")
+    started = time.monotonic()
+    assert servers_setup.main() == 0
+    assert time.monotonic() - started < 1
+    assert capsys.readouterr().out.startswith("servers_setup: found prometheus, promtool")
+
+
+def test_servers_setup_never_fails_the_build(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import servers_setup
+
+    monkeypatch.setattr(servers_setup, "find_binary", lambda name: None)
+    monkeypatch.setattr(servers_setup.os, "geteuid", lambda: 1000)
+    assert servers_setup.main() == 0
+    assert "not root, so not installing" in capsys.readouterr().out
+
+    def broken_install(log: Path) -> None:
+        raise subprocess.CalledProcessError(100, ["apt-get", "install"])
+
+    monkeypatch.setattr(servers_setup.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(
+        servers_setup, "find_binary", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None
+    )
+    monkeypatch.setattr(servers_setup, "install", broken_install)
+    assert servers_setup.main() == 0
+    out = capsys.readouterr().out
+    assert "installing prometheus prometheus-alertmanager redis-server failed" in out
+    assert "returned non-zero exit status 100" in out
+
+
+@pytest.mark.parametrize("previous", [None, "#!/bin/sh\nexit 0\n"], ids=["absent", "allowing"])
+def test_servers_setup_installs_with_services_denied_then_restores_policy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, previous: str | None
+) -> None:
+    import servers_setup
+
+    policy = tmp_path / "policy-rc.d"
+    if previous is not None:
+        policy.write_text(previous)
+        policy.chmod(0o755)
+    monkeypatch.setattr(servers_setup, "POLICY_RC_D", policy)
+    seen: list[tuple[list[str], int]] = []
+
+    def fake_apt(args: list[str], log: Path) -> None:
+        denied = subprocess.run([str(policy)], check=False).returncode
+        seen.append((args, denied))
+
+    monkeypatch.setattr(servers_setup, "_run_apt", fake_apt)
+    servers_setup.install(tmp_path / "apt.log")
+    assert seen == [
+        (["update"], 101),
+        (["install", "-y", "--no-install-recommends", *servers_setup.PACKAGES], 101),
+    ]
+    if previous is None:
+        assert not policy.exists()
+    else:
+        assert policy.read_text() == previous
