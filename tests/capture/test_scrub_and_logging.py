@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 
 import pytest
-import structlog
 
 import modelwatch
 from modelwatch.capture.scrub import scrub
@@ -99,7 +101,19 @@ def test_stdlib_filter_and_structlog_processor_add_ids(modelwatch_capture: Captu
 
 
 def test_library_does_not_configure_logging() -> None:
-    assert not structlog.is_configured()
-    assert logging.getLogger().handlers == [] or all(
-        type(h).__module__.startswith("_pytest") for h in logging.getLogger().handlers
+    code = """
+import json, logging, structlog, modelwatch
+from modelwatch._safety import report_internal_error
+with modelwatch.monitored(model="m", provider="p"):
+    pass
+report_internal_error("site", RuntimeError("x"))
+print(json.dumps({"structlog": structlog.is_configured(),
+                  "root_handlers": len(logging.getLogger().handlers)}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "structlog": False,
+        "root_handlers": 0,
+    }
