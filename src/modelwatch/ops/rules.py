@@ -128,6 +128,9 @@ class RuleOptions:
     slo_slow_for_s: int = field(default=900, metadata=_DURATION)
 
     circuit_for_s: int = field(default=0, metadata=_DURATION)
+    #: how long the circuit-open alert outlives the open circuit, so that the symptom alerts
+    #: it inhibits (whose windows still hold the outage's errors) resolve first
+    circuit_keep_firing_s: int = field(default=600, metadata=_DURATION)
     failover_window_s: int = field(default=300, metadata=_DURATION)
     failover_for_s: int = field(default=0, metadata=_DURATION)
 
@@ -195,6 +198,8 @@ class AlertRule:
     description: str
     #: a symptom of a model outage: inhibited while that model's circuit-open alert fires
     symptom: bool = False
+    #: keep firing this long after the condition cleared (Prometheus >= 2.42)
+    keep_firing_for_s: int = 0
 
     @property
     def slug(self) -> str:
@@ -207,6 +212,8 @@ class AlertRule:
         rule: dict[str, object] = {"alert": self.name, "expr": self.expr}
         if self.for_s:
             rule["for"] = format_duration(self.for_s)
+        if self.keep_firing_for_s:
+            rule["keep_firing_for"] = format_duration(self.keep_firing_for_s)
         rule["labels"] = {"severity": self.severity, **dict(options.extra_labels)}
         rule["annotations"] = {
             "summary": self.summary,
@@ -489,6 +496,7 @@ def _resilience_alerts(q: _Q) -> list[AlertRule]:
             f"The circuit breaker {{{{ $labels.{q.circuit} }}}} of model {{{{ $labels.{m} }}}} "
             f"in router {{{{ $labels.{router} }}}} ({{{{ $labels.{svc} }}}}) is open "
             f"(state {{{{ $value }}}}): calls skip it and go to the next backend.",
+            keep_firing_for_s=o.circuit_keep_firing_s,
         ),
         AlertRule(
             "ModelwatchAllCircuitsOpen",

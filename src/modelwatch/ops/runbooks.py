@@ -201,8 +201,10 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
             "Nothing to do for the symptoms: error-rate, latency and SLO alerts of this model "
             "are inhibited while this alert fires.",
         ),
-        "The breaker closes (state 0) after successful trial calls; the alert resolves, and "
-        "the inhibited symptom alerts resolve or show if they still apply.",
+        "The breaker closes (state 0) after successful trial calls (the *Circuit breakers* "
+        "panel turns green). The alert keeps firing for `keep_firing_for` (10m by default) "
+        "after that, so the symptom alerts it inhibits have cleared their windows before it "
+        "resolves; a symptom that still applies then is a problem of its own.",
     ),
     "ModelwatchAllCircuitsOpen": Runbook(
         "Every backend of this router has its circuit open: no model is taking calls. "

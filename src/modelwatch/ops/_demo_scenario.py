@@ -1,0 +1,181 @@
+"""The demo's scripted incident, with every phase proportional to the run's duration.
+
+Timeline (fractions of ``--duration``)::
+
+    0.00  warm-up            every model healthy
+    0.20  incident           code_review's primary (FLAN-T5 large) fails: 429 with
+                             Retry-After, 503 "model is loading", and hung requests
+    0.40  + slow model       requirement_extraction's primary (BART) answers slowly
+    0.60  recovery           FLAN-T5 large heals; the breaker's probes find out
+    0.80  calm               BART is fast again; everything settles
+
+The fault mix comes from ``--seed``: the same seed gives the same faults in the same order,
+the same request mix and the same inputs. Thread timing still moves individual requests by a
+few milliseconds, so counts differ slightly between runs; the story does not.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from modelwatch.ops._demo_record import Recorder
+from modelwatch.testing.fake_server import FakeModelServer, FaultName
+
+__all__ = ["FaultStep", "Phase", "Scenario", "ScenarioRunner", "Step"]
+
+INCIDENT_AT: Final = 0.20
+SLOW_AT: Final = 0.40
+RECOVER_AT: Final = 0.60
+CALM_AT: Final = 0.80
+
+#: Added latency of the slow model during its slow phase, seconds.
+SLOW_LATENCY_S: Final = 0.6
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A named stretch of the scenario, ``start`` to ``end`` seconds."""
+
+    name: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class FaultStep:
+    """One entry of the failing model's fault queue: ``fault`` for the next ``times`` requests
+    (``None``: until healed)."""
+
+    fault: FaultName
+    times: int | None
+    retry_after: float = 1.0
+
+    def describe(self) -> str:
+        """``"429 x2 (Retry-After 0.9 s)"``, ``"503 loading x3"``, ``"hang x1"``..."""
+        count = "until healed" if self.times is None else f"x{self.times}"
+        if self.fault == "rate_limit":
+            return f"429 {count} (Retry-After {self.retry_after:.1f} s)"
+        if self.fault == "loading":
+            return f"503 loading {count}"
+        return f"{self.fault} {count}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """Something the scenario does at ``at`` seconds: change the fake server, say so."""
+
+    at: float
+    text: str
+    action: Callable[[FakeModelServer], None] = field(compare=False)
+
+
+class Scenario:
+    """The phases and scripted steps of one demo run.
+
+    Args:
+        duration: length of the run in seconds.
+        seed: seeds the fault mix.
+        failing: the model that fails during the incident.
+        slow: the model that gets slow.
+    """
+
+    def __init__(self, duration: float, seed: int, *, failing: str, slow: str) -> None:
+        self.duration = duration
+        self.seed = seed
+        self.failing = failing
+        self.slow = slow
+        self.incident_at = duration * INCIDENT_AT
+        self.slow_at = duration * SLOW_AT
+        self.recover_at = duration * RECOVER_AT
+        self.calm_at = duration * CALM_AT
+        self.faults = self._fault_plan(random.Random(seed))
+        short = failing.rsplit("/", 1)[-1]
+        slow_short = slow.rsplit("/", 1)[-1]
+        self.phases = [
+            Phase("warm-up", 0.0, self.incident_at),
+            Phase(f"incident: {short} failing", self.incident_at, self.slow_at),
+            Phase(f"incident: {short} failing, {slow_short} slow", self.slow_at, self.recover_at),
+            Phase(f"recovery: {short} healed, {slow_short} slow", self.recover_at, self.calm_at),
+            Phase("calm", self.calm_at, duration),
+        ]
+        self.steps = [
+            Step(
+                self.incident_at,
+                f"{failing} starts failing: " + ", then ".join(f.describe() for f in self.faults),
+                self._start_incident,
+            ),
+            Step(
+                self.slow_at,
+                f"{slow} gets slow (+{SLOW_LATENCY_S:.1f} s per call)",
+                lambda server: server.set_latency(slow, SLOW_LATENCY_S),
+            ),
+            Step(self.recover_at, f"{failing} recovers", lambda server: server.heal(failing)),
+            Step(self.calm_at, f"{slow} is fast again", lambda server: server.set_latency(slow, 0)),
+        ]
+
+    def _fault_plan(self, rng: random.Random) -> list[FaultStep]:
+        # Rate limiting first (the provider sheds load), then a seeded mix of "loading" and
+        # hangs, then "loading" until the model heals: every trial call and probe during the
+        # outage fails, so the breaker stays open until recovery, as in a real outage.
+        retry_after = round(max(0.5, min(2.0, self.duration * 0.015)), 1)
+        plan = [FaultStep("rate_limit", rng.randint(1, 2), retry_after)]
+        for _ in range(4):
+            if rng.random() < 0.6:
+                plan.append(FaultStep("loading", rng.randint(1, 3)))
+            else:
+                plan.append(FaultStep("hang", 1))
+        plan.append(FaultStep("loading", None))
+        return plan
+
+    def _start_incident(self, server: FakeModelServer) -> None:
+        for step in self.faults:
+            server.fail(
+                self.failing,
+                step.fault,
+                times=step.times,
+                retry_after=step.retry_after,
+                estimated_time=max(1.0, self.duration * 0.4),
+            )
+
+    def phase_at(self, t: float) -> Phase:
+        """The phase running at ``t`` seconds (the last one after the end)."""
+        for phase in self.phases:
+            if t < phase.end:
+                return phase
+        return self.phases[-1]
+
+
+class ScenarioRunner:
+    """Applies a :class:`Scenario`'s steps to the fake server on time, on its own thread."""
+
+    def __init__(self, scenario: Scenario, server: FakeModelServer, recorder: Recorder) -> None:
+        self._scenario = scenario
+        self._server = server
+        self._recorder = recorder
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="modelwatch-demo-scenario")
+        #: seconds (demo time) at which each step actually ran, by step index
+        self.ran_at: dict[int, float] = {}
+
+    def start(self) -> None:
+        """Start applying steps."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop (steps not yet due are skipped) and wait for the thread."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        for index, step in enumerate(self._scenario.steps):
+            if self._stop.wait(max(0.0, step.at - self._recorder.now())):
+                return
+            step.action(self._server)
+            now = self._recorder.now()
+            self.ran_at[index] = now
+            self._recorder.event("scenario", step.text, at=now)
