@@ -56,7 +56,15 @@ def default_classify(exc: BaseException) -> str:
 
 
 def retry_after_s(exc: BaseException) -> float | None:
-    """The ``Retry-After`` an error carries, in seconds, if any."""
+    """The ``Retry-After`` an error carries, in seconds, if any.
+
+    An exception with a numeric ``retry_after_s`` attribute (like
+    :class:`~modelwatch.CircuitOpenError`) is taken at its word; otherwise the HTTP
+    response's ``Retry-After`` header is read by :mod:`modelwatch._classify`.
+    """
+    own = getattr(exc, "retry_after_s", None)
+    if isinstance(own, int | float) and not isinstance(own, bool):
+        return max(0.0, float(own))
     try:
         from modelwatch._classify import retry_after_s as find
     except ImportError:  # pragma: no cover

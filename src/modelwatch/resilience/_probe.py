@@ -43,7 +43,7 @@ def run_probe(breaker: Breaker) -> bool | None:
     timeout = breaker.policy.probe_timeout_s
     start = time.perf_counter()
     try:
-        shared_pool().run(probe, (), timeout, f"probe of {breaker.name!r}")
+        shared_pool().run(probe, (), None, timeout, f"probe of {breaker.name!r}")
     except BaseException as exc:
         kind = default_classify(exc)
         if kind == semconv.ERROR_OTHER:

@@ -69,9 +69,9 @@ class WorkerPool:
     def __init__(self, max_workers: int = 64, name: str = "modelwatch-attempt") -> None:
         self._max = max_workers
         self._name = name
-        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[
+            tuple[Future[Any], contextvars.Context, Callable[..., Any], tuple[Any, ...], Any]
+        ] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._threads = 0
@@ -81,11 +81,12 @@ class WorkerPool:
         """Worker threads started so far."""
         return self._threads
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        """Run ``fn(*args)`` on a worker, in a copy of the current context."""
+    def submit(
+        self, fn: Callable[..., T], args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` on a worker, in a copy of the current context."""
         future: Future[T] = Future()
-        ctx = contextvars.copy_context()
-        self._queue.put((future, ctx.run, (fn, *args)))
+        self._queue.put((future, contextvars.copy_context(), fn, args, kwargs))
         if not self._idle.acquire(blocking=False):
             with self._lock:
                 if self._threads < self._max:
@@ -95,10 +96,17 @@ class WorkerPool:
                     ).start()
         return future
 
-    def run(self, fn: Callable[..., T], args: tuple[Any, ...], timeout_s: float, what: str) -> T:
-        """``fn(*args)`` on a worker; wait at most ``timeout_s``, else abandon it and raise
-        :class:`AttemptTimeoutError`."""
-        future = self.submit(fn, *args)
+    def run(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: Any,
+        timeout_s: float,
+        what: str,
+    ) -> T:
+        """``fn(*args, **kwargs)`` on a worker; wait at most ``timeout_s``, else abandon it
+        and raise :class:`AttemptTimeoutError`."""
+        future = self.submit(fn, args, kwargs)
         try:
             return future.result(None if timeout_s == math.inf else timeout_s)
         except FutureTimeoutError:
@@ -107,15 +115,16 @@ class WorkerPool:
 
     def _work(self) -> None:
         while True:
-            future, fn, args = self._queue.get()
+            future, ctx, fn, args, kwargs = self._queue.get()
             if future.set_running_or_notify_cancel():
                 try:
-                    result = fn(*args)
+                    result = ctx.run(fn, *args, **(kwargs or {}))
                 except BaseException as exc:
                     future.set_exception(exc)
                 else:
                     future.set_result(result)
-                del future, fn, args
+                    del result
+            del future, ctx, fn, args, kwargs
             self._idle.release()
 
 
@@ -125,7 +134,7 @@ _shared_lock = threading.Lock()
 
 def shared_pool() -> WorkerPool:
     """The process-wide pool routers use unless given their own."""
-    global _shared_pool  # noqa: PLW0603 - one lazily built pool per process
+    global _shared_pool
     if _shared_pool is None:
         with _shared_lock:
             if _shared_pool is None:
