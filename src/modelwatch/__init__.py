@@ -3,6 +3,7 @@
 The public surface is declared here once; everything else is internal.
 """
 
+from modelwatch._classify import classify
 from modelwatch._config import Config, configure, flush, shutdown
 from modelwatch._version import __version__
 from modelwatch.capture.agent import agent_step
@@ -32,6 +33,7 @@ __all__ = [
     "StreamInterruptedError",
     "__version__",
     "agent_step",
+    "classify",
     "configure",
     "context_executor",
     "current_call",

@@ -134,6 +134,11 @@ class FakeHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "modelwatch-fake/1"
     server: FakeHTTPServer
+    # what the current request's log entry says; reset for each request
+    _index: int = -1
+    _status: int | None = None
+    _fault: str | None = None
+    _task: str | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request stderr line of :mod:`http.server`."""
@@ -173,9 +178,7 @@ class FakeHandler(BaseHTTPRequestHandler):
         self._index = index = self.state.begin(
             RequestRecord(model, method, self.path, route.task, bool(payload.get("stream")))
         )
-        self._status: int | None = None
-        self._fault: str | None = None
-        self._task: str | None = route.task
+        self._status, self._fault, self._task = None, None, route.task
         try:
             if loaded is None or (body and not isinstance(loaded, dict)):
                 self._error(
