@@ -76,8 +76,7 @@ def main() -> None:
                     "gen_ai_client_token_usage_sum",
                 )
             ):
-                line = line.replace(',otel_scope_schema_url=""', "")
-                print("  " + line)
+                print("  " + line.replace(',otel_scope_schema_url=""', ""))
     modelwatch.shutdown()
 
 

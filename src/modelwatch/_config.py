@@ -274,7 +274,7 @@ class _BoundedBatchSpanProcessor(BatchSpanProcessor):
 def _span_line(span: ReadableSpan) -> str:
     """One readable line per span for ``console=True`` (the SDK's default is pages of JSON)."""
     start, end = span.start_time or 0, span.end_time or 0
-    attrs = " ".join(f"{k}={v}" for k, v in (span.attributes or {}).items())
+    attrs = " ".join(f"{k}={v!r}" for k, v in (span.attributes or {}).items())
     status = "" if span.status.is_ok else f" status={span.status.status_code.name}"
     return f"[modelwatch span] {span.name} {(end - start) / 1e6:.1f}ms{status} {attrs}\n"
 
@@ -328,7 +328,7 @@ def _prometheus_reader(config: Config) -> tuple[MetricReader, Any, int]:
         raise ConfigurationError(
             "prometheus_port needs the optional dependencies: pip install 'modelwatch[prometheus]'"
         ) from exc
-    class PullOnlyPrometheusReader(PrometheusMetricReader):  # type: ignore[misc]
+    class PullOnlyPrometheusReader(PrometheusMetricReader):
         """A scrape pulls; a flush must not. The stock reader queues one snapshot per
         ``force_flush`` and the next scrape prints them all: duplicate series."""
 
