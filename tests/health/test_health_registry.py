@@ -430,6 +430,7 @@ def test_overdue_probe_is_declared_down_by_the_scheduler_on_the_fake_clock(
     health.add("m", probe=lambda: gate.wait(10.0), timeout_s=5.0, interval_s=30.0)
     try:
         assert health.run_pending() == 1
+        wait_until(lambda: health._checks["m"].run.started is not None)  # type: ignore[union-attr]
         clock.advance(4.9)
         health.run_pending()
         assert health.report().check("m").status == "unknown"  # type: ignore[union-attr]

@@ -63,15 +63,20 @@ def is_async_probe(probe: Callable[..., Any]) -> bool:
 
 
 class ProbePool:
-    """Daemon worker threads for sync probes; grows on demand up to ``limit`` threads.
+    """Daemon worker threads for sync probes: at most ``concurrency`` working ones, plus one
+    for each probe that is stuck past its timeout.
 
-    ``limit`` is kept at the number of sync checks by the registry. Because a check never has
-    two probes in flight, that is enough for every check to run at once even when some of
-    them hang forever; a stuck worker stays stuck (Python cannot kill a thread) but is never
-    joined on exit and never replaced for the same check while it is stuck.
+    A stuck worker stays stuck (Python cannot kill a thread) but is never joined on exit,
+    and the registry never gives its check another probe while it is stuck; so the pool
+    holds at most ``concurrency + hung checks`` threads, whatever the probes do. Workers
+    start on demand and leave after ``idle_timeout_s`` without work.
     """
 
-    def __init__(self, name: str = "modelwatch-health", idle_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, name: str = "modelwatch-health", concurrency: int = 8, idle_timeout_s: float = 30.0
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
         self._name = name
         self._idle_timeout_s = idle_timeout_s
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
@@ -79,7 +84,8 @@ class ProbePool:
         self._workers = 0
         self._idle = 0
         self._pending = 0
-        self._limit = 1
+        self._concurrency = concurrency
+        self._stuck = 0
         self._closed = False
 
     @property
@@ -88,10 +94,11 @@ class ProbePool:
         with self._lock:
             return self._workers
 
-    def set_limit(self, limit: int) -> None:
-        """Allow up to ``limit`` worker threads (at least one)."""
+    def stuck(self, delta: int) -> None:
+        """A worker got stuck past its probe's timeout (+1) or came back (-1)."""
         with self._lock:
-            self._limit = max(1, limit)
+            self._stuck = max(0, self._stuck + delta)
+            self._grow()
 
     def submit(self, job: Callable[[], None]) -> bool:
         """Queue ``job``; start a worker if none is free. False once the pool is closed."""
@@ -99,14 +106,22 @@ class ProbePool:
             if self._closed:
                 return False
             self._pending += 1
-            if self._pending > self._idle and self._workers < self._limit:
-                self._workers += 1
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._name}-{next(_worker_ids)}", daemon=True
-                )
-                thread.start()
             self._queue.put(job)
+            self._grow()
             return True
+
+    def _grow(self) -> None:
+        """Start a worker if work waits, none is idle and the limit allows (lock held)."""
+        if (
+            not self._closed
+            and self._pending > self._idle
+            and self._workers < self._concurrency + self._stuck
+        ):
+            self._workers += 1
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}-{next(_worker_ids)}", daemon=True
+            )
+            thread.start()
 
     def close(self) -> None:
         """Let idle workers leave now; busy ones leave when their probe returns."""

@@ -124,10 +124,14 @@ def _interpret(value: Any) -> tuple[Status, str | None]:
 
 @dataclass(eq=False)
 class _Run:
-    """One probe in flight."""
+    """One probe in flight. A sync probe may wait for a worker: its deadline starts when it
+    starts, so a busy pool never turns into false timeouts."""
 
-    started: float
-    deadline: float
+    queued: float
+    started: float | None = None
+    deadline: float = math.inf
+    pool: ProbePool | None = None  # the pool of a sync probe
+    stuck: bool = False  # counted as a stuck worker of ``pool``
     done: threading.Event = field(default_factory=threading.Event)
     timed_out: bool = False
 
@@ -226,8 +230,9 @@ class Health:
     ``flap_threshold`` is how many consecutive results the other way a check needs before
     its status changes (the first result always counts at once). ``degraded_below`` is the
     score under which the overall status is ``degraded``. ``jitter`` spreads each interval
-    by ±that fraction so checks do not probe in lock-step. ``clock`` and ``rng`` are for
-    tests.
+    by ±that fraction so checks do not probe in lock-step. ``probe_threads`` is how many
+    sync probes may run at once (threads stuck in hung probes come on top, one per hung
+    check at most). ``clock`` and ``rng`` are for tests.
     """
 
     def __init__(
@@ -236,6 +241,7 @@ class Health:
         flap_threshold: int = 2,
         degraded_below: float = 0.9,
         jitter: float = 0.1,
+        probe_threads: int = 8,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -246,6 +252,13 @@ class Health:
             raise ValueError(f"jitter must be within 0 (none) and 1 (exclusive), got {jitter!r}")
         self.degraded_below = float(degraded_below)
         self._jitter = float(jitter)
+        if (
+            isinstance(probe_threads, bool)
+            or not isinstance(probe_threads, int)
+            or probe_threads < 1
+        ):
+            raise ValueError(f"probe_threads must be an int >= 1, got {probe_threads!r}")
+        self._probe_threads = probe_threads
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._rng = rng if rng is not None else random.Random()
         self._lock = threading.Lock()
@@ -394,12 +407,7 @@ class Health:
                 seen.add(check.name)
             for check in checks:
                 self._checks[check.name] = check
-            if self._pool is not None:
-                self._pool.set_limit(self._sync_checks())
         self._wake.set()
-
-    def _sync_checks(self) -> int:
-        return sum(1 for c in self._checks.values() if c.probe is not None and not c.is_async)
 
     def __len__(self) -> int:
         return len(self._checks)
@@ -497,7 +505,7 @@ class Health:
                 if check.run is not None:
                     # a run within its deadline reschedules the check when it ends
                     if check.run.timed_out:  # still stuck: fail again, start nothing
-                        stuck_for = now - check.run.started
+                        stuck_for = now - (check.run.started or check.run.queued)
                         outcome = _Outcome(
                             "down",
                             stuck_for,
@@ -540,16 +548,9 @@ class Health:
                 else:
                     waits.append((check, check.run))
         for check, run in waits:
-            run.done.wait(max(0.0, run.deadline - self._clock.monotonic()))
-            if not run.done.is_set():
-                with self._lock:
-                    outcome = None
-                    if check.run is run and not run.timed_out:
-                        outcome = self._expire(
-                            check, run, max(self._clock.monotonic(), run.deadline)
-                        )
-                if outcome is not None:
-                    self._emit(check, outcome)
+            outcome = self._wait(check, run)
+            if outcome is not None:
+                self._emit(check, outcome)
         if stuck:
             with self._lock:
                 now = self._clock.monotonic()
@@ -559,17 +560,40 @@ class Health:
             self.run_pending()
         return self.report()
 
+    def _wait(self, check: _Check, run: _Run) -> _Outcome | None:
+        """Wait for ``run`` to finish, at most its timeout once started; expire it then."""
+        queued_rounds = 0
+        while not run.done.is_set():
+            with self._lock:
+                started = run.started is not None
+                remaining = run.deadline - self._clock.monotonic() if started else check.timeout_s
+            if run.done.wait(max(0.0, remaining)):
+                break
+            if not started and queued_rounds < 2:  # waiting for a worker: not its fault yet
+                queued_rounds += 1
+                continue
+            with self._lock:
+                if check.run is run and not run.timed_out:
+                    # real time is up even if a fake clock says otherwise
+                    now = self._clock.monotonic()
+                    return self._expire(check, run, now if not started else max(now, run.deadline))
+            return None
+        return None
+
     def _dispatch(self, check: _Check, now: float) -> _Run:
         """Start ``check``'s probe (lock held)."""
-        run = _Run(started=now, deadline=now + check.timeout_s)
+        run = _Run(queued=now)
         check.run = run
-        check.next_due = run.deadline + check.interval_s  # placeholder: the result reschedules
+        # a placeholder: the result (or the timeout) reschedules the check
+        check.next_due = now + check.timeout_s + check.interval_s
         probe = check.probe
         assert probe is not None
         if check.is_async:
+            run.started, run.deadline = now, now + check.timeout_s
             accepted = self._async_runner().submit(lambda: self._probe_async(check, run, probe))
         else:
-            accepted = self._sync_pool().submit(lambda: self._probe_sync(check, run, probe))
+            run.pool = self._sync_pool()
+            accepted = run.pool.submit(lambda: self._probe_sync(check, run, probe))
         if not accepted:  # shutting down
             check.run = None
             run.done.set()
@@ -577,8 +601,7 @@ class Health:
 
     def _sync_pool(self) -> ProbePool:
         if self._pool is None:
-            self._pool = ProbePool()
-            self._pool.set_limit(self._sync_checks())
+            self._pool = ProbePool(concurrency=self._probe_threads)
         return self._pool
 
     def _async_runner(self) -> AsyncRunner:
@@ -587,6 +610,15 @@ class Health:
         return self._loop
 
     def _probe_sync(self, check: _Check, run: _Run, probe: Probe) -> None:
+        with self._lock:  # a worker picked it up: the clock starts now
+            if check.run is not run:  # abandoned by stop() while it waited for a worker
+                run.done.set()
+                return
+            now = self._clock.monotonic()
+            run.started, run.deadline = now, now + check.timeout_s
+            if check.run is run:
+                check.next_due = run.deadline + check.interval_s
+        self._wake.set()
         try:
             value = probe()
             if inspect.isawaitable(value):  # a sync callable that returned a coroutine
@@ -630,6 +662,9 @@ class Health:
                 now = self._clock.monotonic()
                 if check.run is run:
                     check.run = None
+                if run.stuck and run.pool is not None:  # a stuck worker came back
+                    run.pool.stuck(-1)
+                    run.stuck = False
                 if run.timed_out:
                     # already counted as a timeout; the check may now be probed again
                     if check.next_due is not None:
@@ -639,7 +674,8 @@ class Health:
                     if run.timed_out:  # finished, but after its deadline: still a timeout
                         status, error = "down", self._timeout_text(check)
                         error_type = semconv.ERROR_TIMEOUT
-                    outcome = _Outcome(status, now - run.started, error, error_type)
+                    started = run.started if run.started is not None else run.queued
+                    outcome = _Outcome(status, now - started, error, error_type)
                     self._record(check, outcome, now)
                     check.next_due = now + self._next_interval(check)
                     self._note_change(check, changes)
@@ -662,6 +698,9 @@ class Health:
     def _expire(self, check: _Check, run: _Run, now: float) -> _Outcome:
         """``run`` passed its deadline (lock held): count it as down, keep it in flight."""
         run.timed_out = True
+        if run.pool is not None and not run.stuck:  # its worker is stuck now
+            run.stuck = True
+            run.pool.stuck(+1)
         outcome = _Outcome(
             "down", check.timeout_s, self._timeout_text(check), semconv.ERROR_TIMEOUT
         )
@@ -725,6 +764,10 @@ class Health:
             scheduler, self._scheduler = self._scheduler, None
             pool, self._pool = self._pool, None
             loop, self._loop = self._loop, None
+            for check in self._checks.values():  # probes still waiting for a worker: drop
+                if check.run is not None and check.run.started is None:
+                    check.run.done.set()
+                    check.run = None
         self._stopping.set()
         self._wake.set()
         if scheduler is not None:
@@ -770,7 +813,11 @@ class Health:
             if any(c.next_due is None for c in probed):
                 return 0.0
             moments = [c.next_due for c in probed if c.next_due is not None]
-            moments += [c.run.deadline for c in probed if c.run is not None and not c.run.timed_out]
+            moments += [
+                c.run.deadline
+                for c in probed
+                if c.run is not None and not c.run.timed_out and c.run.started is not None
+            ]
         if not moments:
             return _MAX_IDLE_S
         return min(max(min(moments) - now, 0.0), _MAX_IDLE_S)
