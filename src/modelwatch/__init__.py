@@ -7,6 +7,7 @@ from modelwatch._classify import classify
 from modelwatch._config import Config, configure, flush, shutdown
 from modelwatch._version import __version__
 from modelwatch.capture.agent import agent_step
+from modelwatch.capture.budget import Budget
 from modelwatch.capture.call import Call, current_call
 from modelwatch.capture.context import context_executor, propagate
 from modelwatch.capture.monitored import monitored
@@ -23,6 +24,7 @@ from modelwatch.health import Health, HealthReport
 __all__ = [
     "AllBackendsFailedError",
     "Attempt",
+    "Budget",
     "Call",
     "CircuitOpenError",
     "Config",

@@ -29,6 +29,7 @@ from modelwatch import semconv
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture import _settings
 from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
+from modelwatch.capture.budget import charge
 from modelwatch.capture.cost import cost_of
 from modelwatch.capture.scrub import scrub, scrub_value
 from modelwatch.capture.usage import Usage, extract_usage
@@ -420,6 +421,7 @@ class Call:
             cost = self.cost
             if cost:
                 tel.cost.add(cost, _cost_attributes(spec))
+                charge(cost, spec.metric_attributes)
 
 
 def _cost_attributes(spec: CallSpec) -> dict[str, Any]:

@@ -1,0 +1,91 @@
+"""Budgets: priced calls count against matching budgets; periods roll; usage is observed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from structlog.testing import capture_logs
+
+import modelwatch
+from modelwatch.testing import Captured
+
+FLAN = "google/flan-t5-large"  # shipped price: 0.0006 USD per request
+
+
+class Clock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _call(model: str = FLAN, analysis: str | None = None) -> None:
+    with modelwatch.monitored(model=model, provider="huggingface", analysis=analysis) as call:
+        call.record_usage(1, 1)
+
+
+def test_calls_are_charged_to_matching_budgets_and_observed(modelwatch_capture: Captured) -> None:
+    with (
+        modelwatch.Budget("all", limit_usd=0.006) as everything,
+        modelwatch.Budget("review", limit_usd=0.01, analysis="code_review") as review,
+        modelwatch.Budget("bart", limit_usd=1.0, model="facebook/bart-large-cnn") as bart,
+    ):
+        _call(analysis="code_review")
+        _call(analysis="code_review")
+        _call(analysis="tech_recommendation")
+        assert everything.spent_usd == pytest.approx(0.0018)
+        assert everything.used == pytest.approx(0.3)
+        assert review.spent_usd == pytest.approx(0.0012)
+        assert bart.spent_usd == 0.0
+        points = {
+            p.attributes["modelwatch.budget"]: p.value
+            for p in modelwatch_capture.metric_points("modelwatch.budget.used")
+        }
+        assert points == pytest.approx({"all": 0.3, "review": 0.12, "bart": 0.0})
+    _call()
+    assert everything.spent_usd == pytest.approx(0.0018)  # closed: no longer counting
+
+
+def test_exceeding_logs_once_per_period_and_the_period_rolls() -> None:
+    clock = Clock(datetime(2026, 11, 23, 23, 59, tzinfo=timezone.utc).timestamp())
+    with modelwatch.Budget("tiny", limit_usd=0.001, period="day", clock=clock) as tiny:
+        with capture_logs() as logs:
+            for _ in range(3):
+                _call()
+        exceeded = [e for e in logs if e["event"] == "modelwatch.budget.exceeded"]
+        assert len(exceeded) == 1
+        assert exceeded[0]["budget"] == "tiny"
+        assert tiny.used == pytest.approx(1.8)
+        clock.now += 120  # past midnight UTC: a new day
+        assert tiny.spent_usd == 0.0
+
+
+def test_fixed_second_periods() -> None:
+    clock = Clock(1000.0)
+    with modelwatch.Budget("minute", limit_usd=1.0, period=60, clock=clock) as b:
+        b.add(0.5)
+        clock.now = 1019.0
+        assert b.spent_usd == 0.5
+        clock.now = 1020.0  # 1020 is a multiple of 60: a new window
+        assert b.spent_usd == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "", "limit_usd": 1.0}, "name"),
+        ({"name": "x", "limit_usd": 0}, "limit_usd"),
+        ({"name": "x", "limit_usd": 1.0, "period": "week"}, "period"),
+        ({"name": "x", "limit_usd": 1.0, "period": -5}, "period"),
+    ],
+)
+def test_bad_budgets_are_rejected(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        modelwatch.Budget(**kwargs)  # type: ignore[arg-type]
+
+
+def test_duplicate_names_are_rejected() -> None:
+    with modelwatch.Budget("dup", limit_usd=1.0), pytest.raises(ValueError, match="already open"):
+        modelwatch.Budget("dup", limit_usd=2.0)
