@@ -30,6 +30,7 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -40,7 +41,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from support.otlp import BlackholeEndpoint, DeadEndpoint, OtlpReceiver
-from support.servers import http_request
+from support.servers import http_request, wait_until
 
 RESOURCE = Resource.create({"service.name": "otlp-receiver-test", "deployment.environment": "ci"})
 
@@ -227,6 +228,24 @@ def test_otlp_json_with_hex_ids_and_gzip(otlp_receiver: OtlpReceiver) -> None:
     assert request.headers["x-test"] == "yes"
 
 
+def test_chunked_protobuf_request(otlp_receiver: OtlpReceiver) -> None:
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.name, span.trace_id, span.span_id = "chunked", b"\x01" * 16, b"\x02" * 8
+    status, _ = http_request(  # urllib sends the body chunked when this header is set
+        "POST",
+        otlp_receiver.traces_url,
+        request.SerializeToString(),
+        {"Content-Type": "application/x-protobuf", "Transfer-Encoding": "chunked"},
+    )
+    assert status == 200
+    (received,) = otlp_receiver.spans()
+    assert (received.name, received.trace_id, received.span_id) == ("chunked", "01" * 16, "02" * 8)
+    headers = otlp_receiver.requests("traces")[0].headers
+    assert headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in headers
+
+
 def test_bad_requests_are_rejected_and_not_stored(otlp_receiver: OtlpReceiver) -> None:
     assert http_request("POST", f"{otlp_receiver.http_endpoint}/v1/nope", b"")[0] == 404
     not_protobuf = b"\xff\xff\xff"
@@ -268,8 +287,8 @@ def test_blackhole_endpoint_accepts_and_never_answers(
         s.settimeout(0.3)
         with pytest.raises(TimeoutError):
             s.recv(1)
+        wait_until(lambda: dead_endpoint_blackhole.bytes_received > 0, message="bytes read")
     assert dead_endpoint_blackhole.connections_accepted == 1
-    assert dead_endpoint_blackhole.bytes_received > 0
 
 
 def test_blackhole_makes_the_http_exporter_time_out(
@@ -282,7 +301,7 @@ def test_blackhole_makes_the_http_exporter_time_out(
         assert time.monotonic() - started < 5
     finally:
         exporter.shutdown()
-    assert dead_endpoint_blackhole.connections_accepted >= 1
+    wait_until(lambda: dead_endpoint_blackhole.connections_accepted >= 1, message="a connection")
 
 
 def _finished_span() -> object:

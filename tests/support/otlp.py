@@ -471,7 +471,7 @@ def _start_http(receiver: OtlpReceiver) -> ThreadingHTTPServer:
             if signal not in _MESSAGES:
                 self._reply(404, b"unknown OTLP path", "text/plain")
                 return
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = self._read_body()
             encoding = (self.headers.get("Content-Encoding") or "").lower()
             content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             try:
@@ -490,6 +490,17 @@ def _start_http(receiver: OtlpReceiver) -> ThreadingHTTPServer:
                 self._reply(200, json_format.MessageToJson(response).encode(), content_type)
             else:
                 self._reply(200, response.SerializeToString(), "application/x-protobuf")
+
+        def _read_body(self) -> bytes:
+            if "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower():
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+            return b"".join(chunks)
 
         def _reply(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)
