@@ -220,12 +220,16 @@ def test_summarization_and_translation(instrumented: None, modelwatch_capture: C
 
 
 def test_feature_extraction_is_an_embeddings_call(
-    client: InferenceClient, modelwatch_capture: Captured
+    instrumented: None, modelwatch_capture: Captured
 ) -> None:
     pytest.importorskip("numpy", reason="huggingface_hub needs numpy for feature_extraction")
-    vector = client.feature_extraction("embed me")
+    model = "BAAI/bge-small-en-v1.5"
+    with FakeModelServer(models={model: "feature-extraction"}) as server, InferenceClient() as c:
+        vector = c.feature_extraction("embed me", model=server.model_url(model))
     assert vector.shape[-1] == 8
-    assert modelwatch_capture.metric_count(DURATION, {"gen_ai.operation.name": "embeddings"}) == 1
+    a = attrs(modelwatch_capture, f"embeddings {model}")
+    assert a["gen_ai.operation.name"] == "embeddings"
+    assert modelwatch_capture.metric_count(DURATION, {"gen_ai.request.model": model}) == 1
 
 
 # --------------------------------------------------------------------------- errors
