@@ -21,7 +21,7 @@ POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 POLICY_DENY_ALL = "#!/bin/sh\n# Written by modelwatch tests/servers_setup.py.\nexit 101\n"
 # Where Debian puts the binaries, in case PATH lacks them (e.g. /usr/sbin for non-root).
 EXTRA_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
-APT_TIMEOUT_S = 900
+APT_TIMEOUT_S = 600
 
 
 def find_binary(name: str) -> str | None:
