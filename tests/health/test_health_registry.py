@@ -557,8 +557,9 @@ def test_probe_durations_and_status_gauge_are_recorded(make_health: MakeHealth, 
     health.add("tm-ok", probe=slow, kind="dependency")
     health.add("tm-bad", probe=broken, kind="model")
     health.add("tm-new", probe=lambda: True, kind="analysis")
+    health.add("tm-false", probe=lambda: False, kind="dependency")
     with capture() as cap:
-        health.run_once(["tm-ok", "tm-bad"])
+        health.run_once(["tm-ok", "tm-bad", "tm-false"])
 
         ok = {semconv.HEALTH_CHECK: "tm-ok", semconv.HEALTH_KIND: "dependency"}
         bad = {semconv.HEALTH_CHECK: "tm-bad", semconv.HEALTH_KIND: "model"}
@@ -568,6 +569,8 @@ def test_probe_durations_and_status_gauge_are_recorded(make_health: MakeHealth, 
         [point] = cap.metric_points(duration, bad)
         assert point.attributes[semconv.ERROR_TYPE] == "timeout"
         assert semconv.ERROR_TYPE not in cap.metric_points(duration, ok)[0].attributes
+        [false] = cap.metric_points(duration, {semconv.HEALTH_CHECK: "tm-false"})
+        assert false.attributes[semconv.ERROR_TYPE] == "unavailable"
 
         status = semconv.HEALTH_STATUS.name
         assert [p.value for p in cap.metric_points(status, ok)] == [1.0]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import structlog
 
 from modelwatch import semconv
+from modelwatch._classify import classify
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import (
     allowed_metric_attributes,
@@ -89,20 +90,10 @@ register_observable(semconv.HEALTH_STATUS, _observe_status)
 
 
 def _error_kind(exc: BaseException) -> str:
-    """The ``error.type`` of a probe failure (``modelwatch.classify`` once it exists)."""
-    try:
-        from modelwatch import errors
-
-        classify = getattr(errors, "classify", None)
-        if callable(classify):
-            return str(classify(exc))
-    except Exception as inner:
-        report_internal_error("health.classify", inner)
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return semconv.ERROR_TIMEOUT
-    if isinstance(exc, ConnectionError):
-        return semconv.ERROR_UNAVAILABLE
-    return semconv.ERROR_OTHER
+    """The ``error.type`` of a probe failure: :func:`modelwatch.classify`, except that a
+    probe which fails for no known reason says its target is unavailable."""
+    kind = classify(exc)
+    return semconv.ERROR_UNAVAILABLE if kind == semconv.ERROR_OTHER else kind
 
 
 def _describe(exc: BaseException) -> str:
@@ -655,6 +646,8 @@ class Health:
         error_type: str | None,
     ) -> None:
         """A probe returned or raised (any thread): record it unless it was too late."""
+        if status == "down" and error_type is None:  # it said so itself, e.g. returned False
+            error_type = semconv.ERROR_UNAVAILABLE
         outcome: _Outcome | None = None
         changes: list[tuple[_Check, Status, Status]] = []
         try:
