@@ -7,7 +7,6 @@ with short client timeouts, delays with a few hundred milliseconds at most.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
@@ -79,24 +78,30 @@ def _fake_threads() -> list[str]:
 
 
 def test_start_is_fast_and_stop_leaves_no_thread_or_socket() -> None:
-    fds_before = len(os.listdir("/proc/self/fd"))
     started = time.perf_counter()
     server = FakeModelServer().start()
     assert time.perf_counter() - started < 0.5
     assert server.url.startswith("http://127.0.0.1:")
     assert server.running
+    httpd = server._httpd  # white box: the sockets and threads the server tracks
+    assert httpd is not None
+    url = server.url
     # a keep-alive connection, plus a request hung forever
     server.fail(T5, "hang")
     with httpx.Client() as client:
-        assert client.get(f"{server.url}/health").json() == {"status": "ok"}
+        assert client.get(f"{url}/health").json() == {"status": "ok"}
         with pytest.raises(httpx.ReadTimeout):
             client.post(server.model_url(T5), json={"inputs": "x"}, timeout=0.1)
+        assert httpd.live_threads()
         stopping = time.perf_counter()
         server.stop()
         assert time.perf_counter() - stopping < 0.5
     assert not server.running
     assert _fake_threads() == []
-    assert len(os.listdir("/proc/self/fd")) <= fds_before
+    assert httpd.live_threads() == []
+    assert httpd.socket.fileno() == -1  # the listening socket is closed
+    with pytest.raises(httpx.ConnectError):  # and nothing answers on its port any more
+        httpx.get(f"{url}/health")
     server.stop()  # twice is harmless
     with pytest.raises(RuntimeError):
         server.start()
