@@ -20,10 +20,21 @@ from modelwatch.errors import (
     StreamInterruptedError,
 )
 from modelwatch.health import Health, HealthReport
+from modelwatch.resilience import (
+    Backend,
+    BackendStatus,
+    BreakerPolicy,
+    RetryPolicy,
+    Router,
+    circuit,
+)
 
 __all__ = [
     "AllBackendsFailedError",
     "Attempt",
+    "Backend",
+    "BackendStatus",
+    "BreakerPolicy",
     "Budget",
     "Call",
     "CircuitOpenError",
@@ -32,9 +43,12 @@ __all__ = [
     "Health",
     "HealthReport",
     "ModelwatchError",
+    "RetryPolicy",
+    "Router",
     "StreamInterruptedError",
     "__version__",
     "agent_step",
+    "circuit",
     "classify",
     "configure",
     "context_executor",

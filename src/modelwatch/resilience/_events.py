@@ -1,0 +1,95 @@
+"""The router's telemetry beyond spans: failover, retry and rejection events and metrics.
+
+Every function here is guarded: telemetry can fail, the call it describes cannot.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from opentelemetry.trace import Span
+
+from modelwatch import semconv
+from modelwatch._safety import guard, report_internal_error
+from modelwatch.capture._telemetry import telemetry
+from modelwatch.errors import CircuitOpenError
+from modelwatch.resilience._kinds import rate_limit_ratios, response_headers
+from modelwatch.resilience._members import Member
+
+__all__ = ["failover", "failover_duration", "note_headers", "rejected", "retry"]
+
+RETRY_AFTER_ATTRIBUTE = "modelwatch.retry_after_s"
+WAIT_ATTRIBUTE = "modelwatch.wait_s"
+
+
+def rejected(span: Span, m: Member, reason: str, retry_after_s: float | None) -> CircuitOpenError:
+    """A backend refused the call (open breaker, or benched after a 429): span event, and
+    the :class:`CircuitOpenError` that stands for it in the call's attempts."""
+    with guard("router.reject_event"):
+        if span.is_recording():
+            span.add_event(
+                semconv.EVENT_REJECTED,
+                {
+                    semconv.GEN_AI_REQUEST_MODEL: m.backend.model,
+                    semconv.MODELWATCH_CIRCUIT: m.breaker.name,
+                    semconv.REASON: reason,
+                    RETRY_AFTER_ATTRIBUTE: retry_after_s or 0.0,
+                },
+            )
+    return CircuitOpenError(m.breaker.name, retry_after_s)
+
+
+def failover(router: str, span: Span, passed: tuple[Member, str], to: Member) -> None:
+    """The call moves on from ``passed`` (a backend and why) to ``to``."""
+    with guard("router.failover"):
+        attrs = {
+            semconv.MODELWATCH_ROUTER: router,
+            semconv.FROM: passed[0].backend.model,
+            semconv.TO: to.backend.model,
+            semconv.REASON: passed[1],
+        }
+        telemetry().instrument(semconv.FAILOVERS).add(1, attrs)
+        if span.is_recording():
+            span.add_event(semconv.EVENT_FAILOVER, attrs)
+
+
+def failover_duration(router: str, first: tuple[Member, str], to: Member, started: float) -> None:
+    """A call that failed over succeeded on ``to``: record the time it spent getting there."""
+    with guard("router.failover_duration"):
+        telemetry().instrument(semconv.FAILOVER_DURATION).record(
+            time.perf_counter() - started,
+            {
+                semconv.MODELWATCH_ROUTER: router,
+                semconv.FROM: first[0].backend.model,
+                semconv.TO: to.backend.model,
+                semconv.REASON: first[1],
+            },
+        )
+
+
+def retry(span: Span, m: Member, attempt: int, wait_s: float, reason: str) -> None:
+    """The same backend is about to be retried after ``wait_s``."""
+    with guard("router.retry_event"):
+        if span.is_recording():
+            span.add_event(
+                semconv.EVENT_RETRY,
+                {
+                    semconv.GEN_AI_REQUEST_MODEL: m.backend.model,
+                    semconv.MODELWATCH_ATTEMPT: attempt,
+                    WAIT_ATTRIBUTE: wait_s,
+                    semconv.REASON: reason,
+                },
+            )
+
+
+def note_headers(m: Member, source: Any) -> None:
+    """Feed ``x-ratelimit-*`` headers of a result or an error into the rate-limit gauge."""
+    try:
+        headers = response_headers(source)
+        if headers:
+            ratios = rate_limit_ratios(headers)
+            if ratios:
+                m.rate_limits.update(ratios)
+    except Exception as exc:
+        report_internal_error("router.rate_limit", exc)

@@ -1,0 +1,110 @@
+"""What a router routes to: :class:`Backend` (a callable and its model) and
+:class:`BackendStatus` (how the router sees it now)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelwatch import semconv
+from modelwatch.errors import ConfigurationError
+
+__all__ = ["Backend", "BackendStatus"]
+
+
+class Backend:
+    """One model behind a router: a callable plus what it is.
+
+    ``fn`` is called with the router call's arguments: a function, an ``async def``, or
+    (for :meth:`Router.stream`/:meth:`Router.astream`) anything returning an iterable or
+    async iterable of chunks. ``timeout_s`` overrides the router's ``attempt_timeout_s``.
+    ``probe`` (no arguments, sync or async) checks recovery in the background while the
+    backend's breaker is open. ``weight`` is used by :class:`~modelwatch.resilience.Weighted`.
+    ``name`` defaults to ``model`` and must be unique in a router.
+
+    >>> Backend(lambda text: text[:10], model="facebook/bart-large-cnn", provider="huggingface")
+    Backend(model='facebook/bart-large-cnn', provider='huggingface')
+    """
+
+    __slots__ = (
+        "analysis",
+        "fn",
+        "is_async",
+        "model",
+        "name",
+        "operation",
+        "probe",
+        "provider",
+        "server_address",
+        "timeout_s",
+        "usage",
+        "weight",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        model: str,
+        provider: str,
+        operation: str = semconv.OPERATION_CHAT,
+        analysis: str | None = None,
+        server_address: str | None = None,
+        timeout_s: float | None = None,
+        probe: Callable[[], Any] | None = None,
+        weight: float = 1.0,
+        name: str | None = None,
+        usage: Callable[[Any], Any] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise ConfigurationError(f"Backend fn must be callable, got {fn!r}")
+        for key, value in (("model", model), ("provider", provider), ("operation", operation)):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigurationError(f"Backend {key} must be a non-empty str, got {value!r}")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ConfigurationError(f"Backend timeout_s must be > 0 or None, got {timeout_s!r}")
+        if probe is not None and not callable(probe):
+            raise ConfigurationError(f"Backend probe must be callable or None, got {probe!r}")
+        if not weight > 0:
+            raise ConfigurationError(f"Backend weight must be > 0, got {weight!r}")
+        self.fn = fn
+        self.model = model
+        self.provider = provider
+        self.operation = operation
+        self.analysis = analysis
+        self.server_address = server_address
+        self.timeout_s = timeout_s
+        self.probe = probe
+        self.weight = weight
+        self.name = name if name is not None else model
+        self.usage = usage
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+    def __repr__(self) -> str:
+        return f"Backend(model={self.model!r}, provider={self.provider!r})"
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """A backend as its router sees it now, answered from memory.
+
+    ``state`` is the breaker's (``"closed"``, ``"half_open"``, ``"open"``);
+    ``retry_after_s`` is when it takes calls again (open breaker or rate-limit bench),
+    ``last_error`` the kind of its last failure and ``last_error_at`` when (epoch seconds),
+    ``error_rate`` the failure share in the breaker window, ``latency_s`` the moving
+    average of successful calls, ``rate_limit_remaining`` the last ``remaining/limit`` seen
+    per resource.
+    """
+
+    name: str
+    model: str
+    provider: str
+    state: str
+    retry_after_s: float | None
+    last_error: str | None
+    last_error_at: float | None
+    error_rate: float | None
+    latency_s: float | None
+    rate_limit_remaining: dict[str, float] = field(default_factory=dict)
