@@ -105,7 +105,7 @@ Server = Callable[[Health, str | None], AbstractContextManager[str]]
 def _servers(serve_asgi: Any, serve_wsgi: Any) -> dict[str, Server]:
     @contextmanager
     def uvicorn_alone(h: Health, token: str | None) -> Iterator[str]:
-        with serve_asgi(h.asgi(token=token)) as base:
+        with serve_asgi(h.asgi(token=token), lifespan="on") as base:  # lifespan must work
             yield base
 
     @contextmanager
@@ -294,3 +294,21 @@ def test_invalid_token_is_refused_at_build_time(make_health: Callable[..., Healt
         health.asgi(token="")
     with pytest.raises(ValueError, match="token"):
         health.wsgi(token="two words")
+
+
+async def test_websocket_and_unknown_scopes_are_refused_without_raising(
+    make_health: Callable[..., Health],
+) -> None:
+    app = make_health().asgi()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("nothing should be read")
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    await app({"type": "websocket", "path": "/"}, receive, send)
+    await app({"type": "something-else"}, receive, send)
+
+    assert sent == [{"type": "websocket.close", "code": 1003}]

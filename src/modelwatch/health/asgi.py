@@ -35,8 +35,11 @@ class HealthASGI:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
+        if scope["type"] == "websocket":  # mounted apps may be offered one: refuse politely
+            await send({"type": "websocket.close", "code": 1003})
+            return
         if scope["type"] != "http":
-            raise RuntimeError(f"the health app serves HTTP only, not {scope['type']!r}")
+            return
         authorization = None
         for key, value in scope.get("headers") or ():
             if key.lower() == b"authorization":
