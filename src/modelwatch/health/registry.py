@@ -152,6 +152,7 @@ class _Check:
     weight: float
     flap_threshold: int
     router: Any = None  # for router backends: the router whose status() feeds the breaker
+    backend: str | None = None  # ... and the backend's name in it
     # state
     status: Status = "unknown"  # damped probe status
     against: int = 0  # consecutive results that disagreed with ``status``
@@ -311,7 +312,8 @@ class Health:
         interval_s: float = 30.0,
     ) -> list[str]:
         """Add one ``model`` check per backend of ``router`` (a :class:`modelwatch.Router`),
-        named after the backend's model; returns the names.
+        named after the backend's model (or after the backend's name, if two backends of the
+        router share a model); returns the names. All are added, or none.
 
         A backend's status is its breaker state, read live at every report (open is
         ``down``, half-open ``degraded``), combined with its probe if the backend has one
@@ -320,17 +322,19 @@ class Health:
         """
         statuses = list(router.status())
         probes = {
-            getattr(b, "model", None): getattr(b, "probe", None)
+            _backend_key(b): getattr(b, "probe", None)
             for b in getattr(router, "backends", ()) or ()
         }
+        models = [str(s.model) for s in statuses]
         checks = []
         for backend in statuses:
+            key = _backend_key(backend)
             model = str(backend.model)
-            probe = probes.get(model)
+            probe = probes.get(key)
             if probe is not None and not callable(probe):
                 probe = None
             check = self._build(
-                model,
+                model if models.count(model) == 1 else key,
                 probe,
                 kind="model",
                 timeout_s=timeout_s,
@@ -341,6 +345,7 @@ class Health:
                 flap_threshold=None,
             )
             check.router = router
+            check.backend = key
             _apply_breaker(check, backend)
             checks.append(check)
         self._register(*checks)
@@ -439,13 +444,13 @@ class Health:
                     routers.setdefault(id(check.router), (check.router, []))[1].append(check)
         for router, checks in routers.values():
             try:
-                by_model = {str(s.model): s for s in router.status()}
+                by_key = {_backend_key(s): s for s in router.status()}
             except Exception as exc:
                 report_internal_error("health.router_status", exc)
-                by_model = {}
+                by_key = {}
             with self._lock:
                 for check in checks:
-                    _apply_breaker(check, by_model.get(check.name))
+                    _apply_breaker(check, by_key.get(check.backend or check.name))
 
     def _note_change(self, check: _Check, changes: list[tuple[_Check, Status, Status]]) -> None:
         """Remember a change of the effective status (lock held); announce it later."""
@@ -839,6 +844,11 @@ class Health:
 
 async def _await(value: Any) -> Any:
     return await value
+
+
+def _backend_key(backend: Any) -> str:
+    """A backend's unique name in its router (its model if it has no name)."""
+    return str(getattr(backend, "name", None) or backend.model)
 
 
 def _apply_breaker(check: _Check, backend: Any) -> None:
