@@ -1,16 +1,16 @@
 """The demo's "AI engine": three analysis types, each a :class:`modelwatch.Router` over real
 model clients pointed at a local :class:`~modelwatch.testing.fake_server.FakeModelServer`.
 
-============================  ==================================  =================================
-analysis                      primary                             backup
-============================  ==================================  =================================
-``code_review``               ``google/flan-t5-large`` (HF text   ``meta-llama/Llama-3.1-8B-Instruct``
-                              generation)                         (HF chat completion)
-``requirement_extraction``    ``facebook/bart-large-cnn`` (HF     ``sshleifer/distilbart-cnn-12-6``
-                              summarization)                      (HF summarization)
-``tech_recommendation``       ``google/flan-t5-xl`` (HF text      ``gpt-4o-mini`` (``openai`` chat
-                              generation)                         completions)
-============================  ==================================  =================================
+==========================  ===================================  ==============================
+analysis                    primary                              backup
+==========================  ===================================  ==============================
+``code_review``             ``google/flan-t5-large``             ``Llama-3.1-8B-Instruct``
+                            (HF text generation)                 (HF chat completion)
+``requirement_extraction``  ``facebook/bart-large-cnn``          ``distilbart-cnn-12-6``
+                            (HF summarization)                   (HF summarization)
+``tech_recommendation``     ``google/flan-t5-xl``                ``gpt-4o-mini``
+                            (HF text generation)                 (``openai`` chat completions)
+==========================  ===================================  ==============================
 
 Every model call goes through the real ``huggingface_hub.InferenceClient`` or ``openai.OpenAI``
 client, so the errors the router classifies are the errors those clients really raise.
@@ -28,11 +28,22 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from modelwatch.errors import AllBackendsFailedError
-from modelwatch.ops._demo_record import Origin, Recorder, RequestRecord
+from modelwatch.ops._demo_record import (
+    AttemptRecord,
+    Origin,
+    Recorder,
+    RequestRecord,
+    TransitionRecord,
+)
+from modelwatch.resilience import (
+    Backend,
+    Breaker,
+    BreakerPolicy,
+    RetryPolicy,
+    Router,
+    Transition,
+)
 from modelwatch.resilience._kinds import default_classify
-from modelwatch.resilience.breaker import Breaker, Transition
-from modelwatch.resilience.policy import BreakerPolicy, RetryPolicy
-from modelwatch.resilience.router import Backend, Router
 from modelwatch.testing.fake_server import FakeModelServer
 
 __all__ = [
@@ -50,7 +61,7 @@ __all__ = [
 ClientKind = Literal["text_generation", "summarization", "hf_chat", "openai_chat"]
 
 #: Never a real key: the fake server accepts anything, and the scrubber would hide it anyway.
-DEMO_API_KEY: Final = "sk-modelwatch-demo-not-a-real-key"  # noqa: S105
+DEMO_API_KEY: Final = "sk-modelwatch-demo-not-a-real-key"
 MAX_NEW_TOKENS: Final = 48
 
 _origin: contextvars.ContextVar[Origin] = contextvars.ContextVar(
@@ -105,7 +116,7 @@ ANALYSES: Final[tuple[AnalysisSpec, ...]] = (
             "for i in range(len(items)): print(items[i])",
             "password = 'hunter2'  # TODO move to config",
             "except Exception: pass",
-            "SELECT * FROM users WHERE name = '" + "' + name + '" + "'",
+            "query = f\"SELECT * FROM users WHERE name = '{name}'\"",
         ),
         weight=1.2,
     ),
@@ -147,13 +158,23 @@ class Timing:
     @property
     def attempt_timeout_s(self) -> float:
         """Per-attempt cap: a hung model costs this much, then the call fails over."""
-        return round(min(1.5, max(0.5, self.duration * 0.02)), 2)
+        return round(min(1.5, max(0.8, self.duration * 0.02)), 2)
 
     @property
     def client_timeout_s(self) -> float:
         """The HTTP clients' own timeout: a little past the router's, so the router's
         per-attempt timeout is what users feel, and an abandoned request still ends soon."""
         return round(self.attempt_timeout_s + 0.5, 2)
+
+    @property
+    def slow_latency_s(self) -> float:
+        """Latency the slow model gains in the scenario: slow, but within the timeout."""
+        return round(self.attempt_timeout_s * 0.6, 2)
+
+    @property
+    def latency_alert_s(self) -> float:
+        """The p95 threshold of the latency alert the demo evaluates (production: 30 s)."""
+        return round(self.attempt_timeout_s * 0.4, 2)
 
     @property
     def call_timeout_s(self) -> float:
@@ -173,7 +194,7 @@ class Timing:
     @property
     def health_interval_s(self) -> float:
         """How often health checks probe."""
-        return round(min(2.0, max(0.5, self.duration / 30)), 2)
+        return round(min(2.0, max(1.0, self.duration / 30)), 2)
 
     def breaker_policy(self) -> BreakerPolicy:
         """The demo's breaker policy (see :meth:`describe`)."""
@@ -229,9 +250,9 @@ def _usage(input_tokens: int | None, output_tokens: int | None) -> dict[str, int
     return usage
 
 
-def _model_caller(spec: ModelSpec, server: FakeModelServer, timeout_s: float) -> Callable[
-    [str], Answer
-]:
+def _model_caller(
+    spec: ModelSpec, server: FakeModelServer, timeout_s: float
+) -> Callable[[str], Answer]:
     """A function that sends one prompt to ``spec.model`` through its real client."""
     if spec.client == "openai_chat":
         import openai
@@ -303,8 +324,8 @@ class Engine:
     """The three analyses, each behind a router with a primary and a backup model.
 
     ``analyze(name, text)`` is what a service would expose; every backend call is also
-    written to ``recorder`` (origin ``"user"`` inside :meth:`analyze_for_user`, ``"probe"``
-    for health and breaker probes).
+    written to ``recorder`` (origin ``"user"`` inside :meth:`analyze_for_user`, ``"health"``
+    inside :meth:`analyze_for_health`, ``"probe"`` for model probes).
     """
 
     def __init__(
@@ -319,6 +340,9 @@ class Engine:
         self.timing = timing
         self.analyses = {a.name: a for a in analyses}
         self.routers: dict[str, Router] = {}
+        self._transitions_lock = threading.Lock()
+        self._failed_trials: dict[str, int] = {}
+        self._last_reopen_log: dict[str, float] = {}
         breaker, retry = timing.breaker_policy(), timing.retry_policy()
         for analysis in analyses:
             backends = []
@@ -374,7 +398,9 @@ class Engine:
             kind = _request_error_kind(exc)
             record = RequestRecord(start, self.recorder.now(), analysis, None, kind, primary)
         else:
-            record = RequestRecord(start, self.recorder.now(), analysis, answer.model, None, primary)
+            record = RequestRecord(
+                start, self.recorder.now(), analysis, answer.model, None, primary
+            )
         finally:
             _origin.reset(token)
         self.recorder.request(record)
@@ -386,8 +412,6 @@ class Engine:
         recorder = self.recorder
 
         def call(prompt: str) -> Answer:
-            from modelwatch.ops._demo_record import AttemptRecord
-
             token = recorder.attempt_started(spec.model)
             start = recorder.now()
             try:
@@ -396,7 +420,11 @@ class Engine:
                 recorder.attempt(
                     token,
                     AttemptRecord(
-                        start, recorder.now(), analysis, spec.model, _origin.get(),
+                        start,
+                        recorder.now(),
+                        analysis,
+                        spec.model,
+                        _origin.get(),
                         default_classify(exc),
                     ),
                 )
@@ -421,13 +449,53 @@ class Engine:
 
         return probe
 
+    def analyze_for_health(self, analysis: str, text: str) -> Answer:
+        """Run one analysis as a synthetic health check (recorded with origin ``"health"``)."""
+        token = _origin.set("health")
+        try:
+            return self.analyze(analysis, text)
+        finally:
+            _origin.reset(token)
+
     def _on_transition(self, breaker: Breaker, event: Transition) -> None:
+        """Record every breaker transition; log the telling ones as events.
+
+        While a model is down, its breaker goes open -> half-open -> open on every failed
+        probe; those are counted and logged at most every tenth of the run, not one by one.
+        """
         model = breaker.model or breaker.name
+        analysis = breaker.router or ""
+        now = self.recorder.now()
+        self.recorder.transition(
+            TransitionRecord(now, analysis, model, event.from_state, event.to_state, event.reason)
+        )
+        with self._transitions_lock:
+            if event.to_state == "half_open" and event.from_state == "open":
+                self._failed_trials.setdefault(model, 0)
+                return  # logged with its outcome
+            if event.from_state == "half_open" and event.to_state == "open":
+                self._failed_trials[model] = self._failed_trials.get(model, 0) + 1
+                last = self._last_reopen_log.get(model)
+                if last is not None and now - last < self.timing.duration / 10:
+                    return
+                self._last_reopen_log[model] = now
+                failed = self._failed_trials.pop(model)
+                retry = event.retry_after_s
+                self.recorder.event(
+                    "circuit",
+                    f"circuit {model}: still open, {failed} trial(s) failed"
+                    + (f", next in {retry:.1f} s" if retry else ""),
+                    at=now,
+                )
+                return
+            self._failed_trials.pop(model, None)
+            self._last_reopen_log.pop(model, None)
         reason = event.reason.replace("_", " ")
         self.recorder.event(
             "circuit",
             f"circuit {model}: {event.from_state.replace('_', '-')} -> "
             f"{event.to_state.replace('_', '-')} ({reason})",
+            at=now,
         )
 
 

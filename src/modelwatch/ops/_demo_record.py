@@ -24,11 +24,13 @@ __all__ = [
     "Recorder",
     "RequestRecord",
     "StateSample",
+    "TransitionRecord",
     "percentile",
 ]
 
-#: Where a model attempt came from: user traffic, or a health/breaker probe.
-Origin = Literal["user", "probe"]
+#: Where a model attempt came from: user traffic, a synthetic health check routed like user
+#: traffic, or a probe of one model (health model checks, breaker recovery probes).
+Origin = Literal["user", "health", "probe"]
 #: How many events the recorder keeps for the live view (the summary needs far fewer).
 MAX_EVENTS: Final = 500
 
@@ -92,6 +94,22 @@ class StateSample:
     health: dict[str, str] = field(default_factory=dict)
     #: seconds the oldest still-running attempt of each model has been running
     oldest_in_flight: dict[str, float] = field(default_factory=dict)
+    #: per model, the lowest ``remaining/limit`` rate-limit ratio the router has seen
+    rate_limits: dict[str, float] = field(default_factory=dict)
+    #: whether no critical health check is down (what ``/ready`` answers)
+    ready: bool = True
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    """A circuit breaker changed state."""
+
+    at: float
+    analysis: str
+    model: str
+    from_state: str
+    to_state: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -122,6 +140,7 @@ class Recorder:
         self._requests: list[RequestRecord] = []
         self._samples: list[StateSample] = []
         self._events: list[Event] = []
+        self._transitions: list[TransitionRecord] = []
         self._events_seen = 0
         self._running: dict[int, tuple[str, float]] = {}
         self._ids = 0
@@ -130,6 +149,11 @@ class Recorder:
     def now(self) -> float:
         """Seconds since the demo started."""
         return time.monotonic() - self._t0
+
+    def start_clock(self) -> None:
+        """Start the demo's clock now (after the slow set-up: imports, servers)."""
+        with self._lock:
+            self._t0 = time.monotonic()
 
     # ------------------------------------------------------------------ writers
     def attempt_started(self, model: str) -> int:
@@ -155,6 +179,11 @@ class Recorder:
         with self._lock:
             self._samples.append(record)
 
+    def transition(self, record: TransitionRecord) -> None:
+        """Record a breaker transition."""
+        with self._lock:
+            self._transitions.append(record)
+
     def event(self, kind: str, text: str, at: float | None = None) -> Event:
         """Add a line to the event log and return it."""
         item = Event(self.now() if at is None else at, kind, text)
@@ -175,15 +204,21 @@ class Recorder:
                 oldest[model] = max(oldest.get(model, 0.0), now - started)
         return oldest
 
-    def attempts(self, *, origin: Origin | None = "user") -> list[AttemptRecord]:
-        """Finished attempts (of user traffic by default; ``origin=None`` for all)."""
+    def attempts(self, *origins: Origin) -> list[AttemptRecord]:
+        """Finished attempts of the given origins (default: user traffic only)."""
+        wanted = set(origins or ("user",))
         with self._lock:
-            return [a for a in self._attempts if origin is None or a.origin == origin]
+            return [a for a in self._attempts if a.origin in wanted]
 
     def requests(self) -> list[RequestRecord]:
         """Finished user requests."""
         with self._lock:
             return list(self._requests)
+
+    def transitions(self) -> list[TransitionRecord]:
+        """Breaker transitions, oldest first."""
+        with self._lock:
+            return list(self._transitions)
 
     def samples(self) -> list[StateSample]:
         """State samples, oldest first."""

@@ -32,9 +32,6 @@ SLOW_AT: Final = 0.40
 RECOVER_AT: Final = 0.60
 CALM_AT: Final = 0.80
 
-#: Added latency of the slow model during its slow phase, seconds.
-SLOW_LATENCY_S: Final = 0.6
-
 
 @dataclass(frozen=True)
 class Phase:
@@ -81,9 +78,12 @@ class Scenario:
         seed: seeds the fault mix.
         failing: the model that fails during the incident.
         slow: the model that gets slow.
+        slow_latency_s: how much slower it gets.
     """
 
-    def __init__(self, duration: float, seed: int, *, failing: str, slow: str) -> None:
+    def __init__(
+        self, duration: float, seed: int, *, failing: str, slow: str, slow_latency_s: float
+    ) -> None:
         self.duration = duration
         self.seed = seed
         self.failing = failing
@@ -110,8 +110,8 @@ class Scenario:
             ),
             Step(
                 self.slow_at,
-                f"{slow} gets slow (+{SLOW_LATENCY_S:.1f} s per call)",
-                lambda server: server.set_latency(slow, SLOW_LATENCY_S),
+                f"{slow} gets slow (+{slow_latency_s:.2f} s per call)",
+                lambda server: server.set_latency(slow, slow_latency_s),
             ),
             Step(self.recover_at, f"{failing} recovers", lambda server: server.heal(failing)),
             Step(self.calm_at, f"{slow} is fast again", lambda server: server.set_latency(slow, 0)),

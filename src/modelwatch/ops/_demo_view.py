@@ -1,0 +1,497 @@
+"""What the demo prints: a live table redrawn in place (terminals), periodic plain lines
+(pipes, CI, ``--no-live``), and the end-of-run summary.
+
+Plain ANSI escape codes, no extra dependency: the live view moves the cursor back up over
+its previous frame and redraws it, so scrollback keeps only the header and the summary.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, TextIO
+
+from modelwatch.ops._demo_alerts import Verdict
+from modelwatch.ops._demo_engine import AnalysisSpec, Engine, Timing
+from modelwatch.ops._demo_record import (
+    AttemptRecord,
+    Recorder,
+    RequestRecord,
+    error_counts,
+    percentile,
+)
+from modelwatch.ops._demo_scenario import Scenario
+
+__all__ = [
+    "Endpoints",
+    "LiveView",
+    "PlainView",
+    "Summary",
+    "Style",
+    "summarize",
+]
+
+_BAR_WIDTH: Final = 40
+_EVENT_LINES: Final = 7
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the demo serves what (``None``: not served)."""
+
+    models: str
+    health: str
+    metrics: str | None
+    otlp: str | None = None
+
+    def lines(self) -> list[str]:
+        """The endpoint list printed at the start."""
+        out = [
+            f"    fake model server  {self.models}   (HF Inference API + OpenAI-compatible /v1)",
+            f"    health             {self.health}   (/live /ready /models /analysis "
+            "/dependencies /checks/<name>)",
+        ]
+        if self.metrics is not None:
+            out.append(f"    prometheus         {self.metrics}")
+        else:
+            out.append("    prometheus         not served (the application owns the providers)")
+        if self.otlp is not None:
+            out.append(f"    OTLP export        {self.otlp}")
+        return out
+
+
+class Style:
+    """ANSI colours, or nothing when ``enabled`` is false."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
+
+    def bold(self, text: str) -> str:
+        """Bold text."""
+        return self._wrap("1", text)
+
+    def dim(self, text: str) -> str:
+        """Dim text."""
+        return self._wrap("2", text)
+
+    def red(self, text: str) -> str:
+        """Red text."""
+        return self._wrap("31", text)
+
+    def green(self, text: str) -> str:
+        """Green text."""
+        return self._wrap("32", text)
+
+    def yellow(self, text: str) -> str:
+        """Yellow text."""
+        return self._wrap("33", text)
+
+    def state(self, state: str) -> str:
+        """A circuit state, coloured: closed green, half-open yellow, open red."""
+        label = state.replace("_", "-")
+        if state == "open":
+            return self.red(label.upper())
+        if state == "half_open":
+            return self.yellow(label)
+        return self.green(label)
+
+    def rate(self, value: float | None) -> str:
+        """A success rate, coloured by how good it is."""
+        if value is None:
+            return "   -  "
+        text = f"{value:6.1%}"
+        if value >= 0.99:
+            return self.green(text)
+        if value >= 0.9:
+            return self.yellow(text)
+        return self.red(text)
+
+
+def _pad(text: str, width: int) -> str:
+    """Left-justify ``text`` to ``width`` visible characters (ANSI codes take none)."""
+    visible = len(_strip(text))
+    return text + " " * max(0, width - visible)
+
+
+def _strip(text: str) -> str:
+    out, skipping = [], False
+    for ch in text:
+        if ch == "\x1b":
+            skipping = True
+        elif skipping and ch == "m":
+            skipping = False
+        elif not skipping:
+            out.append(ch)
+    return "".join(out)
+
+
+def _seconds(value: float | None) -> str:
+    return "   -  " if value is None else f"{value:5.2f}s"
+
+
+def _ok_rate(records: Sequence[AttemptRecord] | Sequence[RequestRecord]) -> float | None:
+    if not records:
+        return None
+    return sum(1 for r in records if r.error is None) / len(records)
+
+
+class _Frame:
+    """Numbers for one moment, shared by the live and the plain view."""
+
+    def __init__(self, engine: Engine, recorder: Recorder, window_s: float) -> None:
+        self.now = recorder.now()
+        since = self.now - window_s
+        self.requests = [r for r in recorder.requests() if r.end > since]
+        self.attempts = [a for a in recorder.attempts() if a.end > since]
+        self.all_requests = recorder.requests()
+        self.all_attempts = recorder.attempts()
+        self.status = {
+            (name, s.model): s for name, router in engine.routers.items() for s in router.status()
+        }
+
+
+class LiveView:
+    """The in-place table for terminals."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        engine: Engine,
+        recorder: Recorder,
+        scenario: Scenario,
+        *,
+        color: bool = True,
+    ) -> None:
+        self._out = out
+        self._engine = engine
+        self._recorder = recorder
+        self._scenario = scenario
+        self._style = Style(color)
+        self._lines = 0
+        self._window = max(3.0, scenario.duration / 10)
+
+    def start(self) -> None:
+        """Hide the cursor."""
+        self._out.write("\x1b[?25l")
+        self._out.flush()
+
+    def update(self) -> None:
+        """Redraw the table over the previous one."""
+        lines = self.render()
+        buf = []
+        if self._lines:
+            buf.append(f"\x1b[{self._lines}F")
+        for line in lines:
+            buf.append(f"{line}\x1b[K\n")
+        buf.append("\x1b[J")
+        self._out.write("".join(buf))
+        self._out.flush()
+        self._lines = len(lines)
+
+    def finish(self) -> None:
+        """Draw the last frame and show the cursor again."""
+        self.update()
+        self._out.write("\x1b[?25h")
+        self._out.flush()
+
+    def render(self) -> list[str]:
+        """The frame's lines."""
+        s = self._style
+        frame = _Frame(self._engine, self._recorder, self._window)
+        sc = self._scenario
+        t = min(frame.now, sc.duration)
+        done = int(_BAR_WIDTH * t / sc.duration)
+        marks = ["-"] * _BAR_WIDTH
+        for at in (sc.incident_at, sc.slow_at, sc.recover_at, sc.calm_at):
+            marks[min(_BAR_WIDTH - 1, int(_BAR_WIDTH * at / sc.duration))] = "|"
+        bar = s.bold("#" * done) + s.dim("".join(marks[done:]))
+        lines = [
+            f"[{bar}] {t:5.1f}/{sc.duration:g}s  {s.bold(sc.phase_at(t).name)}",
+            "",
+            s.bold(
+                f"{'analysis':<24}{'primary':<34}{'backup':<40}{'users ok':>9}{'p95':>8}"
+                f"{'failover':>10}"
+            ),
+        ]
+        for spec in self._engine.analyses.values():
+            lines.append(self._analysis_row(frame, spec))
+        lines += [
+            "",
+            s.bold(
+                f"{'model':<36}{'circuit':<11}{'calls':>7}{'ok':>8}{'p95':>8}   "
+                "errors (last window)"
+            ),
+        ]
+        for spec in self._engine.analyses.values():
+            for model in spec.models:
+                lines.append(self._model_row(frame, spec.name, model.model))
+        lines += ["", s.dim(f"numbers over the last {self._window:g} s; recent events:")]
+        events = self._recorder.recent_events(_EVENT_LINES)
+        for event in events:
+            lines.append(f"  {event.at:6.1f}s  {_event_text(s, event.kind, event.text)}")
+        lines += [""] * (_EVENT_LINES - len(events))
+        return lines
+
+    def _analysis_row(self, frame: _Frame, spec: AnalysisSpec) -> str:
+        s = self._style
+        reqs = [r for r in frame.requests if r.analysis == spec.name]
+        p95 = percentile([r.duration for r in reqs], 0.95)
+        moved = sum(1 for r in reqs if r.failed_over)
+        cells = []
+        for model in spec.models:
+            status = frame.status.get((spec.name, model.model))
+            state = s.state(status.state) if status else "?"
+            cells.append(f"{model.short[:24]} {state}")
+        return (
+            f"{spec.name:<24}{_pad(cells[0], 34)}{_pad(cells[1], 40)}"
+            f"{s.rate(_ok_rate(reqs)):>9} {_seconds(p95):>7}{moved:>10}"
+        )
+
+    def _model_row(self, frame: _Frame, analysis: str, model: str) -> str:
+        s = self._style
+        rows = [a for a in frame.attempts if a.model == model]
+        status = frame.status.get((analysis, model))
+        state = s.state(status.state) if status else "?"
+        errors = error_counts(rows)
+        text = ", ".join(f"{k} {n}" for k, n in errors.most_common()) or s.dim("-")
+        p95 = percentile([a.duration for a in rows], 0.95)
+        return (
+            f"{model[:35]:<36}{_pad(state, 11)}{len(rows):>7}{s.rate(_ok_rate(rows)):>8}"
+            f" {_seconds(p95):>7}   {text}"
+        )
+
+
+def _event_text(s: Style, kind: str, text: str) -> str:
+    if kind == "circuit":
+        return (
+            s.red(text)
+            if "-> open" in text
+            else s.green(text)
+            if "-> closed" in text
+            else s.yellow(text)
+        )
+    if kind == "scenario":
+        return s.bold(text)
+    if kind in ("users", "internal"):
+        return s.red(text)
+    return text
+
+
+class PlainView:
+    """Periodic status lines and every event, for pipes and CI."""
+
+    def __init__(self, out: TextIO, engine: Engine, recorder: Recorder, scenario: Scenario) -> None:
+        self._out = out
+        self._engine = engine
+        self._recorder = recorder
+        self._scenario = scenario
+        self._seen = 0
+        self._window = max(3.0, scenario.duration / 10)
+
+    def events(self) -> None:
+        """Print the events logged since the last call."""
+        events, self._seen = self._recorder.events(self._seen)
+        for event in events:
+            self._out.write(f"[{event.at:6.1f}s] {event.kind:<8} {event.text}\n")
+        self._out.flush()
+
+    def status(self) -> None:
+        """Print one status line."""
+        self.events()
+        frame = _Frame(self._engine, self._recorder, self._window)
+        users = _ok_rate(frame.all_requests)
+        models = _ok_rate(frame.all_attempts)
+        moved = sum(1 for r in frame.all_requests if r.failed_over)
+        circuits = " ".join(
+            f"{model.rsplit('/', 1)[-1]}={status.state}"
+            for (_, model), status in frame.status.items()
+            if status.state != "closed"
+        )
+        self._out.write(
+            f"[{frame.now:6.1f}s] status   {self._scenario.phase_at(frame.now).name}: "
+            f"requests {len(frame.all_requests)}, users ok {_fmt_rate(users)}, "
+            f"model attempts ok {_fmt_rate(models)}, failovers {moved}, "
+            f"circuits {circuits or 'all closed'}\n"
+        )
+        self._out.flush()
+
+
+def _fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+@dataclass
+class Summary:
+    """The numbers of the end-of-run summary (also what the tests read)."""
+
+    elapsed_s: float
+    requests: int
+    requests_ok: int
+    #: every call the engine made to a model: user traffic, health checks, probes
+    model_calls: int
+    model_calls_ok: int
+    model_errors: Counter[str]
+    #: the same, for user traffic only
+    user_attempts: int
+    user_attempts_ok: int
+    failovers: int
+    #: user requests to the failing analysis while its primary was down: what would have
+    #: failed without a router
+    exposed_requests: int
+    time_to_failover_s: float | None
+    time_to_open_s: float | None
+    time_to_recover_s: float | None
+    p95_by_analysis: dict[str, float | None]
+    cost_by_model: dict[str, float]
+    calls_by_model: dict[str, int]
+    verdicts: list[Verdict]
+    cost_source: str = "computed from the price table"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def users_ok_rate(self) -> float:
+        """Share of user requests that got an answer."""
+        return self.requests_ok / self.requests if self.requests else 0.0
+
+    @property
+    def models_ok_rate(self) -> float:
+        """Share of all model calls that succeeded (the models' raw success rate)."""
+        return self.model_calls_ok / self.model_calls if self.model_calls else 0.0
+
+    @property
+    def without_router_ok_rate(self) -> float:
+        """Estimated users' success rate had every request stayed on its primary."""
+        if not self.requests:
+            return 0.0
+        return max(0, self.requests_ok - self.exposed_requests) / self.requests
+
+
+def summarize(
+    recorder: Recorder,
+    scenario: Scenario,
+    *,
+    elapsed_s: float,
+    verdicts: list[Verdict],
+    cost_by_model: dict[str, float],
+    cost_source: str,
+) -> Summary:
+    """Compute the summary of a run from what the recorder saw."""
+    requests = recorder.requests()
+    user = recorder.attempts("user")
+    every = recorder.attempts("user", "health", "probe")
+    failing = scenario.failing
+    incident, healed = scenario.incident_at, scenario.recover_at
+    first_failover = min(
+        (r.end for r in requests if r.failed_over and r.primary == failing and r.end >= incident),
+        default=None,
+    )
+    moves = [t for t in recorder.transitions() if t.model == failing]
+    opened = min((t.at for t in moves if t.to_state == "open" and t.at >= incident), default=None)
+    closed = min((t.at for t in moves if t.to_state == "closed" and t.at >= healed), default=None)
+    by_analysis: dict[str, list[float]] = defaultdict(list)
+    for r in requests:
+        by_analysis[r.analysis].append(r.duration)
+    calls = Counter(a.model for a in recorder.attempts("user", "health") if a.error is None)
+    return Summary(
+        elapsed_s=elapsed_s,
+        requests=len(requests),
+        requests_ok=sum(1 for r in requests if r.ok),
+        model_calls=len(every),
+        model_calls_ok=sum(1 for a in every if a.error is None),
+        model_errors=error_counts(every),
+        user_attempts=len(user),
+        user_attempts_ok=sum(1 for a in user if a.error is None),
+        failovers=sum(1 for r in requests if r.failed_over),
+        exposed_requests=sum(
+            1 for r in requests if r.primary == failing and incident <= r.start < healed
+        ),
+        time_to_failover_s=None if first_failover is None else first_failover - incident,
+        time_to_open_s=None if opened is None else opened - incident,
+        time_to_recover_s=None if closed is None else closed - healed,
+        p95_by_analysis={k: percentile(v, 0.95) for k, v in sorted(by_analysis.items())},
+        cost_by_model=cost_by_model,
+        calls_by_model=dict(calls),
+        verdicts=verdicts,
+        cost_source=cost_source,
+    )
+
+
+def render_summary(
+    summary: Summary, scenario: Scenario, timing: Timing, *, style: Style, scale: float
+) -> list[str]:
+    """The summary's lines."""
+    s = style
+    failing = scenario.failing
+
+    def secs(value: float | None, what: str) -> str:
+        return f"{value:5.2f} s  {what}" if value is not None else f"    -    ({what}: not seen)"
+
+    errors = ", ".join(f"{k} {n}" for k, n in summary.model_errors.most_common()) or "none"
+    user_rate = summary.user_attempts_ok / summary.user_attempts if summary.user_attempts else 0.0
+    lines = [
+        s.bold(f"Summary after {summary.elapsed_s:.1f} s (seed {scenario.seed})"),
+        f"  user requests    {summary.requests:>6}   {summary.users_ok_rate:6.1%} succeeded   "
+        "<- what users saw",
+        f"  model calls      {summary.model_calls:>6}   {summary.models_ok_rate:6.1%} succeeded   "
+        f"<- what the models did (errors: {errors})",
+        f"    of which users {summary.user_attempts:>6}   {user_rate:6.1%} succeeded   "
+        "(the rest: health checks and breaker probes)",
+        f"  without failover {summary.exposed_requests:>6}   requests would have hit "
+        f"{failing} while it was down: users {summary.without_router_ok_rate:.1%} "
+        "(estimate)",
+        f"  failovers        {summary.failovers:>6}   requests answered by a backup model",
+        "  time to failover "
+        + secs(summary.time_to_failover_s, "first fault -> first answer from the backup"),
+        "  time to open     " + secs(summary.time_to_open_s, "first fault -> breaker open"),
+        "  time to recover  " + secs(summary.time_to_recover_s, "model healed -> breaker closed"),
+        "  user latency p95 "
+        + ", ".join(f"{k} {_seconds(v).strip()}" for k, v in summary.p95_by_analysis.items()),
+        f"  cost by model    ({summary.cost_source})",
+    ]
+    total = 0.0
+    for model, cost in sorted(summary.cost_by_model.items(), key=lambda kv: -kv[1]):
+        total += cost
+        lines.append(
+            f"    {model:<36} ${cost:8.4f}  {summary.calls_by_model.get(model, 0):>5} answers"
+        )
+    lines.append(f"    {'total':<36} ${total:8.4f}")
+    fired = [v for v in summary.verdicts if v.outcome == "fired"]
+    lines.append(
+        f"  alerts that would have fired: {len(fired)} of {len(summary.verdicts)} generated "
+        f"rules (`modelwatch rules`; windows and `for` scaled 1/{scale:g}, conditions "
+        "evaluated on what the demo recorded)"
+    )
+    for verdict in fired:
+        subject, at, value = verdict.fired[0]
+        more = f" (+{len(verdict.fired) - 1} more)" if len(verdict.fired) > 1 else ""
+        lines.append(
+            f"    {s.red('FIRED')}  {verdict.name:<30} {verdict.severity:<8} {at:5.1f}s  "
+            f"{subject}: {value}{more}"
+        )
+    quiet = [v.name.removeprefix("Modelwatch") for v in summary.verdicts if v.outcome == "quiet"]
+    if quiet:
+        lines.append(f"    {s.green('quiet')}  {', '.join(quiet)}")
+    for verdict in summary.verdicts:
+        if verdict.outcome == "not evaluated":
+            lines.append(f"    {s.dim('n/a')}    {verdict.name}: {verdict.note}")
+    lines.append(s.dim(f"  ({timing.describe()})"))
+    lines += [f"  {note}" for note in summary.notes]
+    return lines
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is an interactive terminal."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def default_stream() -> TextIO:
+    """Where the demo writes (stdout)."""
+    return sys.stdout
