@@ -12,8 +12,8 @@
 See ``docs/health.md``.
 """
 
+from modelwatch.health._workers import Clock, Probe, SystemClock
 from modelwatch.health.asgi import HealthASGI
-from modelwatch.health.probing import Clock, Probe, SystemClock, synthetic
 from modelwatch.health.registry import Health
 from modelwatch.health.results import (
     CheckResult,
@@ -23,6 +23,7 @@ from modelwatch.health.results import (
     OverallStatus,
     Status,
 )
+from modelwatch.health.synthetic import synthetic
 from modelwatch.health.wsgi import HealthWSGI
 
 __all__ = [

@@ -1,279 +1,424 @@
-"""Where probes run: a bounded pool of daemon threads for sync probes, one event-loop thread
-for async probes, the clock everything time-based reads, and :func:`synthetic` probes.
+"""The probing engine behind :class:`~modelwatch.health.Health`: schedules every check's
+probe, enforces its timeout, damps flapping, records telemetry and announces state changes.
 
-Why not :class:`concurrent.futures.ThreadPoolExecutor`: its workers are joined at interpreter
-exit, so one probe that hangs forever would hang the host's shutdown, and a fixed-size pool
-fills up with hung probes until healthy checks starve. Here the registry keeps at most one
-probe in flight per check (a hung probe's thread is never replaced while it is stuck), the
-pool never grows beyond the number of sync checks, and idle workers leave after a while.
+Time is read from an injectable :class:`~modelwatch.health._workers.Clock`, so tests move
+time forward instead of sleeping. Probes run on a :class:`~modelwatch.health._workers.ProbePool`
+(sync) or an :class:`~modelwatch.health._workers.AsyncRunner` (async); deadlines are enforced
+here, by the scheduler, so a probe that never returns is reported down at its timeout no
+matter what it is stuck in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
-import itertools
-import queue
+import random
 import threading
-import time
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any, Final
 
-Probe = Callable[[], Any]
-"""A health probe: a function or ``async def`` taking no arguments.
+import structlog
 
-It passes by returning ``None``, ``True`` or any other truthy value; fails by returning
-``False`` or raising; and may return ``"ok"``, ``"degraded"`` or ``"down"`` to say so itself.
-"""
+from modelwatch import semconv
+from modelwatch._safety import guard, report_internal_error
+from modelwatch.capture._telemetry import allowed_metric_attributes, telemetry
+from modelwatch.health._check import Check, Outcome, Run, describe, error_kind, interpret, threshold
+from modelwatch.health._workers import AsyncRunner, Clock, Probe, ProbePool, SystemClock
+from modelwatch.health.results import Status
 
-_worker_ids = itertools.count(1)
+__all__ = ["ProbeEngine"]
 
+logger = structlog.get_logger("modelwatch")
 
-class Clock(Protocol):
-    """What the health registry reads the time from; inject a fake one in tests."""
-
-    def monotonic(self) -> float:
-        """Seconds on a monotonic clock (intervals, deadlines, latency)."""
-        ...
-
-    def time(self) -> float:
-        """Seconds since the epoch (the ``checked_at`` timestamps)."""
-        ...
+#: The longest the background scheduler sleeps without looking at the clock again.
+_MAX_IDLE_S: Final = 0.5
 
 
-class SystemClock:
-    """The real clock: :func:`time.monotonic` and :func:`time.time`."""
+class ProbeEngine:
+    """Runs the probes of ``self._checks``: the scheduling half of :class:`Health`.
 
-    def monotonic(self) -> float:
-        """:func:`time.monotonic`."""
-        return time.monotonic()
-
-    def time(self) -> float:
-        """:func:`time.time`."""
-        return time.time()
-
-
-def is_async_probe(probe: Callable[..., Any]) -> bool:
-    """Whether calling ``probe`` gives a coroutine (``async def``, partials and callables)."""
-    if inspect.iscoroutinefunction(probe):
-        return True
-    call = getattr(probe, "__call__", None)  # noqa: B004 - an object with async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
-class ProbePool:
-    """Daemon worker threads for sync probes: at most ``concurrency`` working ones, plus one
-    for each probe that is stuck past its timeout.
-
-    A stuck worker stays stuck (Python cannot kill a thread) but is never joined on exit,
-    and the registry never gives its check another probe while it is stuck; so the pool
-    holds at most ``concurrency + hung checks`` threads, whatever the probes do. Workers
-    start on demand and leave after ``idle_timeout_s`` without work.
+    See :class:`~modelwatch.health.Health` for the arguments.
     """
 
     def __init__(
-        self, name: str = "modelwatch-health", concurrency: int = 8, idle_timeout_s: float = 30.0
+        self,
+        *,
+        flap_threshold: int,
+        jitter: float,
+        probe_threads: int,
+        clock: Clock | None,
+        rng: random.Random | None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
-        self._name = name
-        self._idle_timeout_s = idle_timeout_s
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._workers = 0
-        self._idle = 0
-        self._pending = 0
-        self._concurrency = concurrency
-        self._stuck = 0
-        self._closed = False
-
-    @property
-    def workers(self) -> int:
-        """Worker threads alive now (busy, idle or stuck)."""
-        with self._lock:
-            return self._workers
-
-    def stuck(self, delta: int) -> None:
-        """A worker got stuck past its probe's timeout (+1) or came back (-1)."""
-        with self._lock:
-            self._stuck = max(0, self._stuck + delta)
-            self._grow()
-
-    def submit(self, job: Callable[[], None]) -> bool:
-        """Queue ``job``; start a worker if none is free. False once the pool is closed."""
-        with self._lock:
-            if self._closed:
-                return False
-            self._pending += 1
-            self._queue.put(job)
-            self._grow()
-            return True
-
-    def _grow(self) -> None:
-        """Start a worker if work waits, none is idle and the limit allows (lock held)."""
+        self._flap_threshold = threshold(flap_threshold)
+        if not 0.0 <= jitter < 1.0:
+            raise ValueError(f"jitter must be within 0 (none) and 1 (exclusive), got {jitter!r}")
+        self._jitter = float(jitter)
         if (
-            not self._closed
-            and self._pending > self._idle
-            and self._workers < self._concurrency + self._stuck
+            isinstance(probe_threads, bool)
+            or not isinstance(probe_threads, int)
+            or probe_threads < 1
         ):
-            self._workers += 1
-            thread = threading.Thread(
-                target=self._work, name=f"{self._name}-{next(_worker_ids)}", daemon=True
-            )
-            thread.start()
-
-    def close(self) -> None:
-        """Let idle workers leave now; busy ones leave when their probe returns."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            workers = self._workers
-        for _ in range(workers):
-            self._queue.put(None)
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._idle += 1
-            try:
-                job = self._queue.get(timeout=self._idle_timeout_s)
-            except queue.Empty:
-                with self._lock:
-                    self._idle -= 1
-                    if self._pending > self._idle and not self._closed:
-                        continue  # a job arrived as we timed out and nobody else is free
-                    self._workers -= 1
-                    return
-            with self._lock:
-                self._idle -= 1
-                if job is None:
-                    self._workers -= 1
-                    return
-                self._pending -= 1
-            job()  # jobs never raise: the registry wraps every probe
-
-
-class AsyncRunner:
-    """One daemon thread with an event loop that runs every async probe of a registry.
-
-    Async probes share the loop, so they must not block it; the registry's deadlines are
-    enforced by its scheduler, not by this loop, so a probe that does block it is still
-    reported down at its timeout.
-    """
-
-    def __init__(self, name: str = "modelwatch-health-loop") -> None:
-        self._name = name
+            raise ValueError(f"probe_threads must be an int >= 1, got {probe_threads!r}")
+        self._probe_threads = probe_threads
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._rng = rng if rng is not None else random.Random()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
+        self._checks: dict[str, Check] = {}
+        self._pool: ProbePool | None = None
+        self._loop: AsyncRunner | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._scheduler: threading.Thread | None = None
+
+    def _note_change(self, check: Check, changes: list[tuple[Check, Status, Status]]) -> None:
+        """Remember a change of the effective status (lock held); announce it later."""
+        now = check.effective()
+        if now != check.reported:
+            changes.append((check, check.reported, now))
+            check.reported = now
+
+    def _announce(self, changes: list[tuple[Check, Status, Status]]) -> None:
+        for check, previous, status in changes:
+            with guard("health.state_change"):
+                log = logger.warning if status == "down" else logger.info
+                log(
+                    "modelwatch.health.state_change",
+                    check=check.name,
+                    kind=check.kind,
+                    previous=previous,
+                    status=status,
+                    critical=check.critical,
+                    error=check.error or check.circuit_error,
+                )
+
+    def run_pending(self) -> int:
+        """Do what is due now: declare overdue probes down, start due probes. Never waits.
+
+        The background scheduler calls this; call it yourself to drive probing from your
+        own loop (or, in tests, after moving a fake clock). Returns how many probes started.
+        """
+        started: list[tuple[Check, Run]] = []
+        finished: list[tuple[Check, Outcome]] = []
+        changes: list[tuple[Check, Status, Status]] = []
+        with self._lock:
+            now = self._clock.monotonic()
+            for check in self._checks.values():
+                if check.probe is None:
+                    continue
+                run = check.run
+                if run is not None and not run.timed_out and now >= run.deadline:
+                    finished.append((check, self._expire(check, run, now)))
+                    self._note_change(check, changes)
+                if check.next_due is None:
+                    check.next_due = now + self._rng.uniform(0.0, self._jitter) * min(
+                        check.interval_s, 10.0
+                    )
+                if now < check.next_due:
+                    continue
+                if check.run is not None:
+                    # a run within its deadline reschedules the check when it ends
+                    if check.run.timed_out:  # still stuck: fail again, start nothing
+                        stuck_for = now - (check.run.started or check.run.queued)
+                        outcome = Outcome(
+                            "down",
+                            stuck_for,
+                            f"timeout: previous probe still running after {stuck_for:.1f} s",
+                            semconv.ERROR_TIMEOUT,
+                        )
+                        self._record(check, outcome, now)
+                        check.next_due = now + self._next_interval(check)
+                        finished.append((check, outcome))
+                        self._note_change(check, changes)
+                    continue
+                started.append((check, self._dispatch(check, now)))
+        for check, outcome in finished:
+            self._emit(check, outcome)
+        self._announce(changes)
+        return len(started)
+
+    def _probe_now(self, names: Iterable[str] | None) -> None:
+        """Probe the checks (all, or ``names``) now and wait for each, at most its timeout.
+        A check whose previous probe is still stuck is not probed again (it fails again)."""
+        with self._lock:
+            wanted = list(self._checks) if names is None else list(names)
+            missing = [n for n in wanted if n not in self._checks]
+            if missing:
+                raise KeyError(f"no such check: {', '.join(missing)}")
+            now = self._clock.monotonic()
+            waits: list[tuple[Check, Run]] = []
+            stuck: list[Check] = []
+            for name in wanted:
+                check = self._checks[name]
+                if check.probe is None:
+                    continue
+                if check.run is None:
+                    waits.append((check, self._dispatch(check, now)))
+                elif check.run.timed_out:
+                    stuck.append(check)
+                else:
+                    waits.append((check, check.run))
+        for check, run in waits:
+            outcome = self._wait(check, run)
+            if outcome is not None:
+                self._emit(check, outcome)
+        if stuck:
+            with self._lock:
+                now = self._clock.monotonic()
+                for check in stuck:
+                    if check.next_due is not None:
+                        check.next_due = min(check.next_due, now)
+            self.run_pending()
+
+    def _wait(self, check: Check, run: Run) -> Outcome | None:
+        """Wait for ``run`` to finish, at most its timeout once started; expire it then."""
+        queued_rounds = 0
+        while not run.done.is_set():
+            with self._lock:
+                started = run.started is not None
+                remaining = run.deadline - self._clock.monotonic() if started else check.timeout_s
+            if run.done.wait(max(0.0, remaining)):
+                break
+            if not started and queued_rounds < 2:  # waiting for a worker: not its fault yet
+                queued_rounds += 1
+                continue
+            with self._lock:
+                if check.run is run and not run.timed_out:
+                    # real time is up even if a fake clock says otherwise
+                    now = self._clock.monotonic()
+                    return self._expire(check, run, now if not started else max(now, run.deadline))
+            return None
+        return None
+
+    def _dispatch(self, check: Check, now: float) -> Run:
+        """Start ``check``'s probe (lock held)."""
+        run = Run(queued=now)
+        check.run = run
+        # a placeholder: the result (or the timeout) reschedules the check
+        check.next_due = now + check.timeout_s + check.interval_s
+        probe = check.probe
+        assert probe is not None
+        if check.is_async:
+            run.started, run.deadline = now, now + check.timeout_s
+            accepted = self._async_runner().submit(lambda: self._probe_async(check, run, probe))
+        else:
+            run.pool = self._sync_pool()
+            accepted = run.pool.submit(lambda: self._probe_sync(check, run, probe))
+        if not accepted:  # shutting down
+            check.run = None
+            run.done.set()
+        return run
+
+    def _sync_pool(self) -> ProbePool:
+        if self._pool is None:
+            self._pool = ProbePool(concurrency=self._probe_threads)
+        return self._pool
+
+    def _async_runner(self) -> AsyncRunner:
+        if self._loop is None:
+            self._loop = AsyncRunner()
+        return self._loop
+
+    def _probe_sync(self, check: Check, run: Run, probe: Probe) -> None:
+        with self._lock:  # a worker picked it up: the clock starts now
+            if check.run is not run:  # abandoned by stop() while it waited for a worker
+                run.done.set()
+                return
+            now = self._clock.monotonic()
+            run.started, run.deadline = now, now + check.timeout_s
+            if check.run is run:
+                check.next_due = run.deadline + check.interval_s
+        self._wake.set()
+        try:
+            value = probe()
+            if inspect.isawaitable(value):  # a sync callable that returned a coroutine
+                value = asyncio.run(_await(value))
+            status, error = interpret(value)
+            self._finish(check, run, status, error, None)
+        except BaseException as exc:  # a probe's failure is a result
+            self._finish(check, run, "down", describe(exc), error_kind(exc))
+
+    async def _probe_async(self, check: Check, run: Run, probe: Probe) -> None:
+        try:
+            value = await asyncio.wait_for(probe(), timeout=check.timeout_s)
+            status, error = interpret(value)
+            self._finish(check, run, status, error, None)
+        except asyncio.CancelledError:  # the loop is shutting down: no verdict
+            self._abandon(check, run)
+            raise
+        except BaseException as exc:  # a probe's failure is a result
+            if isinstance(exc, TimeoutError) and not str(exc):  # wait_for's own timeout
+                self._finish(check, run, "down", self._timeout_text(check), semconv.ERROR_TIMEOUT)
+            else:
+                self._finish(check, run, "down", describe(exc), error_kind(exc))
+
+    @staticmethod
+    def _timeout_text(check: Check) -> str:
+        return f"timeout: no result within {check.timeout_s:g} s"
+
+    def _finish(
+        self,
+        check: Check,
+        run: Run,
+        status: Status,
+        error: str | None,
+        error_type: str | None,
+    ) -> None:
+        """A probe returned or raised (any thread): record it unless it was too late."""
+        if status == "down" and error_type is None:  # it said so itself, e.g. returned False
+            error_type = semconv.ERROR_UNAVAILABLE
+        outcome: Outcome | None = None
+        changes: list[tuple[Check, Status, Status]] = []
+        try:
+            with self._lock:
+                now = self._clock.monotonic()
+                if check.run is run:
+                    check.run = None
+                if run.stuck and run.pool is not None:  # a stuck worker came back
+                    run.pool.stuck(-1)
+                    run.stuck = False
+                if run.timed_out:
+                    # already counted as a timeout; the check may now be probed again
+                    if check.next_due is not None:
+                        check.next_due = min(check.next_due, now + check.down_interval_s)
+                else:
+                    run.timed_out = now > run.deadline
+                    if run.timed_out:  # finished, but after its deadline: still a timeout
+                        status, error = "down", self._timeout_text(check)
+                        error_type = semconv.ERROR_TIMEOUT
+                    started = run.started if run.started is not None else run.queued
+                    outcome = Outcome(status, now - started, error, error_type)
+                    self._record(check, outcome, now)
+                    check.next_due = now + self._next_interval(check)
+                    self._note_change(check, changes)
+            if outcome is not None:
+                self._emit(check, outcome)
+            self._announce(changes)
+        except Exception as exc:
+            report_internal_error("health.finish", exc)
+        finally:
+            run.done.set()
+            self._wake.set()
+
+    def _abandon(self, check: Check, run: Run) -> None:
+        """A probe was cancelled by shutdown: forget it without a result."""
+        with self._lock:
+            if check.run is run:
+                check.run = None
+        run.done.set()
+
+    def _expire(self, check: Check, run: Run, now: float) -> Outcome:
+        """``run`` passed its deadline (lock held): count it as down, keep it in flight."""
+        run.timed_out = True
+        if run.pool is not None and not run.stuck:  # its worker is stuck now
+            run.stuck = True
+            run.pool.stuck(+1)
+        outcome = Outcome("down", check.timeout_s, self._timeout_text(check), semconv.ERROR_TIMEOUT)
+        self._record(check, outcome, now)
+        check.next_due = now + self._next_interval(check)
+        run.done.set()
+        return outcome
+
+    def _record(self, check: Check, outcome: Outcome, now: float) -> None:
+        """Apply one raw result to ``check`` with flap damping (lock held)."""
+        check.latency_s = outcome.latency_s
+        check.checked_at = datetime.fromtimestamp(self._clock.time(), tz=timezone.utc)
+        check.error = outcome.error
+        check.failing = outcome.status != "ok"
+        if check.status in ("unknown", outcome.status):
+            check.status = outcome.status
+            check.against = 0
+            return
+        check.against += 1
+        if check.against >= check.flap_threshold:
+            check.status = outcome.status
+            check.against = 0
+
+    def _next_interval(self, check: Check) -> float:
+        base = check.down_interval_s if check.failing else check.interval_s
+        if self._jitter:
+            base *= self._rng.uniform(1.0 - self._jitter, 1.0 + self._jitter)
+        return base
+
+    def _emit(self, check: Check, outcome: Outcome) -> None:
+        """Record the probe's duration on ``modelwatch.health.check.duration``."""
+        with guard("health.telemetry"):
+            attributes = allowed_metric_attributes(
+                {
+                    semconv.HEALTH_CHECK: check.name,
+                    semconv.HEALTH_KIND: check.kind,
+                    semconv.ERROR_TYPE: outcome.error_type,
+                }
+            )
+            telemetry().instrument(semconv.HEALTH_CHECK_DURATION).record(
+                outcome.latency_s, attributes
+            )
+
+    def start(self) -> None:
+        """Start probing in the background (idempotent). Probes start within a short,
+        jittered delay; until a check's first result it reports ``unknown``."""
+        with self._lock:
+            if self._scheduler is not None and self._scheduler.is_alive():
+                return
+            self._stopping.clear()
+            self._scheduler = threading.Thread(
+                target=self._schedule, name="modelwatch-health-scheduler", daemon=True
+            )
+            self._scheduler.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop probing; wait (at most ``timeout_s``) for the scheduler. Probes still
+        running finish on their own; hung ones stay parked on daemon threads."""
+        with self._lock:
+            scheduler, self._scheduler = self._scheduler, None
+            pool, self._pool = self._pool, None
+            loop, self._loop = self._loop, None
+            for check in self._checks.values():  # probes still waiting for a worker: drop
+                if check.run is not None and check.run.started is None:
+                    check.run.done.set()
+                    check.run = None
+        self._stopping.set()
+        self._wake.set()
+        if scheduler is not None:
+            scheduler.join(timeout_s)
+        if pool is not None:
+            pool.close()
+        if loop is not None:
+            loop.close()
 
     @property
-    def thread(self) -> threading.Thread | None:
-        """The loop's thread, once started."""
-        return self._thread
+    def running(self) -> bool:
+        """Whether background probing is on."""
+        scheduler = self._scheduler
+        return scheduler is not None and scheduler.is_alive()
 
-    def submit(self, factory: Callable[[], Coroutine[Any, Any, None]]) -> bool:
-        """Run ``factory()`` on the loop. The coroutine is created inside the loop, so a
-        refused submission leaves no un-awaited coroutine behind. False once closed."""
-        with self._lock:
-            if self._closed:
-                return False
-            loop = self._ensure_loop()
-
-        def start() -> None:
-            task = loop.create_task(factory())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        try:
-            loop.call_soon_threadsafe(start)
-        except RuntimeError:  # the loop closed under us
-            return False
-        return True
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is not None:
-            return self._loop
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
+    def _schedule(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
             try:
-                loop.run_forever()
-            finally:
-                _drain(loop)
+                self.run_pending()
+                delay = self._until_next()
+            except Exception as exc:  # never let the scheduler die
+                report_internal_error("health.scheduler", exc)
+                delay = _MAX_IDLE_S
+            self._wake.wait(delay)
 
-        self._loop = loop
-        self._thread = threading.Thread(target=serve, name=self._name, daemon=True)
-        self._thread.start()
-        ready.wait(5.0)
-        return loop
-
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Cancel running probes, stop the loop and wait (bounded) for its thread."""
+    def _until_next(self) -> float:
         with self._lock:
-            self._closed = True
-            loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            loop.call_soon_threadsafe(loop.stop)
-        except RuntimeError:  # already closed
-            return
-        thread.join(timeout_s)
+            now = self._clock.monotonic()
+            probed = [c for c in self._checks.values() if c.probe is not None]
+            if any(c.next_due is None for c in probed):
+                return 0.0
+            moments = [c.next_due for c in probed if c.next_due is not None]
+            moments += [
+                c.run.deadline
+                for c in probed
+                if c.run is not None and not c.run.timed_out and c.run.started is not None
+            ]
+        if not moments:
+            return _MAX_IDLE_S
+        return min(max(min(moments) - now, 0.0), _MAX_IDLE_S)
 
 
-def _drain(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what is left on a stopped loop, give it a moment, and close it."""
-    try:
-        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        loop.close()
-
-
-def synthetic(
-    fn: Callable[..., Any],
-    *args: Any,
-    expect: Callable[[Any], bool] | None = None,
-    **kwargs: Any,
-) -> Probe:
-    """A probe that runs a real, end-to-end transaction: ``fn(*args, **kwargs)``.
-
-    Use it for an analysis check that sends a tiny request through the same router the
-    service uses, so the check's ``latency_s`` is the latency users see::
-
-        health.add("code_review",
-                   probe=synthetic(router.call, "def f(): return 1", expect=bool),
-                   kind="analysis", timeout_s=20.0, interval_s=120.0)
-
-    The probe fails if ``fn`` raises or if ``expect(result)`` is falsy. ``fn`` may be
-    ``async def``; the probe is then async too.
-    """
-
-    def judge(result: Any) -> bool:
-        return True if expect is None else bool(expect(result))
-
-    if is_async_probe(fn):
-
-        async def async_probe() -> bool:
-            return judge(await fn(*args, **kwargs))
-
-        functools.update_wrapper(async_probe, fn, updated=())
-        return async_probe
-
-    def probe() -> bool:
-        return judge(fn(*args, **kwargs))
-
-    functools.update_wrapper(probe, fn, updated=())
-    return probe
+async def _await(value: Any) -> Any:
+    return await value
