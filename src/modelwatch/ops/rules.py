@@ -55,6 +55,9 @@ GROUPS: Final[tuple[str, ...]] = (
 )
 
 _DURATION: Final = {"duration": True}
+#: the ``reason`` of a failover that skipped an open circuit (no failed attempt behind it);
+#: the router's ``REASON_CIRCUIT_OPEN``
+FAILOVER_REASON_CIRCUIT_OPEN: Final = "circuit_open"
 
 
 @dataclass(frozen=True)
@@ -281,9 +284,10 @@ class _Q:
     def by_model(self, *extra: str) -> str:
         return ", ".join((self.svc, self.model, *extra))
 
-    def quantile(self, window_s: int, offset_s: int = 0) -> str:
+    def quantile(self, window_s: int, offset_s: int = 0, *matchers: str) -> str:
         offset = f" offset {format_duration(offset_s)}" if offset_s else ""
-        rate = f"rate({self.sel(self.buckets)}[{format_duration(window_s)}]{offset})"
+        buckets = self.sel(self.buckets, *matchers)
+        rate = f"rate({buckets}[{format_duration(window_s)}]{offset})"
         return (
             f"histogram_quantile({_num(self.o.latency_quantile)}, "
             f"sum by ({self.by_model('le')}) ({rate}))"
@@ -294,8 +298,19 @@ class _Q:
         return f"sum by ({self.by_model()}) ({rate})"
 
     def error_ratio(self, window_s: int) -> str:
+        """Share of calls that failed for the caller: a failed attempt the router failed
+        over from was rescued by the next backend, so it does not count against the SLO."""
         failed = self.call_rate(window_s, self.errors(self.o.slo_ignore_kinds))
-        return f"{failed}\n/\n{self.call_rate(window_s)}"
+        skipped = f'{self.reason}!="{FAILOVER_REASON_CIRCUIT_OPEN}"'
+        rescued = (
+            f"sum by ({self.by_model()}) (label_replace("
+            f"rate({self.sel(self.failovers, skipped)}[{format_duration(window_s)}]), "
+            f'"{self.model}", "$1", "{self.from_}", "(.*)"))'
+        )
+        unrescued = (
+            f"clamp_min(\n({failed}\n- on ({self.by_model()})\n{rescued})\nor\n{failed},\n0)"
+        )
+        return f"{unrescued}\n/\n{self.call_rate(window_s)}"
 
     def period_seconds_left(self) -> str:
         """Seconds until the current budget period ends (UTC), as a PromQL scalar."""
@@ -332,8 +347,10 @@ def _call_alerts(q: _Q) -> list[AlertRule]:
         f"/\n{q.call_rate(o.rate_limited_window_s)}\n"
         f"> {_num(o.rate_limited_threshold)}"
     )
-    now = q.quantile(o.regression_window_s)
-    before = q.quantile(o.regression_window_s, o.regression_offset_s)
+    # successful calls only: an outage's timeouts are the circuit alerts' business
+    ok = f'{q.error}=""'
+    now = q.quantile(o.regression_window_s, 0, ok)
+    before = q.quantile(o.regression_window_s, o.regression_offset_s, ok)
     regw, rego = format_duration(o.regression_window_s), format_duration(o.regression_offset_s)
     return [
         AlertRule(
@@ -419,10 +436,9 @@ def _call_alerts(q: _Q) -> list[AlertRule]:
             "warning",
             f"{p} latency of {{{{ $labels.{m} }}}} regressed to "
             f"{{{{ $value | humanizeDuration }}}}",
-            f"The {p} duration of calls to model {{{{ $labels.{m} }}}} in "
+            f"The {p} duration of successful calls to model {{{{ $labels.{m} }}}} in "
             f"{{{{ $labels.{svc} }}}} is {{{{ $value | humanizeDuration }}}} over the last "
             f"{regw}, more than {_num(o.regression_factor)}x the same window {rego} earlier.",
-            symptom=True,
         ),
     ]
 
@@ -467,9 +483,9 @@ def _slo_alerts(q: _Q) -> list[AlertRule]:
                 f"{{{{ $labels.{m} }}}} is burning its {slo} error budget "
                 + ("fast" if severity == "critical" else "steadily"),
                 f"{{{{ $value | humanizePercentage }}}} of calls to model {{{{ $labels.{m} }}}} "
-                f"in {{{{ $labels.{svc} }}}} fail, burning the {slo} availability SLO's error "
-                f"budget too fast (burn rate {describe(windows)}).",
-                symptom=True,
+                f"in {{{{ $labels.{svc} }}}} fail with no failover to rescue them, burning the "
+                f"{slo} availability SLO's error budget too fast "
+                f"(burn rate {describe(windows)}).",
             )
         )
     return alerts

@@ -142,9 +142,10 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
         "The remaining share climbs back over the threshold (limits usually reset each minute).",
     ),
     "ModelwatchLatencyRegression": Runbook(
-        "The p95 latency of this model is well above the same window a day earlier: a "
-        "regression from a deploy, a provider change or a change in inputs, even if it is "
-        "still under the absolute latency threshold.",
+        "The p95 latency of this model's successful calls is well above the same window a "
+        "day earlier: a regression from a deploy, a provider change or a change in inputs, "
+        "even if it is still under the absolute latency threshold. Failed calls (timeouts "
+        "of an outage) are left out: the error and circuit alerts cover those.",
         (
             "Put the *Latency* panel of the model drill-down next to yesterday's (time shift 1d).",
             "Check recent deploys, prompt or model-version changes, and *Tokens*.",
@@ -156,9 +157,11 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
         "Today's p95 is back within the factor of yesterday's; the alert resolves.",
     ),
     "ModelwatchErrorBudgetBurnFast": Runbook(
-        "Calls to this model fail fast enough to spend a large part of the month's error "
-        "budget within hours (multi-window, multi-burn-rate alert: both a long and a short "
-        "window burn too fast). Caller mistakes (`bad_request`, `cancelled`) do not count.",
+        "Calls to this model fail for the caller fast enough to spend a large part of the "
+        "month's error budget within hours (multi-window, multi-burn-rate alert: both a long "
+        "and a short window burn too fast). Only failures no failover rescued count: an "
+        "attempt the router moved to a backup is not a failure for the user. Caller mistakes "
+        "(`bad_request`, `cancelled`) do not count either.",
         (
             "The *Availability* panel shows the success share per model.",
             "The *Errors by kind* panel shows what fails.",
@@ -166,15 +169,17 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
         ),
         (
             "Treat it as an incident: users see errors unless failover covers them.",
-            "If one provider is down, make sure its breaker is open and the backups take the "
-            "load (this alert is inhibited while the model's circuit-open alert fires).",
+            "Failover is not covering the failures: the model has no backup behind a router, "
+            "or the backups fail too (see the circuit-open and all-circuits-open alerts).",
+            "Add a backup backend, or fix the shared cause (credentials, network, quota).",
         ),
         "The short window's error ratio drops under the burn threshold (minutes after the "
         "cause is fixed); the alert resolves.",
     ),
     "ModelwatchErrorBudgetBurnSlow": Runbook(
-        "Calls to this model fail at a rate that would spend the error budget before the "
-        "month ends: not an emergency, but the SLO will be missed if it continues.",
+        "Calls to this model fail for the caller (no failover rescued them) at a rate that "
+        "would spend the error budget before the month ends: not an emergency, but the SLO "
+        "will be missed if it continues.",
         ("The *Availability* panel over the last days shows the trend.",),
         (
             "Open a ticket: find the error kinds behind it in *Errors by kind* and fix the "
@@ -198,7 +203,7 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
             "status page, network and credentials.",
             "Watch the backups: failover moves the load (and cost) to them "
             "(see *Failovers* and *Rate-limit quota left*).",
-            "Nothing to do for the symptoms: error-rate, latency and SLO alerts of this model "
+            "Nothing to do for the symptoms: the error-rate and latency alerts of this model "
             "are inhibited while this alert fires.",
         ),
         "The breaker closes (state 0) after successful trial calls (the *Circuit breakers* "

@@ -1,0 +1,228 @@
+"""End to end: an outage detected, routed, inhibited and resolved by real servers.
+
+An instrumented engine (tests/ops/e2e_engine.py: a Router over a FakeModelServer, served on
+modelwatch's Prometheus endpoint) is scraped by a real Prometheus loading the generated rules
+(windows shrunk 60x, 1 s scrape and evaluation), which sends to a real Alertmanager loaded with
+the generated example configuration, whose webhook and Slack receivers point at this test.
+
+The primary model then fails (HTTP 503). The test checks that the circuit-open and failover
+alerts reach the webhook, that the symptom alert (error rate) fires in Prometheus but is held
+back by the inhibition, that no SLO burn fires (the backup rescued every call), that every
+dashboard query returns data, and that the alerts resolve after the model heals. It measures
+the time to detection (outage start to webhook).
+
+Set MODELWATCH_E2E_REPORT=path.json to keep the measured timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelwatch.ops.alertmanager import AlertmanagerOptions, render_alertmanager
+from modelwatch.ops.rules import RuleOptions, build_alerts, render_rules
+from support.servers import (
+    AlertmanagerFactory,
+    PrometheusFactory,
+    WebhookReceiver,
+    spawn,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
+
+PRIMARY = "facebook/bart-large-cnn"
+BACKUP = "google/flan-t5-large"
+STREAM_MODEL = "gpt-4o-mini"
+JOB = "e2e-engine"
+ENGINE = Path(__file__).with_name("e2e_engine.py")
+#: production windows / 60: 5m -> 5s, 1h -> 1m; thresholds unchanged
+RULES = RuleOptions(evaluation_interval_s=1).scaled(60)
+SYMPTOMS = {a.name for a in build_alerts(RULES) if a.symptom}
+BURNS = {"ModelwatchErrorBudgetBurnFast", "ModelwatchErrorBudgetBurnSlow"}
+#: dashboard queries whose metric nothing in modelwatch records yet (no cost-budget feature)
+NO_PRODUCER_YET = ("modelwatch_budget_used",)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _engine_port(log: Path, process: Any) -> int:
+    def port() -> int | None:
+        assert process.running, process.output
+        for line in log.read_text().splitlines():
+            if line.startswith("PORT "):
+                return int(line.split()[1])
+        return None
+
+    return wait_until(port, timeout=20, message="the engine's /metrics port")
+
+
+def _firing_names(hook: WebhookReceiver) -> set[str]:
+    return {a["labels"]["alertname"] for a in hook.alerts() if a["status"] == "firing"}
+
+
+def _first(hook: WebhookReceiver, name: str, status: str, since: float, timeout: float) -> float:
+    """Seconds from ``since`` until the webhook got ``name`` with ``status`` (50 ms polling)."""
+    hook.wait_for_alert(name, status=status, timeout=timeout)
+    return time.monotonic() - since
+
+
+def _dashboard_queries() -> list[str]:
+    pytest.importorskip("grafana_foundation_sdk")
+    from modelwatch.ops.dashboards import DASHBOARDS, dashboard_queries, render_dashboard
+
+    queries: list[str] = []
+    for name in DASHBOARDS:
+        for query in dashboard_queries(render_dashboard(name)):  # type: ignore[arg-type]
+            queries.append(
+                query.replace("$service", JOB)
+                .replace("$model", ".*")
+                .replace("$analysis", ".*")
+                .replace("$__rate_interval", "10s")
+            )
+    return queries
+
+
+def test_outage_fires_routes_inhibits_and_resolves(
+    tmp_path: Path,
+    prometheus_server: PrometheusFactory,
+    alertmanager_server: AlertmanagerFactory,
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    from modelwatch.testing.fake_server import FakeModelServer
+
+    hook = webhook_receiver
+    base = hook.url.rsplit("/", 1)[0]
+    report: dict[str, Any] = {"rule_options": "RuleOptions(evaluation_interval_s=1).scaled(60)"}
+    with FakeModelServer() as fake:
+        for model in (PRIMARY, BACKUP):
+            fake.set_rate_limit(model, requests=1_000_000)
+        log = tmp_path / "engine.log"
+        engine = spawn(
+            "engine", [sys.executable, str(ENGINE), fake.url, PRIMARY, BACKUP, STREAM_MODEL], log
+        )
+        try:
+            metrics_port = _engine_port(log, engine)
+            am = alertmanager_server(
+                render_alertmanager(
+                    AlertmanagerOptions(
+                        webhook_url=hook.url,
+                        slack_api_url=f"{base}/slack",
+                        pagerduty_url=f"{base}/pagerduty",
+                        smtp_smarthost=f"127.0.0.1:{_closed_port()}",
+                        smtp_require_tls=False,
+                        group_wait_s=1,
+                        group_interval_s=1,
+                    ),
+                    RULES,
+                )
+            )
+            prom = prometheus_server(
+                scrape_targets=[f"127.0.0.1:{metrics_port}"],
+                rules=render_rules(RULES),
+                alertmanagers=[am],
+                job_name=JOB,
+            )
+            prom.wait_for_targets_up()
+            groups = prom.wait_for_rule_groups(6)
+            assert all(r["health"] != "err" for g in groups for r in g["rules"])
+
+            # healthy traffic long enough to fill the 5 s windows: nothing fires
+            prom.wait_for_value(
+                f'sum(rate(gen_ai_client_operation_duration_seconds_count{{job="{JOB}"}}[5s]))',
+                lambda v: v > 5,
+            )
+            time.sleep(6)
+            assert [a["labels"]["alertname"] for a in prom.alerts()] == []
+
+            # ---- outage of the primary
+            outage = time.monotonic()
+            fake.fail(PRIMARY, "server_error", status=503)
+            report["detect_circuit_open_s"] = _first(
+                hook, "ModelwatchCircuitOpen", "firing", outage, 30
+            )
+            report["detect_failovers_s"] = _first(hook, "ModelwatchFailovers", "firing", outage, 30)
+            circuit = hook.wait_for_alert("ModelwatchCircuitOpen")
+            assert circuit["labels"]["gen_ai_request_model"] == PRIMARY
+            assert circuit["labels"]["severity"] == "warning"
+            assert PRIMARY in circuit["annotations"]["description"]
+            assert circuit["annotations"]["runbook_url"].endswith("/circuit-open.md")
+            failover = hook.wait_for_alert("ModelwatchFailovers")
+            assert failover["labels"]["from"] == PRIMARY
+            # one outage, one notification group: the model's alerts travel together
+            group = next(
+                p
+                for p in hook.payloads()
+                if any(
+                    a["labels"]["alertname"] == "ModelwatchCircuitOpen" for a in p.get("alerts", [])
+                )
+            )
+            assert group["groupLabels"] == {"job": JOB, "gen_ai_request_model": PRIMARY}
+
+            # the symptom fires in Prometheus, and Alertmanager holds it back
+            firing = prom.wait_for_alert("ModelwatchErrorRateHigh", timeout=30)
+            assert firing["labels"]["gen_ai_request_model"] == PRIMARY
+            assert firing["labels"]["error_type"] == "unavailable"
+
+            def suppressed() -> list[dict[str, Any]] | None:
+                held = [
+                    a
+                    for a in am.alerts()
+                    if a["labels"]["alertname"] in SYMPTOMS and a["status"]["inhibitedBy"]
+                ]
+                names = {a["labels"]["alertname"] for a in held}
+                return held if "ModelwatchErrorRateHigh" in names else None
+
+            held = wait_until(suppressed, timeout=15, message="symptom alerts inhibited")
+            assert all(a["status"]["state"] == "suppressed" for a in held)
+            report["symptoms_inhibited"] = sorted({a["labels"]["alertname"] for a in held})
+
+            # every dashboard query answers with data while the outage is on
+            empty = []
+            for query in _dashboard_queries():
+                if not prom.query(query):
+                    empty.append(query)
+            assert all(any(m in q for m in NO_PRODUCER_YET) for q in empty), empty
+            report["dashboard_queries_without_data"] = empty
+
+            time.sleep(3)  # a few group_intervals: a leak of a symptom would have arrived
+            assert not _firing_names(hook) & SYMPTOMS
+            # every failed attempt was rescued by the backup: no SLO burn, no page
+            assert not {a["labels"]["alertname"] for a in prom.alerts()} & BURNS
+            # severity routing: the warning reached Slack too
+            assert any("attachments" in p for p in hook.payloads())
+
+            # ---- the model heals
+            healed = time.monotonic()
+            fake.heal(PRIMARY)
+            report["resolve_circuit_open_s"] = _first(
+                hook, "ModelwatchCircuitOpen", "resolved", healed, 40
+            )
+            report["resolve_failovers_s"] = _first(
+                hook, "ModelwatchFailovers", "resolved", healed, 40
+            )
+            time.sleep(3)
+            # the symptom resolved while still inhibited: it may ride along, resolved, in the
+            # group's closing notification, but it never arrived firing
+            assert not _firing_names(hook) & SYMPTOMS, "a symptom leaked after the circuit closed"
+        finally:
+            engine.stop()
+    report["webhook_alerts"] = sorted(
+        {(a["labels"]["alertname"], a["status"]) for a in hook.alerts()}
+    )
+    print(json.dumps(report, indent=2))
+    target = os.environ.get("MODELWATCH_E2E_REPORT")
+    if target:
+        Path(target).write_text(json.dumps(report, indent=2) + "\n")
