@@ -462,3 +462,38 @@ def test_calls_inside_an_agent_step_are_its_children(
     assert model.parent is not None
     assert agent.context is not None
     assert model.parent.span_id == agent.context.span_id
+
+
+# --------------------------------------------------------------------------- host safety
+
+
+def test_a_failure_inside_modelwatch_never_breaks_the_call(
+    client: InferenceClient, modelwatch_capture: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelwatch.integrations import huggingface as hf
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("resolution bug")
+
+    monkeypatch.setattr(hf, "resolve", broken)
+    assert client.text_generation("still works") == f"[{FLAN}] still works"
+    assert "".join(client.text_generation("stream too", stream=True)) == f"[{FLAN}] stream too"
+    assert modelwatch_capture.spans == []  # telemetry lost, the call not
+
+
+def test_uninstrument_leaves_a_later_wrapper_in_place() -> None:
+    import wrapt
+
+    original = InferenceClient.__dict__["summarization"]
+    original_generation = InferenceClient.__dict__["text_generation"]
+    modelwatch.huggingface.instrument()
+    ours = InferenceClient.__dict__["summarization"]
+    theirs = wrapt.FunctionWrapper(ours, lambda w, i, a, k: w(*a, **k))
+    InferenceClient.summarization = theirs  # type: ignore[method-assign]
+    try:
+        modelwatch.huggingface.uninstrument()
+        assert InferenceClient.__dict__["summarization"] is theirs
+        assert InferenceClient.__dict__["text_generation"] is original_generation
+    finally:
+        InferenceClient.summarization = original  # type: ignore[method-assign]
+    assert not modelwatch.huggingface.is_instrumented()
