@@ -207,3 +207,23 @@ def test_solo_worker_warm_shutdown_flushes_metrics_and_counts_revoked(
         lambda: task_counts(otlp_receiver.metric_points(DURATION)) or None, timeout=10
     )
     assert counts == {("mw.traced", "success"): 1, ("mw.add", "revoked"): 1}
+
+
+def test_prefork_warm_shutdown_flushes_children_that_were_never_recycled(
+    celery_worker: CeleryWorkerFactory, otlp_receiver: OtlpReceiver, producer: Any
+) -> None:
+    worker = start_worker(celery_worker, otlp_receiver, "prefork")
+    app = producer(worker)
+    results = [app.send_task("mw.add", args=(i, 1)) for i in range(4)]
+    assert [r.get(timeout=15) for r in results] == [1, 2, 3, 4]
+    for r in results:
+        r.forget()
+    worker.stop()  # warm: the children exit (worker_process_shutdown) and flush first
+    counts = otlp_receiver.wait_for(
+        lambda: (
+            (c := task_counts(otlp_receiver.metric_points(DURATION))) == {("mw.add", "success"): 4}
+            and c
+        ),
+        timeout=10,
+    )
+    assert counts == {("mw.add", "success"): 4}
