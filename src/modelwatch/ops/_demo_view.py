@@ -7,6 +7,7 @@ its previous frame and redraws it, so scrollback keeps only the header and the s
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -182,7 +183,10 @@ class LiveView:
 
     def update(self) -> None:
         """Redraw the table over the previous one."""
-        lines = self.render()
+        width = max(40, shutil.get_terminal_size((100, 24)).columns - 1)
+        # every line is cut to the terminal's width: a wrapped line would take two rows and
+        # the next frame, which moves up one row per line, would not cover it
+        lines = [_fit(line, width) for line in self.render()]
         buf = []
         if self._lines:
             buf.append(f"\x1b[{self._lines}F")
@@ -200,7 +204,7 @@ class LiveView:
         self._out.flush()
 
     def render(self) -> list[str]:
-        """The frame's lines."""
+        """The frame's lines (uncut)."""
         s = self._style
         frame = _Frame(self._engine, self._recorder, self._window)
         sc = self._scenario
@@ -214,8 +218,7 @@ class LiveView:
             f"[{bar}] {t:5.1f}/{sc.duration:g}s  {s.bold(sc.phase_at(t).name)}",
             "",
             s.bold(
-                f"{'analysis':<24}{'primary':<34}{'backup':<40}{'users ok':>9}{'p95':>8}"
-                f"{'failover':>10}"
+                f"{'analysis':<24}{'answered by':<34}{'users ok':>8}{'p95':>8}{'failovers':>11}"
             ),
         ]
         for spec in self._engine.analyses.values():
@@ -223,13 +226,12 @@ class LiveView:
         lines += [
             "",
             s.bold(
-                f"{'model':<36}{'circuit':<11}{'calls':>7}{'ok':>8}{'p95':>8}   "
-                "errors (last window)"
+                f"{'model':<34}{'role':<9}{'circuit':<10}{'calls':>6}{'ok':>8}{'p95':>8}  errors"
             ),
         ]
         for spec in self._engine.analyses.values():
-            for model in spec.models:
-                lines.append(self._model_row(frame, spec.name, model.model))
+            for role, model in zip(("primary", "backup"), spec.models, strict=True):
+                lines.append(self._model_row(frame, spec.name, model.model, role))
         lines += ["", s.dim(f"numbers over the last {self._window:g} s; recent events:")]
         events = self._recorder.recent_events(_EVENT_LINES)
         for event in events:
@@ -242,17 +244,21 @@ class LiveView:
         reqs = [r for r in frame.requests if r.analysis == spec.name]
         p95 = percentile([r.duration for r in reqs], 0.95)
         moved = sum(1 for r in reqs if r.failed_over)
-        cells = []
-        for model in spec.models:
-            status = frame.status.get((spec.name, model.model))
-            state = s.state(status.state) if status else "?"
-            cells.append(f"{model.short[:24]} {state}")
+        served = Counter(r.served_by for r in reqs if r.served_by is not None)
+        if served:
+            model, n = served.most_common(1)[0]
+            share = n / sum(served.values())
+            who = model.rsplit("/", 1)[-1][:26]
+            who = f"{who} {share:.0%}" if share < 1 else who
+            answered = s.yellow(who) if model != spec.primary.model else who
+        else:
+            answered = s.dim("-")
         return (
-            f"{spec.name:<24}{_pad(cells[0], 34)}{_pad(cells[1], 40)}"
-            f"{s.rate(_ok_rate(reqs)):>9} {_seconds(p95):>7}{moved:>10}"
+            f"{spec.name:<24}{_pad(answered, 34)}{_rjust(s.rate(_ok_rate(reqs)), 8)}"
+            f"{_seconds(p95):>8}{moved:>11}"
         )
 
-    def _model_row(self, frame: _Frame, analysis: str, model: str) -> str:
+    def _model_row(self, frame: _Frame, analysis: str, model: str, role: str) -> str:
         s = self._style
         rows = [a for a in frame.attempts if a.model == model]
         status = frame.status.get((analysis, model))
@@ -261,9 +267,33 @@ class LiveView:
         text = ", ".join(f"{k} {n}" for k, n in errors.most_common()) or s.dim("-")
         p95 = percentile([a.duration for a in rows], 0.95)
         return (
-            f"{model[:35]:<36}{_pad(state, 11)}{len(rows):>7}{s.rate(_ok_rate(rows)):>8}"
-            f" {_seconds(p95):>7}   {text}"
+            f"{model[:33]:<34}{role:<9}{_pad(state, 10)}{len(rows):>6}"
+            f"{_rjust(s.rate(_ok_rate(rows)), 8)}{_seconds(p95):>8}  {text}"
         )
+
+
+def _rjust(text: str, width: int) -> str:
+    """Right-justify ``text`` to ``width`` visible characters."""
+    return " " * max(0, width - len(_strip(text))) + text
+
+
+def _fit(line: str, width: int) -> str:
+    """Cut ``line`` to ``width`` visible characters, keeping (and closing) ANSI codes."""
+    if len(_strip(line)) <= width:
+        return line
+    out, visible, in_code = [], 0, False
+    for ch in line:
+        if ch == "\x1b":
+            in_code = True
+        if in_code:
+            out.append(ch)
+            in_code = ch != "m"
+            continue
+        if visible >= width - 1:
+            break
+        out.append(ch)
+        visible += 1
+    return "".join(out) + "\u2026\x1b[0m"
 
 
 def _event_text(s: Style, kind: str, text: str) -> str:

@@ -1,0 +1,212 @@
+"""A small AI engine with modelwatch, to copy into your own service.
+
+Three analysis types, each behind a ``modelwatch.Router`` with a primary and a backup model;
+health endpoints under ``/health``; Prometheus metrics on ``/metrics``; one HTTP route,
+``POST /analyze/<analysis>`` with ``{"text": "..."}``. Standard library HTTP (``wsgiref``):
+swap in Flask, FastAPI or anything else, the modelwatch parts stay the same.
+
+Run it (everything on 127.0.0.1; with no ``HF_BASE_URL`` it starts a local fake model server)::
+
+    python examples/engine.py
+    curl -s -XPOST localhost:8000/analyze/code_review -d '{"text": "def f(): return 1/0"}'
+    curl -s localhost:8000/health/ready
+    curl -s localhost:9464/metrics | grep modelwatch_
+
+Point it at real endpoints with ``HF_BASE_URL`` (models are served at
+``{HF_BASE_URL}/models/{model}``, as the Hugging Face Inference API does), ``HF_TOKEN``,
+``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import openai
+from huggingface_hub import InferenceClient
+
+import modelwatch
+from modelwatch.health import synthetic
+
+#: analysis -> (primary, backup): (model, provider, operation) each
+ANALYSES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
+    "code_review": (
+        ("google/flan-t5-large", "huggingface", "text_generation"),
+        ("meta-llama/Llama-3.1-8B-Instruct", "huggingface", "chat"),
+    ),
+    "requirement_extraction": (
+        ("facebook/bart-large-cnn", "huggingface", "summarization"),
+        ("sshleifer/distilbart-cnn-12-6", "huggingface", "summarization"),
+    ),
+    "tech_recommendation": (
+        ("google/flan-t5-xl", "huggingface", "text_generation"),
+        ("gpt-4o-mini", "openai", "chat"),
+    ),
+}
+PROMPTS = {
+    "code_review": "Review this code and list its problems: {}",
+    "requirement_extraction": "{}",
+    "tech_recommendation": "Recommend a technology for: {}",
+}
+
+
+def model_function(
+    model: str, operation: str, provider: str, hf_base_url: str, openai_base_url: str
+) -> Callable[[str], str]:
+    """A function that sends a prompt to ``model`` through its real client."""
+    if provider == "openai":
+        client = openai.OpenAI(
+            base_url=openai_base_url,
+            api_key=os.environ.get("OPENAI_API_KEY", "sk-local-fake"),
+            timeout=20.0,
+            max_retries=0,  # the router retries and fails over, not the client
+        )
+
+        def openai_chat(prompt: str) -> str:
+            out = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": prompt}], max_tokens=64
+            )
+            usage = out.usage  # cost per token needs the tokens: tell modelwatch
+            call = modelwatch.current_call()
+            if call is not None and usage is not None:
+                call.record_usage(usage.prompt_tokens, usage.completion_tokens)
+            return out.choices[0].message.content or ""
+
+        return openai_chat
+
+    hf = InferenceClient(
+        model=f"{hf_base_url}/models/{model}", token=os.environ.get("HF_TOKEN"), timeout=20.0
+    )
+    if operation == "summarization":
+        return lambda text: hf.summarization(text).summary_text
+    if operation == "chat":
+        return lambda prompt: (
+            hf.chat_completion(messages=[{"role": "user", "content": prompt}], max_tokens=64)
+            .choices[0]
+            .message.content
+            or ""
+        )
+    return lambda prompt: hf.text_generation(prompt, max_new_tokens=64)
+
+
+def build_routers(hf_base_url: str, openai_base_url: str) -> dict[str, modelwatch.Router]:
+    """One router per analysis: the primary first, then its backup."""
+    routers = {}
+    for analysis, models in ANALYSES.items():
+        backends = []
+        for model, provider, operation in models:
+            fn = model_function(model, operation, provider, hf_base_url, openai_base_url)
+            backends.append(
+                modelwatch.Backend(
+                    fn,
+                    model=model,
+                    provider=provider,
+                    operation=operation,
+                    analysis=analysis,
+                    probe=lambda fn=fn: fn("ping"),  # lets an open breaker see recovery
+                )
+            )
+        routers[analysis] = modelwatch.Router(
+            analysis,
+            backends,
+            breaker=modelwatch.BreakerPolicy(consecutive_failures=3, open_s=10.0),
+            retry=modelwatch.RetryPolicy(max_retries=1),
+            timeout_s=30.0,
+            attempt_timeout_s=25.0,
+        )
+    return routers
+
+
+def build_health(routers: dict[str, modelwatch.Router]) -> modelwatch.Health:
+    """A model check per backend (fed by its breaker) and a synthetic check per analysis."""
+    health = modelwatch.Health()
+    for analysis, router in routers.items():
+        health.add_router(router, interval_s=30.0)
+        health.add(
+            analysis,
+            probe=synthetic(router.call, PROMPTS[analysis].format("ping"), expect=bool),
+            kind="analysis",
+            critical=True,
+            timeout_s=30.0,
+            interval_s=60.0,
+        )
+    return health
+
+
+def make_app(
+    routers: dict[str, modelwatch.Router], health: modelwatch.Health
+) -> Callable[..., Iterable[bytes]]:
+    """The engine's WSGI app: ``POST /analyze/<analysis>`` and ``/health/...``."""
+    health_app = health.wsgi()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/health" or path.startswith("/health/"):
+            environ = {**environ, "SCRIPT_NAME": "/health", "PATH_INFO": path[7:] or "/"}
+            return health_app(environ, start_response)
+        analysis = path.removeprefix("/analyze/")
+        if environ["REQUEST_METHOD"] != "POST" or analysis not in routers:
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [b'{"error": "POST /analyze/<analysis>"}']
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+        text = json.loads(environ["wsgi.input"].read(size) or b"{}").get("text", "")
+        try:
+            result = routers[analysis].call(PROMPTS[analysis].format(text))
+        except modelwatch.AllBackendsFailedError as exc:
+            start_response("503 Service Unavailable", [("Content-Type", "application/json")])
+            return [json.dumps({"error": str(exc), "retry_after_s": exc.retry_after_s}).encode()]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"analysis": analysis, "result": result}).encode()]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve(app: Callable[..., Iterable[bytes]], port: int = 8000) -> WSGIServer:
+    """Serve ``app`` on 127.0.0.1 in a background thread; stop with ``server.shutdown()``."""
+    server = make_server("127.0.0.1", port, app, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="engine-http", daemon=True).start()
+    return server
+
+
+def main() -> None:
+    """Run the engine until Ctrl-C."""
+    from modelwatch.testing.fake_server import FakeModelServer
+
+    config = modelwatch.configure(service_name="ai-engine", prometheus_port=9464)
+    fake = None
+    hf_base_url = os.environ.get("HF_BASE_URL")
+    openai_base_url = os.environ.get("OPENAI_BASE_URL")
+    if hf_base_url is None:
+        fake = FakeModelServer().start()
+        hf_base_url, openai_base_url = fake.url, fake.openai_base_url
+    routers = build_routers(hf_base_url, openai_base_url or "https://api.openai.com/v1")
+    health = build_health(routers)
+    health.start()
+    server = serve(make_app(routers, health))
+    print("engine   http://127.0.0.1:8000/analyze/<analysis>")
+    print("health   http://127.0.0.1:8000/health")
+    print(f"metrics  http://127.0.0.1:{config.prometheus_port}/metrics")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        health.stop()
+        if fake is not None:
+            fake.stop()
+        modelwatch.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""``modelwatch demo`` end to end, as a user runs it: a subprocess with a short ``--duration``.
+
+While it runs, the test reads the endpoints the demo printed and polls its ``/metrics`` and
+``/health`` endpoints; after it exits, it checks the exit code, the summary's numbers and
+that every port it listened on is closed. The demo configures process-wide telemetry, so
+it always runs in its own interpreter here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+ENDPOINT = re.compile(r"^\s+(fake model server|health|prometheus)\s+(http://\S+)")
+
+
+@dataclass
+class DemoRun:
+    """A demo subprocess, its output as it arrives, and what the endpoints answered."""
+
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    ready: threading.Event = field(default_factory=threading.Event)
+    reader: threading.Thread | None = None
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.output, re.MULTILINE):
+                return True
+            if self.proc.poll() is not None:
+                return bool(re.search(pattern, self.output, re.MULTILINE))
+            time.sleep(0.05)
+        return False
+
+
+def start_demo(*args: str) -> DemoRun:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in (
+        "MODELWATCH_PROMETHEUS_PORT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "MODELWATCH_OTLP_ENDPOINT",
+    ):
+        env.pop(name, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelwatch.cli", "demo", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run = DemoRun(proc)
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            run.lines.append(line)
+            match = ENDPOINT.match(line)
+            if match:
+                run.endpoints[match.group(1)] = match.group(2)
+                if len(run.endpoints) == 3:
+                    run.ready.set()
+        run.ready.set()
+
+    run.reader = threading.Thread(target=read, name="demo-output-reader", daemon=True)
+    run.reader.start()
+    return run
+
+
+def finish(run: DemoRun) -> None:
+    """Kill the demo if a check failed while it ran; close its pipe."""
+    if run.proc.poll() is None:
+        run.proc.kill()
+    run.proc.wait()
+    if run.reader is not None:
+        run.reader.join(5)
+    assert run.proc.stdout is not None
+    run.proc.stdout.close()
+
+
+def port_is_closed(url: str) -> bool:
+    parts = urlsplit(url)
+    assert parts.hostname == "127.0.0.1"  # the demo listens on loopback only
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((parts.hostname, parts.port or 80)) != 0
+
+
+def rate(output: str, label: str) -> float:
+    match = re.search(rf"^\s+{label}\s+(\d+)\s+([\d.]+)% succeeded", output, re.MULTILINE)
+    assert match, f"no {label!r} line in the summary:\n{output}"
+    return float(match.group(2)) / 100
+
+
+def test_demo_runs_fails_over_serves_endpoints_and_cleans_up() -> None:
+    started = time.monotonic()
+    run = start_demo("--duration", "10", "--no-live", "--seed", "7")
+    try:
+        assert run.ready.wait(20), run.output
+        assert set(run.endpoints) == {"fake model server", "health", "prometheus"}, run.output
+        metrics_pages: list[str] = []
+        flan_health: list[str] = []
+        ready_codes: list[int] = []
+        with httpx.Client(timeout=2.0) as client:
+            while run.proc.poll() is None:
+                try:
+                    page = client.get(run.endpoints["prometheus"])
+                    models = client.get(run.endpoints["health"] + "/models")
+                    ready = client.get(run.endpoints["health"] + "/ready")
+                except httpx.TransportError:
+                    break  # the demo is shutting down
+                assert page.status_code == 200
+                metrics_pages.append(page.text)
+                ready_codes.append(ready.status_code)
+                checks = {c["name"]: c for c in models.json()["checks"]}
+                flan_health.append(checks["google/flan-t5-large"]["status"])
+                time.sleep(0.25)
+        assert run.proc.wait(15) == 0, run.output
+    finally:
+        finish(run)
+    elapsed = time.monotonic() - started
+    output = run.output
+
+    # /metrics served the library's own telemetry while the demo ran, failovers included
+    assert metrics_pages
+    assert any("gen_ai_client_operation_duration_seconds_bucket" in p for p in metrics_pages)
+    assert any("modelwatch_failovers_total" in p for p in metrics_pages)
+    assert any("modelwatch_circuit_state" in p for p in metrics_pages)
+    # /health followed the failing primary's breaker: down in the incident, ok again after
+    assert "down" in flan_health, flan_health
+    assert flan_health[-1] == "ok", flan_health
+    assert set(ready_codes) == {200}  # a backup kept every analysis ready
+
+    # the summary: failover happened and users fared better than the models
+    failovers = re.search(r"^\s+failovers\s+(\d+)\s", output, re.MULTILINE)
+    assert failovers, output
+    assert int(failovers.group(1)) > 0, output
+    users, models = rate(output, "user requests"), rate(output, "model calls")
+    assert users > models, output
+    assert re.search(r"time to failover\s+[\d.]+ s", output), output
+    assert re.search(r"time to recover\s+[\d.]+ s", output), output
+    assert "FIRED  ModelwatchCircuitOpen" in output
+    assert "FIRED  ModelwatchFailovers" in output
+    assert re.search(r"google/flan-t5-large\s+\$\s*[\d.]+", output), output
+    assert "shut down cleanly" in output
+
+    # nothing is left listening
+    for url in run.endpoints.values():
+        assert port_is_closed(url), url
+    assert elapsed < 20, f"the demo test took {elapsed:.1f} s"
+
+
+def test_ctrl_c_stops_early_with_a_summary_and_exit_0() -> None:
+    run = start_demo("--duration", "20", "--no-live", "--seed", "3")
+    try:
+        assert run.ready.wait(20), run.output
+        assert run.wait_for(r"circuit google/flan-t5-large: closed -> open", 15), run.output
+        run.proc.send_signal(signal.SIGINT)
+        assert run.proc.wait(10) == 0, run.output
+    finally:
+        finish(run)
+    assert run.wait_for(r"stopped early at [\d.]+ s \(Ctrl-C\)", 2), run.output
+    assert "shut down cleanly" in run.output
+    assert "Traceback" not in run.output
+    for url in run.endpoints.values():
+        assert port_is_closed(url), url
+
+
+def test_in_process_run_leaves_only_the_librarys_shared_pools() -> None:
+    """Run ``main`` inside one interpreter and list the threads it left behind.
+
+    The demo's own threads (traffic, scenario, sampler, servers, health probes) must all
+    be gone. modelwatch's process-wide attempt pool and breaker prober stay, by design:
+    they are idle daemon threads shared by every router in the process.
+    """
+    code = """
+import io, json, threading
+from modelwatch.ops import demo
+before = {t.ident for t in threading.enumerate()}
+out = io.StringIO()
+rc = demo.run(demo.parse_args(["--duration", "6", "--seed", "5"]), out=out)
+left = [(t.name, t.daemon) for t in threading.enumerate() if t.ident not in before]
+print(json.dumps({"rc": rc, "left": left, "out": out.getvalue()}))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["rc"] == 0
+    assert "\x1b[" not in result["out"]  # not a terminal: plain lines, no escape codes
+    assert "shut down cleanly" in result["out"]
+    for name, daemon in result["left"]:
+        assert name.startswith("modelwatch-attempt-") or name == "modelwatch-prober", name
+        assert daemon, name

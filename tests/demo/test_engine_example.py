@@ -1,0 +1,81 @@
+"""examples/engine.py imports cleanly and serves a request end to end over HTTP."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+
+from modelwatch.testing import capture
+from modelwatch.testing.fake_server import FakeModelServer
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "engine.py"
+
+
+@pytest.fixture(scope="module")
+def engine_module() -> Iterator[ModuleType]:
+    spec = importlib.util.spec_from_file_location("example_engine", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["example_engine"] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("example_engine", None)
+
+
+def test_engine_example_serves_an_analysis_and_health(engine_module: ModuleType) -> None:
+    with FakeModelServer() as fake, capture() as captured:
+        routers = engine_module.build_routers(fake.url, fake.openai_base_url)
+        assert set(routers) == {"code_review", "requirement_extraction", "tech_recommendation"}
+        health = engine_module.build_health(routers)
+        server = engine_module.serve(engine_module.make_app(routers, health), port=0)
+        base = f"http://127.0.0.1:{server.server_port}"
+        try:
+            health.run_once()
+            with httpx.Client(base_url=base, timeout=10.0) as client:
+                answer = client.post("/analyze/code_review", json={"text": "def f(): pass"})
+                assert answer.status_code == 200
+                body = answer.json()
+                assert body["analysis"] == "code_review"
+                # the fake echoes the prompt, tagged with the model that answered: the primary
+                assert body["result"].startswith("[google/flan-t5-large] Review this code")
+
+                fake.fail("facebook/bart-large-cnn", "loading")
+                moved = client.post(
+                    "/analyze/requirement_extraction",
+                    json={"text": "The system shall log every login. It must be fast."},
+                )
+                assert moved.status_code == 200
+                assert moved.json()["result"] == "The system shall log every login"
+
+                ready = client.get("/health/ready")
+                assert ready.status_code == 200
+                checks = {c["name"] for c in json.loads(ready.content)["checks"]}
+                assert {"google/flan-t5-large", "gpt-4o-mini", "code_review"} <= checks
+                assert client.get("/analyze/nope").status_code == 404
+
+                fake.fail("google/flan-t5-xl", "server_error")
+                rec = client.post("/analyze/tech_recommendation", json={"text": "a queue"})
+                assert rec.json()["result"].startswith("[gpt-4o-mini]")
+        finally:
+            server.shutdown()
+            server.server_close()
+            health.stop()
+    # the routed calls were monitored: one model span per attempt, the failed one included
+    spans = [s.name for s in captured.spans]
+    assert "text_generation google/flan-t5-large" in spans
+    assert "summarization facebook/bart-large-cnn" in spans
+    assert "summarization sshleifer/distilbart-cnn-12-6" in spans
+    # the openai backend told modelwatch its tokens through current_call()
+    usage = captured.span("chat gpt-4o-mini").attributes or {}
+    assert usage["gen_ai.usage.input_tokens"] > 0
+    assert usage["gen_ai.usage.output_tokens"] > 0
