@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from support.otlp import OtlpReceiver
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,3 +222,28 @@ print(json.dumps({"rc": rc, "left": left, "out": out.getvalue()}))
     for name, daemon in result["left"]:
         assert name.startswith("modelwatch-attempt-") or name == "modelwatch-prober", name
         assert daemon, name
+
+
+def test_otlp_endpoint_ships_the_same_telemetry(otlp_receiver: OtlpReceiver) -> None:
+    run = start_demo(
+        "--duration",
+        "6",
+        "--no-live",
+        "--seed",
+        "7",
+        "--otlp-endpoint",
+        otlp_receiver.http_endpoint,
+    )
+    try:
+        assert run.proc.wait(30) == 0, run.output
+    finally:
+        finish(run)
+    assert f"OTLP export        {otlp_receiver.http_endpoint}" in run.output
+    routes = otlp_receiver.spans("route code_review")
+    assert routes, run.output
+    assert routes[0].resource["service.name"] == "modelwatch-demo"
+    events = {e.name for span in routes for e in span.events}
+    assert "modelwatch.failover" in events
+    attempts = otlp_receiver.spans("text_generation google/flan-t5-large")
+    assert any(s.status == "ERROR" for s in attempts)
+    assert "modelwatch.failovers" in otlp_receiver.metric_names()
