@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Generator
 from typing import Any, Final
 
+from modelwatch import semconv
+from modelwatch.capture.call import CallSpec
 from modelwatch.capture.monitored import monitored
 from modelwatch.resilience.backend import Backend
 from modelwatch.resilience.breaker import Breaker, Permit
@@ -17,7 +20,16 @@ DONE: Final = object()  # a stream ended
 class Member:
     """A backend with its breaker and precomputed telemetry (a :class:`Candidate`)."""
 
-    __slots__ = ("backend", "benched_until", "breaker", "index", "rate_limits", "spec", "what")
+    __slots__ = (
+        "_specs",
+        "backend",
+        "benched_until",
+        "breaker",
+        "index",
+        "rate_limits",
+        "spec",
+        "what",
+    )
 
     def __init__(self, index: int, backend: Backend, breaker: Breaker, router: str) -> None:
         self.index = index
@@ -35,6 +47,20 @@ class Member:
         self.benched_until = 0.0
         self.rate_limits: dict[str, float] = {}
         self.what = f"attempt on {backend.model!r}"
+        self._specs: list[CallSpec] = []
+
+    def spec_for(self, attempt: int) -> CallSpec:
+        """The attempt span's spec with ``modelwatch.attempt`` already among its start
+        attributes (one cached spec per attempt number: no ``set_attribute`` per call)."""
+        specs = self._specs
+        while len(specs) < attempt:
+            spec = copy.copy(self.spec)
+            spec.span_attributes = {
+                **self.spec.span_attributes,
+                semconv.MODELWATCH_ATTEMPT: len(specs) + 1,
+            }
+            specs.append(spec)
+        return specs[attempt - 1]
 
     @property
     def latency_s(self) -> float | None:

@@ -98,8 +98,7 @@ def end_route_span(span: Span, exc: BaseException) -> None:
 
 
 def _start_attempt(m: Member, req: Req) -> Call:
-    call = start_call(m.spec)
-    call.set_attribute(semconv.MODELWATCH_ATTEMPT, req.number)
+    call = start_call(m.spec_for(req.number))
     call.set_attribute(semconv.MODELWATCH_STREAM, True)
     return call
 

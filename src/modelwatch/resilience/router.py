@@ -27,7 +27,9 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from modelwatch import semconv
 from modelwatch._safety import guard, report_internal_error
@@ -459,9 +461,9 @@ class Router:
         """
         self._budget.deposit()
         deadline = Deadline(self._clock, self.timeout_s)
-        with telemetry().tracer.start_as_current_span(
-            self._span_name, kind=SpanKind.INTERNAL, attributes=self._span_attributes
-        ) as span:
+        span = self._start_span()
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             plan = self._plan(span, deadline)
             request = next(plan)
             while True:
@@ -474,11 +476,16 @@ class Router:
                     request = plan.send(outcome)
                 except StopIteration as done:
                     return done.value
+        except BaseException as exc:
+            _error_on_span(span, exc)
+            raise
+        finally:
+            _detach(token)
+            span.end()
 
     def _attempt(self, req: Req, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
         m = req.member
-        call = start_call(m.spec)
-        call.set_attribute(semconv.MODELWATCH_ATTEMPT, req.number)
+        call = start_call(m.spec_for(req.number))
         fn = m.backend.fn
         start = time.perf_counter()
         try:
@@ -506,9 +513,9 @@ class Router:
         at their timeout); sync backends run on the worker pool."""
         self._budget.deposit()
         deadline = Deadline(self._clock, self.timeout_s)
-        with telemetry().tracer.start_as_current_span(
-            self._span_name, kind=SpanKind.INTERNAL, attributes=self._span_attributes
-        ) as span:
+        span = self._start_span()
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             plan = self._plan(span, deadline)
             request = next(plan)
             while True:
@@ -521,11 +528,16 @@ class Router:
                     request = plan.send(outcome)
                 except StopIteration as done:
                     return done.value
+        except BaseException as exc:
+            _error_on_span(span, exc)
+            raise
+        finally:
+            _detach(token)
+            span.end()
 
     async def _aattempt(self, req: Req, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
         m = req.member
-        call = start_call(m.spec)
-        call.set_attribute(semconv.MODELWATCH_ATTEMPT, req.number)
+        call = start_call(m.spec_for(req.number))
         fn = m.backend.fn
         start = time.perf_counter()
         try:
@@ -564,6 +576,21 @@ class Router:
 
     def __repr__(self) -> str:
         return f"Router({self.name!r}, {[m.backend.model for m in self._members]})"
+
+
+def _error_on_span(span: Span, exc: BaseException) -> None:
+    """What ``start_as_current_span`` would do on an exception, without its overhead."""
+    with guard("router.span_error"):
+        if span.is_recording():
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+def _detach(token: object) -> None:
+    try:
+        otel_context.detach(token)  # type: ignore[arg-type]
+    except Exception as exc:
+        report_internal_error("router.detach", exc)
 
 
 def _validated(name: str, backends: Sequence[Backend]) -> list[Backend]:

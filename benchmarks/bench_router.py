@@ -1,0 +1,298 @@
+"""Router benchmarks, run side by side in one process: ``python benchmarks/bench_router.py``.
+
+Every scenario calls the same trivial backend (so what is measured is modelwatch, not a
+model) with the OpenTelemetry SDK installed the way a service would have it: a tracer
+provider with a batch span processor (exporting to nowhere) and a meter provider with a
+reader. Each scenario runs ``ROUNDS`` batches of ``N`` calls; the table shows the median
+per-call time over the batches, and overheads are that minus the bare function call.
+
+Scenarios:
+
+* ``plain``                - the bare backend function
+* ``monitored``            - ``@modelwatch.monitored`` around it (the reference overhead)
+* ``router (pool)``        - ``Router.call`` happy path, default: sync attempts on the pool
+* ``router (inline)``      - ``Router(isolate_sync=False)``: attempts on the caller's thread
+* ``router acall``         - ``await Router.acall`` with an ``async def`` backend, against
+  ``await`` of a monitored ``async def``
+* ``failover, open``       - primary's breaker open, backup answers (vs. backup alone)
+* ``failover, refused``    - primary refuses TCP connections (one failed attempt, no sleep)
+* ``pybreaker+tenacity``   - what a user would write instead: monitored backends, a pybreaker
+  breaker each, a tenacity retry, a fallback ``except``
+* ``recovery``             - time from the primary healing to traffic returning to it, with
+  default settings (probe every 5 s) and no user traffic
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import socket
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pybreaker
+import tenacity
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+import modelwatch
+from modelwatch.capture._telemetry import use_providers
+from modelwatch.resilience import Backend, BreakerPolicy, Router
+
+N = 2000
+ROUNDS = 9
+
+
+class DropExporter(SpanExporter):
+    """Exports nowhere: the batch processor's cost stays in, the network stays out."""
+
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def backend(text: str) -> str:
+    return text
+
+
+async def abackend(text: str) -> str:
+    return text
+
+
+def per_call(fn: Callable[[], Any], n: int = N, rounds: int = ROUNDS) -> float:
+    """Median over ``rounds`` batches of the mean seconds per call."""
+    for _ in range(n // 10):
+        fn()  # warm up
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        samples.append((time.perf_counter() - start) / n)
+    return statistics.median(samples)
+
+
+def aper_call(fn: Callable[[], Any], n: int = N, rounds: int = ROUNDS) -> float:
+    async def run() -> float:
+        for _ in range(n // 10):
+            await fn()
+        samples = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(n):
+                await fn()
+            samples.append((time.perf_counter() - start) / n)
+        return statistics.median(samples)
+
+    return asyncio.run(run())
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def refusing_backend(port: int) -> Callable[[str], str]:
+    def call(text: str) -> str:
+        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+        return text
+
+    return call
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:8.1f} µs"
+
+
+def main() -> None:
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(DropExporter(), max_queue_size=100_000))
+    mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    rows: list[tuple[str, str, str]] = []
+    with use_providers(tp, mp):
+        results = run_all()
+    tp.shutdown()
+    mp.shutdown()
+    plain = results["plain"]
+    mon = results["monitored"] - plain
+    aplain = results["async plain"]
+    amon = results["async monitored"] - aplain
+
+    def ratio(name: str, base: float, ref: float) -> str:
+        return f"{(results[name] - base) / ref:5.2f}× monitored"
+
+    rows = [
+        ("plain call", us(plain), ""),
+        ("monitored call", us(results["monitored"]), f"overhead {us(mon)}"),
+        (
+            "router.call (pool, default)",
+            us(results["router pool"]),
+            ratio("router pool", plain, mon),
+        ),
+        (
+            "router.call (isolate_sync=False)",
+            us(results["router inline"]),
+            ratio("router inline", plain, mon),
+        ),
+        ("await plain async", us(aplain), ""),
+        ("await monitored async", us(results["async monitored"]), f"overhead {us(amon)}"),
+        ("await router.acall", us(results["router acall"]), ratio("router acall", aplain, amon)),
+        ("router, backup only (inline)", us(results["backup only"]), ""),
+        (
+            "failover, primary breaker open",
+            us(results["failover open"]),
+            f"extra {us(results['failover open'] - results['backup only'])}",
+        ),
+        ("refused connect alone", us(results["refused alone"]), ""),
+        (
+            "failover, primary refuses",
+            us(results["failover refused"]),
+            "extra over refused+backup "
+            + us(results["failover refused"] - results["refused alone"] - results["backup only"]),
+        ),
+        ("pybreaker+tenacity, happy", us(results["user happy"]), ratio("user happy", plain, mon)),
+        (
+            "pybreaker+tenacity, primary open",
+            us(results["user open"]),
+            f"extra {us(results['user open'] - results['user backup only'])}",
+        ),
+        ("recovery, no traffic (defaults)", f"{results['recovery']:8.2f} s", "target < 10 s"),
+    ]
+    print(
+        f"# modelwatch router benchmark  (python {platform.python_version()}, "
+        f"{platform.machine()}, {platform.system()}; N={N} x {ROUNDS} rounds, medians)"
+    )
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>12}  {note}")
+
+
+def run_all() -> dict[str, float]:
+    results: dict[str, float] = {}
+    results["plain"] = per_call(lambda: backend("x"))
+    mon = modelwatch.monitored(model="bench/model", provider="bench")(backend)
+    results["monitored"] = per_call(lambda: mon("x"))
+
+    pooled = Router("bench-pool", [Backend(backend, model="bench/model", provider="bench")])
+    results["router pool"] = per_call(lambda: pooled.call("x"), n=N // 4)
+    inline = Router(
+        "bench-inline",
+        [Backend(backend, model="bench/model", provider="bench")],
+        isolate_sync=False,
+    )
+    results["router inline"] = per_call(lambda: inline.call("x"))
+
+    results["async plain"] = aper_call(lambda: abackend("x"))
+    amon = modelwatch.monitored(model="bench/model", provider="bench")(abackend)
+    results["async monitored"] = aper_call(lambda: amon("x"))
+    arouter = Router("bench-async", [Backend(abackend, model="bench/model", provider="bench")])
+    results["router acall"] = aper_call(lambda: arouter.acall("x"))
+
+    # failover: primary breaker open (inline, to isolate modelwatch's own cost)
+    backup_only = Router(
+        "bench-backup",
+        [Backend(backend, model="bench/backup", provider="bench")],
+        isolate_sync=False,
+    )
+    results["backup only"] = per_call(lambda: backup_only.call("x"))
+    failover = Router(
+        "bench-failover",
+        [
+            Backend(backend, model="bench/primary", provider="bench"),
+            Backend(backend, model="bench/backup", provider="bench"),
+        ],
+        breaker=BreakerPolicy(open_s=3600.0, max_open_s=3600.0),
+        isolate_sync=False,
+    )
+    failover.breaker("bench/primary").force_open()
+    results["failover open"] = per_call(lambda: failover.call("x"))
+
+    # primary refuses TCP connections; its breaker never opens here, so every call pays
+    # exactly one failed attempt
+    port = closed_port()
+    refuse = refusing_backend(port)
+
+    def refused_alone() -> None:
+        try:
+            refuse("x")
+        except ConnectionRefusedError:
+            pass
+
+    results["refused alone"] = per_call(refused_alone, n=N // 4)
+    refusing = Router(
+        "bench-refused",
+        [
+            Backend(refuse, model="bench/primary", provider="bench"),
+            Backend(backend, model="bench/backup", provider="bench"),
+        ],
+        breaker=BreakerPolicy(consecutive_failures=10**9, min_calls=10**9),
+        isolate_sync=False,
+    )
+    results["failover refused"] = per_call(lambda: refusing.call("x"), n=N // 4)
+
+    # what a user would write instead
+    mon_primary = modelwatch.monitored(model="bench/primary", provider="bench")(backend)
+    mon_backup = modelwatch.monitored(model="bench/backup", provider="bench")(backend)
+    cb_primary = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=3600)
+    cb_backup = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=3600)
+
+    @tenacity.retry(
+        stop=tenacity.stop_after_attempt(2),
+        retry=tenacity.retry_if_exception_type(ConnectionError),
+        wait=tenacity.wait_none(),
+        reraise=True,
+    )
+    def user_call(text: str) -> str:
+        try:
+            return cb_primary.call(mon_primary, text)
+        except (pybreaker.CircuitBreakerError, ConnectionError):
+            return cb_backup.call(mon_backup, text)
+
+    @tenacity.retry(stop=tenacity.stop_after_attempt(2), wait=tenacity.wait_none(), reraise=True)
+    def user_backup_only(text: str) -> str:
+        return cb_backup.call(mon_backup, text)
+
+    results["user happy"] = per_call(lambda: user_call("x"))
+    results["user backup only"] = per_call(lambda: user_backup_only("x"))
+    cb_primary.open()
+    results["user open"] = per_call(lambda: user_call("x"))
+
+    results["recovery"] = recovery_time()
+    return results
+
+
+def recovery_time() -> float:
+    """Seconds from the primary healing to the breaker closing, with no user traffic."""
+    healthy = threading.Event()
+    closed = threading.Event()
+
+    def probe() -> None:
+        if not healthy.is_set():
+            raise ConnectionRefusedError("down")
+
+    router = Router(
+        "bench-recovery",
+        [
+            Backend(backend, model="bench/primary", provider="bench", probe=probe),
+            Backend(backend, model="bench/backup", provider="bench"),
+        ],
+    )
+    breaker = router.breaker("bench/primary")
+    breaker.add_listener(lambda _b, t: closed.set() if t.to_state == "closed" else None)
+    breaker.force_open()
+    time.sleep(2.0)  # the primary heals at some point after it was marked down
+    healed = time.monotonic()
+    healthy.set()
+    if not closed.wait(30.0):
+        return float("inf")
+    return time.monotonic() - healed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
