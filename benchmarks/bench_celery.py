@@ -147,6 +147,13 @@ def main() -> None:
                 conn.default_channel.queue_purge("celery")
 
     med = {name: median(values) for name, values in samples.items()}
+    best = {name: min(values) for name, values in samples.items()}
+    best_total_us = (
+        best["worker instrumented"]
+        - best["worker bare"]
+        + best["producer instrumented"]
+        - best["producer bare"]
+    ) * 1e6
     worker_us = (med["worker instrumented"] - med["worker bare"]) * 1e6
     producer_us = (med["producer instrumented"] - med["producer bare"]) * 1e6
     total_us = worker_us + producer_us
@@ -170,6 +177,7 @@ def main() -> None:
             "total": round(total_us, 2),
         },
         "overhead_pct_of_10ms_task": round(total_us / (TASK_S * 1e6) * 100, 3),
+        "best_round_overhead_us": round(best_total_us, 2),
         "direct_10ms_task_pct": round(direct_pct, 3),
         "otlp_requests": dict(sink.requests),
     }
@@ -196,6 +204,10 @@ def main() -> None:
     print(
         f"total per task         {total_us:8.2f} us = "
         f"{results['overhead_pct_of_10ms_task']:.2f} % of a 10 ms task (target < 5 %)"
+    )
+    print(
+        f"best rounds (least disturbed by other load): {best_total_us:.2f} us = "
+        f"{best_total_us / (TASK_S * 1e6) * 100:.2f} %"
     )
     print(f"direct 10 ms task check (worker side, median of paired rounds): {direct_pct:+.2f} %")
     print(f"OTLP requests received by the sink: {results['otlp_requests']}")
