@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import httpx
+import structlog
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -96,6 +97,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=0.5, help="probe timeout (s)")
     parser.add_argument("--pause", type=float, default=0.01, help="between requests (s)")
     args = parser.parse_args()
+    # the registry's state-change events go to stderr, the results alone to stdout
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
     health, calls = build(args.checks, args.hung, args.interval, args.timeout)
     app = Starlette(routes=[Mount("/health", app=health.asgi())])
