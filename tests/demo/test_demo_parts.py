@@ -25,6 +25,7 @@ def test_the_same_seed_scripts_the_same_incident() -> None:
     assert len(plans) > 1  # the seed does choose the mix
     for plan in plans:
         assert plan[0].fault == "rate_limit"  # 429 with Retry-After first
+        assert any(step.fault == "hang" for step in plan)
         assert plan[-1].fault == "loading"
         assert plan[-1].times is None  # ...and down until it heals
 

@@ -484,7 +484,8 @@ class Engine:
                 self.recorder.event(
                     "circuit",
                     f"circuit {model}: still open, {failed} trial(s) failed"
-                    + (f", next in {retry:.1f} s" if retry else ""),
+                    + (f"; open {retry:.1f} s more" if retry else "")
+                    + f", probing every {self.timing.probe_interval_s:g} s",
                     at=now,
                 )
                 return

@@ -119,15 +119,25 @@ class Scenario:
 
     def _fault_plan(self, rng: random.Random) -> list[FaultStep]:
         # Rate limiting first (the provider sheds load), then a seeded mix of "loading" and
-        # hangs, then "loading" until the model heals: every trial call and probe during the
-        # outage fails, so the breaker stays open until recovery, as in a real outage.
+        # hangs (at least one hang), then "loading" until the model heals: every trial call
+        # and probe during the outage fails, so the breaker stays open until recovery.
         retry_after = round(max(0.5, min(2.0, self.duration * 0.015)), 1)
         plan = [FaultStep("rate_limit", rng.randint(1, 2), retry_after)]
-        for _ in range(4):
+        middle = [FaultStep("hang", 1), FaultStep("loading", rng.randint(1, 3))]
+        for _ in range(2):
             if rng.random() < 0.6:
-                plan.append(FaultStep("loading", rng.randint(1, 3)))
+                middle.append(FaultStep("loading", rng.randint(1, 3)))
             else:
-                plan.append(FaultStep("hang", 1))
+                middle.append(FaultStep("hang", 1))
+        rng.shuffle(middle)
+        for step in middle:
+            last = plan[-1]
+            if last.fault == step.fault and last.times is not None and step.times is not None:
+                plan[-1] = FaultStep(last.fault, last.times + step.times, last.retry_after)
+            else:
+                plan.append(step)
+        if plan[-1].fault == "loading":
+            plan.pop()
         plan.append(FaultStep("loading", None))
         return plan
 

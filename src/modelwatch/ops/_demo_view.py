@@ -150,7 +150,7 @@ class _Frame:
         self.requests = [r for r in recorder.requests() if r.end > since]
         self.attempts = [a for a in recorder.attempts() if a.end > since]
         self.all_requests = recorder.requests()
-        self.all_attempts = recorder.attempts()
+        self.all_calls = recorder.attempts("user", "health", "probe")
         self.status = {
             (name, s.model): s for name, router in engine.routers.items() for s in router.status()
         }
@@ -335,7 +335,7 @@ class PlainView:
         self.events()
         frame = _Frame(self._engine, self._recorder, self._window)
         users = _ok_rate(frame.all_requests)
-        models = _ok_rate(frame.all_attempts)
+        models = _ok_rate(frame.all_calls)
         moved = sum(1 for r in frame.all_requests if r.failed_over)
         circuits = " ".join(
             f"{model.rsplit('/', 1)[-1]}={status.state}"
@@ -345,7 +345,7 @@ class PlainView:
         self._out.write(
             f"[{frame.now:6.1f}s] status   {self._scenario.phase_at(frame.now).name}: "
             f"requests {len(frame.all_requests)}, users ok {_fmt_rate(users)}, "
-            f"model attempts ok {_fmt_rate(models)}, failovers {moved}, "
+            f"model calls ok {_fmt_rate(models)}, failovers {moved}, "
             f"circuits {circuits or 'all closed'}\n"
         )
         self._out.flush()
