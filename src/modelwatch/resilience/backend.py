@@ -80,7 +80,7 @@ class Backend:
         self.weight = weight
         self.name = name if name is not None else model
         self.usage = usage
-        self.is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        self.is_async = _is_async(fn)
 
     def __repr__(self) -> str:
         return f"Backend(model={self.model!r}, provider={self.provider!r})"
@@ -108,3 +108,11 @@ class BackendStatus:
     error_rate: float | None
     latency_s: float | None
     rate_limit_remaining: dict[str, float] = field(default_factory=dict)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """``async def`` functions, async generators, and objects whose ``__call__`` is one."""
+    for candidate in (fn, getattr(fn, "__call__", None)):  # noqa: B004 - callables, not just functions
+        if inspect.iscoroutinefunction(candidate) or inspect.isasyncgenfunction(candidate):
+            return True
+    return False
