@@ -7,6 +7,7 @@ objects); the real-router test lives in ``test_health_router_real.py``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,3 +175,26 @@ def test_the_endpoint_shows_the_circuit(
     assert answer.status_code == 503
     assert answer.json()["circuit"] == "open"
     assert answer.json()["error"] == "circuit open; last error: unavailable"
+
+
+def test_breaker_changes_are_logged_by_background_probing_without_requests(
+    make_health: Callable[..., Health], router: FakeRouter
+) -> None:
+    health = make_health()
+    health.add_router(router)
+    with capture_logs() as logs, health:
+        wait_for(lambda: any(e.get("check") == PRIMARY for e in logs))  # unknown -> ok
+        router.states[PRIMARY] = FakeStatus(PRIMARY, "open", 5.0, "timeout")
+        wait_for(lambda: any(e.get("status") == "down" for e in logs))
+    assert [(e["previous"], e["status"]) for e in logs if e["check"] == PRIMARY] == [
+        ("unknown", "ok"),
+        ("ok", "down"),
+    ]
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait for the scheduler thread (real time: this is the background path)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.005)

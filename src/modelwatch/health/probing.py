@@ -392,11 +392,15 @@ class ProbeEngine:
         scheduler = self._scheduler
         return scheduler is not None and scheduler.is_alive()
 
+    def _tick(self) -> None:
+        """Called on every scheduler round; :class:`Health` watches breakers here."""
+
     def _schedule(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
                 self.run_pending()
+                self._tick()
                 delay = self._until_next()
             except Exception as exc:  # never let the scheduler die
                 report_internal_error("health.scheduler", exc)

@@ -262,6 +262,12 @@ class Health(ProbeEngine):
         now = datetime.fromtimestamp(self._clock.time(), tz=timezone.utc)
         return HealthReport.build(results, checked_at=now, degraded_below=self.degraded_below)
 
+    def _tick(self) -> None:
+        """While probing runs, read the routers' breakers every round, so a breaker that
+        opens is logged (``modelwatch.health.state_change``) even if nobody asks."""
+        if any(c.router is not None for c in list(self._checks.values())):
+            self.report()
+
     def _refresh_circuits(self) -> None:
         """Read every router's breaker states (in-memory, fast) into its checks."""
         with self._lock:
