@@ -25,6 +25,7 @@ Scenarios:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import platform
 import socket
 import statistics
@@ -125,7 +126,7 @@ def main() -> None:
     amon = results["async monitored"] - aplain
 
     def ratio(name: str, base: float, ref: float) -> str:
-        return f"{(results[name] - base) / ref:5.2f}× monitored"
+        return f"{(results[name] - base) / ref:5.2f} x monitored"
 
     rows = [
         ("plain call", us(plain), ""),
@@ -219,10 +220,8 @@ def run_all() -> dict[str, float]:
     refuse = refusing_backend(port)
 
     def refused_alone() -> None:
-        try:
+        with contextlib.suppress(ConnectionRefusedError):
             refuse("x")
-        except ConnectionRefusedError:
-            pass
 
     results["refused alone"] = per_call(refused_alone, n=N // 4)
     refusing = Router(
