@@ -446,3 +446,24 @@ def test_two_backends_of_one_model_need_names(clock: ManualClock) -> None:
     )
     assert router.call() == "west"
     assert [s.name for s in router.status()] == ["east", "west"]
+
+
+def test_probe_args_make_a_minimal_call_as_the_probe() -> None:
+    closed = threading.Event()
+    calls: list[tuple[Any, ...]] = []
+
+    def primary(*args: Any) -> str:
+        calls.append(args)
+        return "p"
+
+    router = Router(
+        "minimal",
+        [Backend(primary, model="p", provider="t"), Backend(lambda: "b", model="b", provider="t")],
+        breaker=BreakerPolicy(probe_interval_s=0.02),
+        probe_args=("ping",),
+    )
+    breaker = router.breaker("p")
+    breaker.add_listener(lambda _b, t: closed.set() if t.to_state == "closed" else None)
+    breaker.force_open()
+    assert closed.wait(3.0)
+    assert calls[:2] == [("ping",), ("ping",)]

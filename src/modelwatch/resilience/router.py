@@ -114,6 +114,29 @@ def _sync_probe(probe: Callable[[], Any]) -> Callable[[], object]:
     return probe
 
 
+def _minimal_call(backend: Backend, args: tuple[Any, ...]) -> Callable[[], object]:
+    """A probe that calls the backend itself with ``args`` (drained, if it streams)."""
+
+    def call() -> object:
+        result = backend.fn(*args)
+        if inspect.isawaitable(result):
+            return asyncio.run(_awaited(result))
+        if hasattr(result, "__aiter__"):
+            return asyncio.run(_drained(result))
+        return result
+
+    return call
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+async def _drained(stream: Any) -> None:
+    async for _ in stream:
+        pass
+
+
 class _Walk:
     """What one call has done so far (the plan's bookkeeping)."""
 
@@ -160,6 +183,10 @@ class Router:
         isolate_sync: run sync attempts on a bounded worker pool so a backend that hangs is
             abandoned at its timeout (default). ``False`` runs them on the caller's thread:
             less overhead, but then only the client's own timeouts bound a hung call.
+        probe_args: while a backend's breaker is open, probe it in the background by calling
+            it with these arguments (a minimal request, e.g. ``("ping",)``); a backend's own
+            ``probe`` takes precedence. Without either, recovery is found by the half-open
+            trial of a user call once the open time ends.
         clock: time source (tests inject a manual clock).
         pool: the worker pool for sync attempts (default: one shared by all routers).
     """
@@ -178,10 +205,13 @@ class Router:
         ordering: Ordering | None = None,
         classify: Classifier | None = None,
         isolate_sync: bool = True,
+        probe_args: tuple[Any, ...] | None = None,
         clock: Clock | None = None,
         pool: WorkerPool | None = None,
     ) -> None:
         backends = _validated(name, backends)
+        if probe_args is not None and not isinstance(probe_args, tuple):
+            raise ConfigurationError(f"Router probe_args must be a tuple, got {probe_args!r}")
         for key, value in (
             ("timeout_s", timeout_s),
             ("attempt_timeout_s", attempt_timeout_s),
@@ -224,6 +254,8 @@ class Router:
         for m in self._members:
             if m.backend.probe is not None:
                 m.breaker.set_probe(_sync_probe(m.backend.probe))
+            elif probe_args is not None:
+                m.breaker.set_probe(_minimal_call(m.backend, probe_args))
         _routers.add(self)
 
     # ------------------------------------------------------------------ introspection
