@@ -199,12 +199,39 @@ def machine_description() -> dict[str, Any]:
     except OSError:
         load = (0.0, 0.0, 0.0)
     return {
+        "modelwatch_commit": _git_head(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "load_avg": [round(x, 2) for x in load],
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def _git_head() -> str:
+    """The commit the benchmarked modelwatch is at, with "+dirty" if src/ has local changes."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head}+dirty" if dirty else head or "unknown"
 
 
 def fmt_us(ns: float) -> str:

@@ -180,6 +180,7 @@ def run(mode: str) -> dict[str, Any]:
 
 def render(results: dict[str, Any]) -> str:
     out = [
+        f"modelwatch {results['machine'].get('modelwatch_commit')}. "
         f"Calling-thread CPU per call, {results['rounds']} interleaved rounds of "
         f"{results['chunk']} calls (median minus an empty call's; p25-p75).",
         "",

@@ -6,7 +6,9 @@ a ``gc.collect()`` at the end of warm-up and then every tenth of the run. It als
 objects the garbage collector tracks and modelwatch's in-flight registry, which show a leak
 independently of the allocator's habits. The scenarios run side by side.
 
-- ``otlp-live``: ``modelwatch.configure(otlp_endpoint=<local sink that answers 200>)``;
+- ``otlp-live``: ``modelwatch.configure(otlp_endpoint=<local sink that answers 200>)``; each
+  sample is taken after ``modelwatch.flush()``, so it does not measure how full the export
+  queue happened to be;
 - ``otlp-dead-hung``: an endpoint that accepts and never answers (the export queue stays full,
   so its bound is what keeps memory flat).
 
@@ -34,7 +36,7 @@ SAMPLES = 10
 MIB = 1024 * 1024
 
 
-def child(endpoint: str, warmup: int, calls: int) -> None:
+def child(endpoint: str, warmup: int, calls: int, drain: bool) -> None:
     import _common
 
     _common.install_offline_guard()
@@ -53,11 +55,15 @@ def child(endpoint: str, warmup: int, calls: int) -> None:
         return prompt
 
     def snapshot(done: int) -> dict[str, Any]:
+        if drain:  # empty the export queue first, so RSS is not "how full the queue was"
+            modelwatch.flush(timeout_s=10.0)
         gc.collect()
         return {
             "calls": done,
             "rss": rss_bytes(),
             "gc_objects": len(gc.get_objects()),
+            # every live pymalloc block, GC-tracked or not (str, bytes, floats...)
+            "allocated_blocks": sys.getallocatedblocks(),
             "in_flight": len(getattr(call_module, "_inflight", ())),
         }
 
@@ -112,6 +118,7 @@ def run(mode: str, calls: int | None = None) -> dict[str, Any]:
                 str(warmup),
                 "--calls",
                 str(calls),
+                *(["--drain"] if name == "otlp-live" else []),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -139,34 +146,74 @@ def run(mode: str, calls: int | None = None) -> dict[str, Any]:
     }
 
 
+def slope_mib_per_million(points: list[dict[str, Any]]) -> float:
+    """Least-squares slope of RSS against calls, in MiB per 1,000,000 calls."""
+    xs = [p["calls"] for p in points]
+    ys = [p["rss"] / MIB for p in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    if not var:
+        return 0.0
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var * 1_000_000
+
+
+def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Growth over the last 80 % of the run (the first 20 % finishes warming up the export
+    queue and the allocator) and the slope there; "no growth" if the slope is under
+    1 MiB per million calls."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, r in results["scenarios"].items():
+        if "points" not in r:
+            continue
+        points = r["points"]
+        tail = points[2:]
+        slope = slope_mib_per_million(tail)
+        out[name] = {
+            "growth_tail_mib": (tail[-1]["rss"] - tail[0]["rss"]) / MIB,
+            "range_tail_mib": (max(p["rss"] for p in tail) - min(p["rss"] for p in tail)) / MIB,
+            "slope_mib_per_million": slope,
+            "met": slope < 1.0,
+        }
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
+    judged = verdicts(results)
     out = [
+        f"modelwatch {results['machine'].get('modelwatch_commit')}. "
         f"Resident memory (RSS, /proc/self/statm, after gc.collect()) of a process making "
         f"{results['calls']:,} monitored calls after {results['warmup_calls']:,} warm-up calls.",
         "",
-        "| scenario | RSS after warm-up MiB | RSS at end MiB | growth MiB | max MiB | "
-        "gc objects warm-up → end | in-flight at end | spans dropped | calls/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | RSS after warm-up MiB | RSS at 20 % | RSS at end | growth, last 80 % "
+        "| slope, last 80 % (MiB per 1M calls) | no growth? | gc objects warm-up → end "
+        "| Python blocks at 20 % → end | in-flight at end | spans dropped | calls/s |",
+        "|---|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results["scenarios"].items():
         if "error" in r:
-            out.append(f"| {name} | failed: {r['error'][:200]} |||||||")
+            out.append(f"| {name} | failed: {r['error'][:200]} |||||||||||")
             continue
-        first, last = r["points"][0], r["points"][-1]
-        peak = max(p["rss"] for p in r["points"])
+        points = r["points"]
+        first, at20, last = points[0], points[2], points[-1]
+        v = judged[name]
         rate = last["calls"] / r["elapsed_s"] if r["elapsed_s"] else 0
         out.append(
-            f"| {name} | {first['rss'] / MIB:.1f} | {last['rss'] / MIB:.1f} | "
-            f"{(last['rss'] - first['rss']) / MIB:+.1f} | {peak / MIB:.1f} | "
-            f"{first['gc_objects']:,} → {last['gc_objects']:,} | {last['in_flight']} | "
+            f"| {name} | {first['rss'] / MIB:.1f} | {at20['rss'] / MIB:.1f} | "
+            f"{last['rss'] / MIB:.1f} | {v['growth_tail_mib']:+.1f} | "
+            f"{v['slope_mib_per_million']:+.2f} | {'yes' if v['met'] else 'NO'} | "
+            f"{first['gc_objects']:,} → {last['gc_objects']:,} | "
+            f"{at20.get('allocated_blocks', 0):,} → {last.get('allocated_blocks', 0):,} | "
+            f"{last['in_flight']} | "
             f"{r['spans_dropped']} | {rate:,.0f} |"
         )
     out.append("")
-    out.append("RSS (MiB) every tenth of the run:")
+    out.append("RSS (MiB) and GC-tracked objects every tenth of the run:")
     for name, r in results["scenarios"].items():
         if "points" in r:
             series = ", ".join(f"{p['rss'] / MIB:.1f}" for p in r["points"])
-            out.append(f"- {name}: {series}")
+            objects = ", ".join(f"{p['gc_objects']:,}" for p in r["points"])
+            blocks = ", ".join(f"{p.get('allocated_blocks', 0):,}" for p in r["points"])
+            out.append(f"- {name}: RSS {series}; GC objects {objects}; Python blocks {blocks}")
     return "\n".join(out)
 
 
@@ -179,9 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--drain", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child, args.warmup, args.calls)
+        child(args.child, args.warmup, args.calls, args.drain)
         return 0
     chosen = "quick" if args.quick else "full" if args.full else "default"
     results = run(chosen, args.calls)

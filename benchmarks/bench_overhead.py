@@ -592,14 +592,42 @@ _CLOCKS = {
 }
 
 
+def summary(analysis: dict[str, Any]) -> list[str]:
+    """One line per non-bare variant: overhead and ratio to hand-written, both clocks."""
+    wall = analysis["ns_per_call"]["table"]
+    cpu = analysis["cpu_ns_per_call"]["table"]
+    out = [
+        "| scenario | variant | overhead µs, wall | x hand-written, wall "
+        "| overhead µs, thread CPU | x hand-written, thread CPU |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for scenario, rows in wall.items():
+        for variant, row in rows.items():
+            if variant.startswith("bare"):
+                continue
+            crow = cpu[scenario][variant]
+            ratio_w = f"{row['vs_handwritten'][0]:.2f}" if "vs_handwritten" in row else "1"
+            ratio_c = f"{crow['vs_handwritten'][0]:.2f}" if "vs_handwritten" in crow else "1"
+            out.append(
+                f"| {scenario} | {variant} | {fmt_us(row['overhead_ns'])} | {ratio_w} "
+                f"| {fmt_us(crow['overhead_ns'])} | {ratio_c} |"
+            )
+    return out
+
+
 def render(results: dict[str, Any], analysis: dict[str, Any]) -> str:
     out: list[str] = []
     m = results["machine"]
     out.append(
+        f"modelwatch {m.get('modelwatch_commit')}. "
         f"Machine: {m['cpu']}, {m['cores']} cores, load {m['load_avg']}, Python {m['python']}. "
         f"Mode {results['mode']}: {results['rounds']} rounds x {results['calls_per_round']} calls "
         f"per variant, interleaved in chunks of {results['chunk']} ({results['elapsed_s']} s)."
     )
+    out.append("")
+    out.append("### Summary (medians over rounds; ratios are medians of paired rounds)")
+    out.append("")
+    out.extend(summary(analysis))
     for metric in METRICS:
         table = analysis[metric]["table"]
         out.append("")
