@@ -110,13 +110,17 @@ class ProbePool:
             return True
 
     def _grow(self) -> None:
-        """Start a worker if work waits, none is idle and the limit allows (lock held)."""
-        if (
+        """Start workers while work waits for a free one and the limit allows (lock held).
+
+        A new worker counts as idle from birth, so it is never started twice for one job.
+        """
+        while (
             not self._closed
             and self._pending > self._idle
             and self._workers < self._concurrency + self._stuck
         ):
             self._workers += 1
+            self._idle += 1
             thread = threading.Thread(
                 target=self._work, name=f"{self._name}-{next(_worker_ids)}", daemon=True
             )
@@ -133,9 +137,12 @@ class ProbePool:
             self._queue.put(None)
 
     def _work(self) -> None:
+        idle = True  # _grow counted this worker as idle already
         while True:
-            with self._lock:
-                self._idle += 1
+            if not idle:
+                with self._lock:
+                    self._idle += 1
+            idle = False
             try:
                 job = self._queue.get(timeout=self._idle_timeout_s)
             except queue.Empty:
