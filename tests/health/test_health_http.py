@@ -312,3 +312,21 @@ async def test_websocket_and_unknown_scopes_are_refused_without_raising(
     await app({"type": "something-else"}, receive, send)
 
     assert sent == [{"type": "websocket.close", "code": 1003}]
+
+
+def test_an_internal_error_answers_500_without_details(
+    make_health: Callable[..., Health], serve_wsgi: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    health = make_health()
+
+    def broken(**_: Any) -> Any:
+        raise RuntimeError(f"boom with {SECRET}")
+
+    monkeypatch.setattr(health, "report", broken)
+    with serve_wsgi(health.wsgi()) as base, httpx.Client(base_url=base) as client:
+        answer = client.get("/")
+        live = client.get("/live")
+
+    assert (answer.status_code, answer.json()) == (500, {"error": "internal error"})
+    assert SECRET not in answer.text
+    assert live.status_code == 200  # liveness does not depend on the checks

@@ -504,7 +504,14 @@ def test_names_must_be_unique_and_probes_callable(make_health: MakeHealth) -> No
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"flap_threshold": 0}, {"degraded_below": 1.5}, {"jitter": 1.0}]
+    "kwargs",
+    [
+        {"flap_threshold": 0},
+        {"degraded_below": 1.5},
+        {"jitter": 1.0},
+        {"probe_threads": 0},
+        {"probe_threads": True},
+    ],
 )
 def test_invalid_registry_settings_are_rejected(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
