@@ -483,9 +483,8 @@ class Engine:
                 retry = event.retry_after_s
                 self.recorder.event(
                     "circuit",
-                    f"circuit {model}: still open, {failed} trial(s) failed"
-                    + (f"; open {retry:.1f} s more" if retry else "")
-                    + f", probing every {self.timing.probe_interval_s:g} s",
+                    f"circuit {model}: still open, {failed} more trial(s) failed"
+                    + (f" (open {retry:.1f} s more)" if retry else ""),
                     at=now,
                 )
                 return
