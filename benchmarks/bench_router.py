@@ -3,8 +3,9 @@
 Every scenario calls the same trivial backend (so what is measured is modelwatch, not a
 model) with the OpenTelemetry SDK installed the way a service would have it: a tracer
 provider with a batch span processor (exporting to nowhere) and a meter provider with a
-reader. Each scenario runs ``ROUNDS`` batches of ``N`` calls; the table shows the median
-per-call time over the batches, and overheads are that minus the bare function call.
+reader. Scenarios run in ``ROUNDS`` interleaved rounds of ``BATCH`` calls each (every
+scenario once per round, so background load hits them alike); the table shows the median
+per-call time, and overheads are that minus the bare function call.
 
 Scenarios:
 
@@ -46,8 +47,8 @@ import modelwatch
 from modelwatch.capture._telemetry import use_providers
 from modelwatch.resilience import Backend, BreakerPolicy, Router
 
-N = 2000
-ROUNDS = 9
+BATCH = 300
+ROUNDS = 31
 
 
 class DropExporter(SpanExporter):
@@ -63,34 +64,6 @@ def backend(text: str) -> str:
 
 async def abackend(text: str) -> str:
     return text
-
-
-def per_call(fn: Callable[[], Any], n: int = N, rounds: int = ROUNDS) -> float:
-    """Median over ``rounds`` batches of the mean seconds per call."""
-    for _ in range(n // 10):
-        fn()  # warm up
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        samples.append((time.perf_counter() - start) / n)
-    return statistics.median(samples)
-
-
-def aper_call(fn: Callable[[], Any], n: int = N, rounds: int = ROUNDS) -> float:
-    async def run() -> float:
-        for _ in range(n // 10):
-            await fn()
-        samples = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            for _ in range(n):
-                await fn()
-            samples.append((time.perf_counter() - start) / n)
-        return statistics.median(samples)
-
-    return asyncio.run(run())
 
 
 def closed_port() -> int:
@@ -167,7 +140,8 @@ def main() -> None:
     ]
     print(
         f"# modelwatch router benchmark  (python {platform.python_version()}, "
-        f"{platform.machine()}, {platform.system()}; N={N} x {ROUNDS} rounds, medians)"
+        f"{platform.machine()}, {platform.system()}; "
+        f"{ROUNDS} interleaved rounds of {BATCH} calls, medians)"
     )
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
@@ -175,25 +149,19 @@ def main() -> None:
 
 
 def run_all() -> dict[str, float]:
-    results: dict[str, float] = {}
-    results["plain"] = per_call(lambda: backend("x"))
+    """Build every scenario, then time them interleaved (see :func:`interleaved`)."""
+    sync: dict[str, Callable[[], Any]] = {}
+    sync["plain"] = lambda: backend("x")
     mon = modelwatch.monitored(model="bench/model", provider="bench")(backend)
-    results["monitored"] = per_call(lambda: mon("x"))
-
+    sync["monitored"] = lambda: mon("x")
     pooled = Router("bench-pool", [Backend(backend, model="bench/model", provider="bench")])
-    results["router pool"] = per_call(lambda: pooled.call("x"), n=N // 4)
+    sync["router pool"] = lambda: pooled.call("x")
     inline = Router(
         "bench-inline",
         [Backend(backend, model="bench/model", provider="bench")],
         isolate_sync=False,
     )
-    results["router inline"] = per_call(lambda: inline.call("x"))
-
-    results["async plain"] = aper_call(lambda: abackend("x"))
-    amon = modelwatch.monitored(model="bench/model", provider="bench")(abackend)
-    results["async monitored"] = aper_call(lambda: amon("x"))
-    arouter = Router("bench-async", [Backend(abackend, model="bench/model", provider="bench")])
-    results["router acall"] = aper_call(lambda: arouter.acall("x"))
+    sync["router inline"] = lambda: inline.call("x")
 
     # failover: primary breaker open (inline, to isolate modelwatch's own cost)
     backup_only = Router(
@@ -201,7 +169,7 @@ def run_all() -> dict[str, float]:
         [Backend(backend, model="bench/backup", provider="bench")],
         isolate_sync=False,
     )
-    results["backup only"] = per_call(lambda: backup_only.call("x"))
+    sync["backup only"] = lambda: backup_only.call("x")
     failover = Router(
         "bench-failover",
         [
@@ -212,18 +180,17 @@ def run_all() -> dict[str, float]:
         isolate_sync=False,
     )
     failover.breaker("bench/primary").force_open()
-    results["failover open"] = per_call(lambda: failover.call("x"))
+    sync["failover open"] = lambda: failover.call("x")
 
     # primary refuses TCP connections; its breaker never opens here, so every call pays
     # exactly one failed attempt
-    port = closed_port()
-    refuse = refusing_backend(port)
+    refuse = refusing_backend(closed_port())
 
     def refused_alone() -> None:
         with contextlib.suppress(ConnectionRefusedError):
             refuse("x")
 
-    results["refused alone"] = per_call(refused_alone, n=N // 4)
+    sync["refused alone"] = refused_alone
     refusing = Router(
         "bench-refused",
         [
@@ -233,37 +200,89 @@ def run_all() -> dict[str, float]:
         breaker=BreakerPolicy(consecutive_failures=10**9, min_calls=10**9),
         isolate_sync=False,
     )
-    results["failover refused"] = per_call(lambda: refusing.call("x"), n=N // 4)
+    sync["failover refused"] = lambda: refusing.call("x")
 
     # what a user would write instead
     mon_primary = modelwatch.monitored(model="bench/primary", provider="bench")(backend)
     mon_backup = modelwatch.monitored(model="bench/backup", provider="bench")(backend)
     cb_primary = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=3600)
+    cb_open = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=3600)
+    cb_open.open()
     cb_backup = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=3600)
 
-    @tenacity.retry(
-        stop=tenacity.stop_after_attempt(2),
-        retry=tenacity.retry_if_exception_type(ConnectionError),
-        wait=tenacity.wait_none(),
-        reraise=True,
-    )
-    def user_call(text: str) -> str:
-        try:
-            return cb_primary.call(mon_primary, text)
-        except (pybreaker.CircuitBreakerError, ConnectionError):
-            return cb_backup.call(mon_backup, text)
+    def user_router(primary_breaker: pybreaker.CircuitBreaker) -> Callable[[str], str]:
+        @tenacity.retry(
+            stop=tenacity.stop_after_attempt(2),
+            retry=tenacity.retry_if_exception_type(ConnectionError),
+            wait=tenacity.wait_none(),
+            reraise=True,
+        )
+        def call(text: str) -> str:
+            try:
+                return primary_breaker.call(mon_primary, text)
+            except (pybreaker.CircuitBreakerError, ConnectionError):
+                return cb_backup.call(mon_backup, text)
+
+        return call
+
+    user_happy, user_open = user_router(cb_primary), user_router(cb_open)
 
     @tenacity.retry(stop=tenacity.stop_after_attempt(2), wait=tenacity.wait_none(), reraise=True)
     def user_backup_only(text: str) -> str:
         return cb_backup.call(mon_backup, text)
 
-    results["user happy"] = per_call(lambda: user_call("x"))
-    results["user backup only"] = per_call(lambda: user_backup_only("x"))
-    cb_primary.open()
-    results["user open"] = per_call(lambda: user_call("x"))
+    sync["user happy"] = lambda: user_happy("x")
+    sync["user backup only"] = lambda: user_backup_only("x")
+    sync["user open"] = lambda: user_open("x")
 
+    results = interleaved(sync)
+
+    amon = modelwatch.monitored(model="bench/model", provider="bench")(abackend)
+    arouter = Router("bench-async", [Backend(abackend, model="bench/model", provider="bench")])
+    results.update(
+        ainterleaved(
+            {
+                "async plain": lambda: abackend("x"),
+                "async monitored": lambda: amon("x"),
+                "router acall": lambda: arouter.acall("x"),
+            }
+        )
+    )
     results["recovery"] = recovery_time()
     return results
+
+
+def interleaved(scenarios: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    """Median seconds per call of each scenario. Rounds are interleaved (every scenario runs
+    once per round), so a noisy neighbour slows all scenarios alike instead of skewing one."""
+    for fn in scenarios.values():
+        for _ in range(BATCH // 4):
+            fn()  # warm up
+    samples: dict[str, list[float]] = {name: [] for name in scenarios}
+    for _ in range(ROUNDS):
+        for name, fn in scenarios.items():
+            start = time.perf_counter()
+            for _ in range(BATCH):
+                fn()
+            samples[name].append((time.perf_counter() - start) / BATCH)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def ainterleaved(scenarios: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    async def run() -> dict[str, float]:
+        for fn in scenarios.values():
+            for _ in range(BATCH // 4):
+                await fn()
+        samples: dict[str, list[float]] = {name: [] for name in scenarios}
+        for _ in range(ROUNDS):
+            for name, fn in scenarios.items():
+                start = time.perf_counter()
+                for _ in range(BATCH):
+                    await fn()
+                samples[name].append((time.perf_counter() - start) / BATCH)
+        return {name: statistics.median(values) for name, values in samples.items()}
+
+    return asyncio.run(run())
 
 
 def recovery_time() -> float:

@@ -40,15 +40,27 @@ def rejected(span: Span, m: Member, reason: str, retry_after_s: float | None) ->
     return CircuitOpenError(m.breaker.name, retry_after_s)
 
 
+#: ``(router, from, to, reason) -> attributes``: few combinations, built once each
+_attributes: dict[tuple[str, str, str, str], dict[str, str]] = {}
+
+
+def _failover_attributes(router: str, source: str, target: str, reason: str) -> dict[str, str]:
+    key = (router, source, target, reason)
+    attrs = _attributes.get(key)
+    if attrs is None:
+        attrs = _attributes[key] = {
+            semconv.MODELWATCH_ROUTER: router,
+            semconv.FROM: source,
+            semconv.TO: target,
+            semconv.REASON: reason,
+        }
+    return attrs
+
+
 def failover(router: str, span: Span, passed: tuple[Member, str], to: Member) -> None:
     """The call moves on from ``passed`` (a backend and why) to ``to``."""
     with guard("router.failover"):
-        attrs = {
-            semconv.MODELWATCH_ROUTER: router,
-            semconv.FROM: passed[0].backend.model,
-            semconv.TO: to.backend.model,
-            semconv.REASON: passed[1],
-        }
+        attrs = _failover_attributes(router, passed[0].backend.model, to.backend.model, passed[1])
         telemetry().instrument(semconv.FAILOVERS).add(1, attrs)
         if span.is_recording():
             span.add_event(semconv.EVENT_FAILOVER, attrs)
@@ -59,12 +71,7 @@ def failover_duration(router: str, first: tuple[Member, str], to: Member, starte
     with guard("router.failover_duration"):
         telemetry().instrument(semconv.FAILOVER_DURATION).record(
             time.perf_counter() - started,
-            {
-                semconv.MODELWATCH_ROUTER: router,
-                semconv.FROM: first[0].backend.model,
-                semconv.TO: to.backend.model,
-                semconv.REASON: first[1],
-            },
+            _failover_attributes(router, first[0].backend.model, to.backend.model, first[1]),
         )
 
 
