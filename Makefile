@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/quickstart.py
+	$(PY) -m modelwatch.cli demo
 
 test: $(STAMP)
 	$(PY) tests/servers_setup.py

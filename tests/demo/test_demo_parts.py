@@ -117,3 +117,18 @@ def test_command_line() -> None:
     assert demo.main(["--port-base", "80"]) == 2
     args = demo.parse_args([])
     assert (args.duration, args.seed, args.port_base, args.no_live) == (60.0, 7, 0, False)
+
+
+def test_missing_optional_clients_are_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def without_openai(name: str, package: str | None = None) -> object:
+        return None if name == "openai" else real(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_openai)
+    assert demo.main(["--duration", "5"]) == 2
+    assert "pip install 'modelwatch[openai]'" in capsys.readouterr().err

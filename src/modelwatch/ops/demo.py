@@ -32,6 +32,7 @@ import json
 import random
 import signal
 import socketserver
+import sys
 import threading
 import time
 import urllib.request
@@ -601,10 +602,41 @@ def _watch(
     plain.status()
 
 
+#: What the demo imports beyond modelwatch's core, and the extra that installs it.
+_NEEDS: Final = {
+    "huggingface_hub": "huggingface",
+    "openai": "openai",
+    "prometheus_client": "prometheus",
+    "opentelemetry.exporter.prometheus": "prometheus",
+}
+
+
+def _missing_extras() -> list[str]:
+    import importlib.util
+
+    missing = []
+    for module, extra in _NEEDS.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a missing parent package
+            found = False
+        if not found and extra not in missing:
+            missing.append(extra)
+    return missing
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``modelwatch demo``: run the demo; returns the exit code (0 unless misused)."""
     try:
         args = parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code) if isinstance(exc.code, int) else 2
+    missing = _missing_extras()
+    if missing:
+        print(
+            f"modelwatch demo needs the real model clients and the Prometheus exporter: "
+            f"pip install 'modelwatch[{','.join(missing)}]'",
+            file=sys.stderr,
+        )
+        return 2
     return run(args)
