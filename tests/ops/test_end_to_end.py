@@ -79,6 +79,19 @@ def _first(hook: WebhookReceiver, name: str, status: str, since: float, timeout:
     return time.monotonic() - since
 
 
+def _first_seen(prom: Any, promql: str, since_wall: float) -> float | None:
+    """Seconds from ``since_wall`` to the first 0.1 s step at which ``promql`` had a value."""
+    data = prom.api(
+        "query_range",
+        query=promql,
+        start=f"{since_wall:.3f}",
+        end=f"{time.time():.3f}",
+        step="0.1",
+    )
+    times = [float(t) for series in data["result"] for t, _ in series["values"]]
+    return round(min(times) - since_wall, 2) if times else None
+
+
 def _dashboard_queries() -> list[str]:
     pytest.importorskip("grafana_foundation_sdk")
     from modelwatch.ops.dashboards import DASHBOARDS, dashboard_queries, render_dashboard
@@ -145,15 +158,25 @@ def test_outage_fires_routes_inhibits_and_resolves(
                 lambda v: v > 5,
             )
             time.sleep(6)
-            assert [a["labels"]["alertname"] for a in prom.alerts()] == []
+            quiet = prom.alerts()
+            assert quiet == [], f"alerts on healthy traffic: {quiet}\n{engine.output[-3000:]}"
 
             # ---- outage of the primary
-            outage = time.monotonic()
+            outage, outage_wall = time.monotonic(), time.time()
             fake.fail(PRIMARY, "server_error", status=503)
             report["detect_circuit_open_s"] = _first(
                 hook, "ModelwatchCircuitOpen", "firing", outage, 30
             )
             report["detect_failovers_s"] = _first(hook, "ModelwatchFailovers", "firing", outage, 30)
+            # where the time went: first scrape that saw the open circuit, first firing eval
+            report["scraped_open_s"] = _first_seen(
+                prom,
+                f'modelwatch_circuit_state{{gen_ai_request_model="{PRIMARY}"}} == 2',
+                outage_wall,
+            )
+            report["firing_in_prometheus_s"] = _first_seen(
+                prom, 'ALERTS{alertname="ModelwatchCircuitOpen", alertstate="firing"}', outage_wall
+            )
             circuit = hook.wait_for_alert("ModelwatchCircuitOpen")
             assert circuit["labels"]["gen_ai_request_model"] == PRIMARY
             assert circuit["labels"]["severity"] == "warning"
