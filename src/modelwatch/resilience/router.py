@@ -477,8 +477,10 @@ class Router:
         )
 
     def _finish_call(self, call: Call, m: Member, result: Any) -> None:
-        with guard("router.usage"):
+        try:
             call._usage_from_result(result)
+        except Exception as exc:  # a try, not guard(): this runs on every call
+            report_internal_error("router.usage", exc)
         call._end()
         if getattr(result, "headers", None) is not None:
             _events.note_headers(m, result)
