@@ -247,3 +247,49 @@ def test_otlp_endpoint_ships_the_same_telemetry(otlp_receiver: OtlpReceiver) -> 
     attempts = otlp_receiver.spans("text_generation google/flan-t5-large")
     assert any(s.status == "ERROR" for s in attempts)
     assert "modelwatch.failovers" in otlp_receiver.metric_names()
+
+
+def _taken_health_port() -> tuple[socket.socket, int]:
+    """A listening socket on some port P whose P-1 is free: --port-base P-1 then starts the
+    fake model server and /metrics but cannot start the health endpoints on P."""
+    for _ in range(20):
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        base = taken.getsockname()[1] - 1
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", base))
+            except OSError:
+                taken.close()
+                continue
+        return taken, base
+    pytest.fail("no port P with a free P-1 found")
+
+
+def test_a_taken_port_is_a_readable_error_and_nothing_stays_open() -> None:
+    taken, base = _taken_health_port()
+    with taken:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "modelwatch.cli",
+                "demo",
+                "--duration",
+                "5",
+                "--no-live",
+                "--port-base",
+                str(base),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "cannot start" in proc.stderr
+    assert "--port-base" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert port_is_closed(f"http://127.0.0.1:{base}")  # the fake server it had started

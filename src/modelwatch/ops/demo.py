@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import signal
 import socketserver
@@ -46,6 +47,7 @@ import structlog
 from modelwatch import semconv
 from modelwatch._config import configure, shutdown
 from modelwatch.capture.cost import cost_of
+from modelwatch.errors import ConfigurationError
 from modelwatch.health import Health, synthetic
 from modelwatch.ops._demo_alerts import demo_rule_options, evaluate
 from modelwatch.ops._demo_engine import (
@@ -639,4 +641,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    return run(args)
+    try:
+        return run(args)
+    except (OSError, ConfigurationError) as exc:
+        if isinstance(exc, BrokenPipeError):  # stdout closed (``| head``): already cleaned up
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the exit flush
+            return 0
+        print(f"modelwatch demo: cannot start: {exc}", file=sys.stderr)
+        if args.port_base:
+            print("  (try another --port-base, or 0 for free ports)", file=sys.stderr)
+        return 1
