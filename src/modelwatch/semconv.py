@@ -90,6 +90,16 @@ OPERATION_EXECUTE_TOOL: Final = "execute_tool"
 SPAN_ROUTE_PREFIX: Final = "route"
 """Router spans are named ``"route {router}"``."""
 
+# Celery task spans (messaging conventions): "send {task}" PRODUCER, "process {task}" CONSUMER
+SPAN_TASK_SEND: Final = "send"
+SPAN_TASK_PROCESS: Final = "process"
+MESSAGING_SYSTEM: Final = "messaging.system"
+MESSAGING_OPERATION_TYPE: Final = "messaging.operation.type"
+MESSAGING_DESTINATION: Final = "messaging.destination.name"
+MESSAGING_MESSAGE_ID: Final = "messaging.message.id"
+TASK_RETRIES: Final = "modelwatch.task.retries"
+TASK_OUTCOMES: Final = ("success", "failure", "retry", "revoked")
+
 # span event names (router and breaker decisions)
 EVENT_FAILOVER: Final = "modelwatch.failover"
 EVENT_RETRY: Final = "modelwatch.retry"

@@ -5,9 +5,9 @@ span, accumulates usage, and records the metrics at its end. Everything here run
 host's calls, so every step is guarded: a failure costs telemetry, never the host's result.
 
 The nested-call rule: a monitored call started while another monitored call *of the same
-model* is current is a *nested* call. It gets its own span, but its usage, response model and
-server address are forwarded to the outermost call of that model (the *owner*), which alone
-records the metrics. One logical model call is therefore one metric observation, and tokens
+model* is current is a *nested* call. It gets its own span, but its usage and response model
+are forwarded to the outermost call of that model (the *owner*), which alone records the
+metrics. One logical model call is therefore one metric observation, and tokens
 and cost are never counted twice.
 """
 
@@ -173,7 +173,6 @@ class Call:
         "_output_tokens",
         "_owner",
         "_response_model",
-        "_server_address",
         "_span",
         "_spec",
         "_start",
@@ -196,7 +195,6 @@ class Call:
         self._child_output: int | None = None
         self._usage_explicit = False
         self._response_model: str | None = None
-        self._server_address: str | None = None
 
     # ------------------------------------------------------------------ public
     @property

@@ -60,13 +60,13 @@ __all__ = [
 
 # ------------------------------------------------------------------------ names (spans only)
 #: Span names: ``"send {task}"`` (PRODUCER) and ``"process {task}"`` (CONSUMER).
-SPAN_SEND: Final = "send"
-SPAN_PROCESS: Final = "process"
-MESSAGING_SYSTEM: Final = "messaging.system"
-MESSAGING_OPERATION_TYPE: Final = "messaging.operation.type"
-MESSAGING_DESTINATION: Final = "messaging.destination.name"
-MESSAGING_MESSAGE_ID: Final = "messaging.message.id"
-TASK_RETRIES: Final = "modelwatch.task.retries"
+SPAN_SEND: Final = semconv.SPAN_TASK_SEND
+SPAN_PROCESS: Final = semconv.SPAN_TASK_PROCESS
+MESSAGING_SYSTEM: Final = semconv.MESSAGING_SYSTEM
+MESSAGING_OPERATION_TYPE: Final = semconv.MESSAGING_OPERATION_TYPE
+MESSAGING_DESTINATION: Final = semconv.MESSAGING_DESTINATION
+MESSAGING_MESSAGE_ID: Final = semconv.MESSAGING_MESSAGE_ID
+TASK_RETRIES: Final = semconv.TASK_RETRIES
 
 OUTCOME_SUCCESS: Final = "success"
 OUTCOME_FAILURE: Final = "failure"
