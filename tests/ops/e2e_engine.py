@@ -16,7 +16,6 @@ the test, into the fake server.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
 import threading
 import time
@@ -26,19 +25,7 @@ from typing import Any
 import httpx
 
 import modelwatch
-
-
-def _resilience() -> tuple[Any, Any, Any]:
-    """Backend, BreakerPolicy and Router: from the top level once exported there."""
-    if hasattr(modelwatch, "Router"):
-        return modelwatch.Backend, modelwatch.BreakerPolicy, modelwatch.Router
-    from modelwatch.resilience import policy, router
-
-    backend = getattr(router, "Backend", None)
-    if backend is None:
-        backend = importlib.import_module("modelwatch.resilience.backend").Backend
-    return backend, policy.BreakerPolicy, router.Router
-
+from modelwatch import Backend, BreakerPolicy, Router
 
 ROUTER = "summarize"
 ANALYSIS = "summarization"
@@ -47,7 +34,6 @@ CALL_INTERVAL_S = 0.05
 
 def main() -> int:
     base_url, primary, backup, stream_model = sys.argv[1:5]
-    Backend, BreakerPolicy, Router = _resilience()
     config = modelwatch.configure(
         service_name="e2e-engine",
         prometheus_port=0,
