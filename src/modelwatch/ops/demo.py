@@ -262,7 +262,10 @@ class _Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_INTERVAL_S):
-            self.sample()
+            try:
+                self.sample()
+            except Exception as exc:  # a broken sample must not end the sampling
+                self._recorder.event("internal", f"demo sampler: {type(exc).__name__}: {exc}")
 
 
 @contextlib.contextmanager
