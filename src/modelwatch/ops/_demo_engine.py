@@ -572,25 +572,10 @@ class TrafficGenerator:
             recorder.event("users", f"{record.analysis}: a user request failed ({record.error})")
         elif now_serving == record.primary:
             recorder.event("failover", f"{record.analysis}: back on primary {now_serving}")
+        elif before is None:
+            recorder.event("failover", f"{record.analysis}: answered again, by {now_serving}")
         else:
-            recorder.event(
-                "failover",
-                f"{record.analysis}: failing over {before or record.primary} -> {now_serving}",
-            )
-
-
-def health_probe_input(spec: AnalysisSpec) -> str:
-    """A small request for an analysis' synthetic health probe."""
-    return spec.inputs[0]
-
-
-def analyses_by_model() -> dict[str, tuple[str, str]]:
-    """``model -> (analysis, "primary" | "backup")``."""
-    out: dict[str, tuple[str, str]] = {}
-    for spec in ANALYSES:
-        out[spec.primary.model] = (spec.name, "primary")
-        out[spec.backup.model] = (spec.name, "backup")
-    return out
+            recorder.event("failover", f"{record.analysis}: failing over {before} -> {now_serving}")
 
 
 def is_answer(value: Any) -> bool:
