@@ -6,10 +6,10 @@ modelwatch's Prometheus endpoint) is scraped by a real Prometheus loading the ge
 the generated example configuration, whose webhook and Slack receivers point at this test.
 
 The primary model then fails (HTTP 503). The test checks that the circuit-open and failover
-alerts reach the webhook, that the symptom alert (error rate) fires in Prometheus but is held
-back by the inhibition, that no SLO burn fires (the backup rescued every call), that every
-dashboard query returns data, and that the alerts resolve after the model heals. It measures
-the time to detection (outage start to webhook).
+alerts reach the webhook (and nothing else), that the symptom alerts (error rate, the model's
+health check) fire in Prometheus but are held back by the inhibition, that no SLO burn fires
+(the backup rescued every call), that every dashboard query returns data, and that the alerts
+resolve after the model heals. It measures the time to detection (outage start to webhook).
 
 Set MODELWATCH_E2E_REPORT=path.json to keep the measured timings.
 """
@@ -230,6 +230,8 @@ def test_outage_fires_routes_inhibits_and_resolves(
             firing = prom.wait_for_alert("ModelwatchErrorRateHigh", timeout=30)
             assert firing["labels"]["gen_ai_request_model"] == PRIMARY
             assert firing["labels"]["error_type"] == "unavailable"
+            check = prom.wait_for_alert("ModelwatchHealthCheckDown", timeout=30)
+            assert check["labels"]["gen_ai_request_model"] == PRIMARY
 
             def suppressed() -> list[dict[str, Any]] | None:
                 held = [
@@ -238,7 +240,8 @@ def test_outage_fires_routes_inhibits_and_resolves(
                     if a["labels"]["alertname"] in SYMPTOMS and a["status"]["inhibitedBy"]
                 ]
                 names = {a["labels"]["alertname"] for a in held}
-                return held if "ModelwatchErrorRateHigh" in names else None
+                wanted = {"ModelwatchErrorRateHigh", "ModelwatchHealthCheckDown"}
+                return held if wanted <= names else None
 
             held = wait_until(suppressed, timeout=15, message="symptom alerts inhibited")
             assert all(a["status"]["state"] == "suppressed" for a in held)
@@ -252,7 +255,7 @@ def test_outage_fires_routes_inhibits_and_resolves(
                 pytest.fail("grafana-foundation-sdk missing: pip install -e '.[dev]'")
 
             time.sleep(3)  # a few group_intervals: a leak of a symptom would have arrived
-            assert not _firing_names(hook) & SYMPTOMS
+            assert _firing_names(hook) == {"ModelwatchCircuitOpen", "ModelwatchFailovers"}
             # every failed attempt was rescued by the backup: no SLO burn, no page
             assert not {a["labels"]["alertname"] for a in prom.alerts()} & BURNS
             # severity routing: the warning reached Slack too

@@ -122,7 +122,11 @@ def test_the_alert_set() -> None:
         "ModelwatchTelemetryAbsent",
     ]
     symptoms = {a.name for a in build_alerts() if a.symptom}
-    assert symptoms == {"ModelwatchHighLatency", "ModelwatchErrorRateHigh"}
+    assert symptoms == {
+        "ModelwatchHighLatency",
+        "ModelwatchErrorRateHigh",
+        "ModelwatchHealthCheckDown",
+    }
 
 
 def test_every_rule_has_severity_summary_description_and_runbook() -> None:

@@ -4,8 +4,9 @@ Routes by ``severity``: ``critical`` pages (PagerDuty) and posts to Slack, ``war
 to Slack and emails, ``info`` emails; every alert also goes to a generic webhook. Alerts are
 grouped by service and model, so one model's outage is one notification. Inhibitions:
 
-- a model's circuit-open alert holds back that model's symptom alerts (error rate and
-  latency: every :attr:`~modelwatch.ops.rules.AlertRule.symptom`): one outage pages once.
+- a model's circuit-open alert holds back that model's symptom alerts (error rate, latency
+  and its health check: every :attr:`~modelwatch.ops.rules.AlertRule.symptom`): one outage
+  notifies once.
   The SLO burn alerts need no inhibition: they count only failures no failover rescued;
 - a router with every circuit open holds back its per-circuit and failover alerts;
 - the fast SLO burn holds back the slow one, an exhausted budget its warnings.

@@ -58,6 +58,8 @@ _DURATION: Final = {"duration": True}
 #: the ``reason`` of a failover that skipped an open circuit (no failed attempt behind it);
 #: the router's ``REASON_CIRCUIT_OPEN``
 FAILOVER_REASON_CIRCUIT_OPEN: Final = "circuit_open"
+#: the ``modelwatch.health.kind`` of a model check (``Health.add(..., kind="model")``)
+HEALTH_KIND_MODEL: Final = "model"
 
 
 @dataclass(frozen=True)
@@ -542,17 +544,28 @@ def _resilience_alerts(q: _Q) -> list[AlertRule]:
 def _health_alerts(q: _Q) -> list[AlertRule]:
     o = q.o
     svc = q.svc
+    by = f"{svc}, {q.check}, {q.kind}"
+    model_kind = f'{q.kind}="{HEALTH_KIND_MODEL}"'
+    other_kinds = f'{q.kind}!="{HEALTH_KIND_MODEL}"'
+    # a model check is named after its model: give it the model label, so that it groups
+    # with that model's alerts and its circuit-open alert can inhibit it
+    down = (
+        f"label_replace(\nmin by ({by}) ({q.sel(q.health, model_kind)}) == 0,\n"
+        f'"{q.model}", "$1", "{q.check}", "(.*)"\n)\n'
+        f"or\nmin by ({by}) ({q.sel(q.health, other_kinds)}) == 0"
+    )
     return [
         AlertRule(
             "ModelwatchHealthCheckDown",
             "modelwatch.health",
-            f"min by ({svc}, {q.check}, {q.kind}) ({q.sel(q.health)}) == 0",
+            down,
             o.health_for_s,
             "warning",
             f"Health check {{{{ $labels.{q.check} }}}} is down",
             f"The {{{{ $labels.{q.kind} }}}} health check {{{{ $labels.{q.check} }}}} in "
             f"{{{{ $labels.{svc} }}}} has reported down (status {{{{ $value }}}}) for "
             f"{format_duration(o.health_for_s)}.",
+            symptom=True,
         ),
         AlertRule(
             "ModelwatchNotReady",

@@ -203,8 +203,8 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
             "status page, network and credentials.",
             "Watch the backups: failover moves the load (and cost) to them "
             "(see *Failovers* and *Rate-limit quota left*).",
-            "Nothing to do for the symptoms: the error-rate and latency alerts of this model "
-            "are inhibited while this alert fires.",
+            "Nothing to do for the symptoms: the error-rate, latency and health-check alerts "
+            "of this model are inhibited while this alert fires.",
         ),
         "The breaker closes (state 0) after successful trial calls (the *Circuit breakers* "
         "panel turns green). The alert keeps firing for `keep_firing_for` (10m by default) "
@@ -255,6 +255,8 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
             "Model checks: see the circuit-open runbook; dependency checks: restore the "
             "dependency.",
             "A check that is down but not needed should be made non-critical or removed.",
+            "A model check is inhibited while that model's circuit-open alert fires: the "
+            "circuit-open runbook covers it then.",
         ),
         "The check reports ok (or degraded) again; the alert resolves.",
     ),
