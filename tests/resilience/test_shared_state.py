@@ -100,17 +100,34 @@ def test_a_close_through_one_guard_reaches_another_guard_on_the_same_keys(
         permit = a.admit()
         assert permit is not None
         a.record_failure(permit, semconv.ERROR_TIMEOUT, 0.01)
-    time.sleep(0.02)  # the sync interval is real time here: two guards, one Redis
+    b.sync_now()  # what the background sync does every sync_interval_s
+    assert b.state == "open"
     assert b.admit() is None
-    time.sleep(0.05)  # a's open time ends
+    time.sleep(0.06)  # a's open time (50 ms, shared with b) ends
     for _ in range(2):
         trial = a.admit()
         assert trial is not None
         a.record_success(trial, 0.01)
     assert a.state == "closed"
-    time.sleep(0.02)
-    assert b.admit() is not None
+    b.sync_now()
     assert b.state == "closed"
+    assert b.admit() is not None
+
+
+def test_background_sync_adopts_without_blocking_the_caller(
+    redis_server: Any, client_for: Callable[[str], redis.Redis]
+) -> None:
+    url = redis_server.fresh_url()
+    policy = BreakerPolicy(
+        storage=redis_storage(client_for(url), f"mw-{uuid.uuid4().hex[:8]}"), sync_interval_s=0.01
+    )
+    a, b = Breaker("y", policy), Breaker("y", policy)
+    a.force_open()
+    deadline = time.monotonic() + 2.0
+    while b.admit() is not None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert b.state == "open"
+    assert time.monotonic() < deadline
 
 
 def test_redis_going_away_leaves_local_state_working(

@@ -11,6 +11,7 @@ from modelwatch.capture.call import CallSpec
 from modelwatch.capture.monitored import monitored
 from modelwatch.resilience.backend import Backend
 from modelwatch.resilience.breaker import Breaker, Permit
+from modelwatch.resilience.deadline import WorkerPool
 
 __all__ = ["DONE", "Member", "Outcome", "Plan", "Req"]
 
@@ -26,6 +27,7 @@ class Member:
         "benched_until",
         "breaker",
         "index",
+        "pool",
         "rate_limits",
         "spec",
         "what",
@@ -48,6 +50,7 @@ class Member:
         self.rate_limits: dict[str, float] = {}
         self.what = f"attempt on {backend.model!r}"
         self._specs: list[CallSpec] = []
+        self.pool: WorkerPool | None = None
 
     def spec_for(self, attempt: int) -> CallSpec:
         """The attempt span's spec with ``modelwatch.attempt`` already among its start

@@ -131,7 +131,7 @@ def _open(router: Router, req: Req, args: tuple[Any, ...], kwargs: dict[str, Any
         if m.backend.is_async:
             raise ConfigurationError(f"backend {m.backend.name!r} is async: use router.astream()")
         if router._isolate:
-            iterator, first = router._pool_().run(
+            iterator, first = router._pool_for(m).run(
                 _open_stream,
                 (m.backend.fn, args, kwargs),
                 None,
@@ -177,7 +177,7 @@ def stream(router: Router, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ite
             state.chunks += 1
             try:
                 if router._isolate:
-                    chunk = router._pool_().run(_next_chunk, (iterator,), None, idle, m.what)
+                    chunk = router._pool_for(m).run(_next_chunk, (iterator,), None, idle, m.what)
                 else:
                     chunk = next(iterator, DONE)
             except Exception as exc:
@@ -223,7 +223,7 @@ async def _aopen(
         if m.backend.is_async:
             iterator, first = await await_within(open_async(), timeout, m.what)
         else:
-            future = router._pool_().submit(_open_stream, (fn, args, kwargs))
+            future = router._pool_for(m).submit(_open_stream, (fn, args, kwargs))
             try:
                 iterator, first = await await_within(asyncio.wrap_future(future), timeout, m.what)
             finally:
@@ -243,7 +243,7 @@ async def _anext(router: Router, m: Member, iterator: Any, idle: float) -> Any:
                 return DONE
 
         return await await_within(step(), idle, m.what)
-    future = router._pool_().submit(_next_chunk, (iterator,))
+    future = router._pool_for(m).submit(_next_chunk, (iterator,))
     try:
         return await await_within(asyncio.wrap_future(future), idle, m.what)
     finally:

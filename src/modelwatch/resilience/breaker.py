@@ -42,6 +42,7 @@ from modelwatch.capture._telemetry import Attributes, register_observable, telem
 from modelwatch.resilience._clock import SYSTEM_CLOCK, Clock
 from modelwatch.resilience._shared import SharedState
 from modelwatch.resilience._window import OutcomeWindow
+from modelwatch.resilience.deadline import shared_pool
 from modelwatch.resilience.policy import BreakerPolicy
 
 __all__ = [
@@ -174,6 +175,8 @@ class Breaker:
         self._shared = SharedState(name, factory or _memory_storage, self._clock)
         self._last_remote: tuple[str, float | None, float | None] | None = None
         self._unpublished = False
+        self._publishing = 0  # local transitions whose publication has not landed yet
+        self._published = 0  # publications that landed
         self._next_sync = 0.0
         self._syncing = threading.Lock()
         self.metric_attributes: dict[str, Any] = {
@@ -227,7 +230,7 @@ class Breaker:
     def admit(self) -> Permit | None:
         """A permit to make one call now, or ``None`` if the breaker refuses it."""
         if self._shared_reads and self._clock.monotonic() >= self._next_sync:
-            self._sync()
+            self._schedule_sync()
         generation = self._generation  # read before the state: see _set_state
         if self._state == CLOSED:
             return Permit(generation)
@@ -396,6 +399,8 @@ class Breaker:
         old = self._state
         self._state = new
         self._generation += 1
+        if reason != REASON_SHARED:
+            self._publishing += 1  # until _publish lands, shared reads are stale
         self._trials.clear()
         self._trial_successes = 0
         self._consecutive = 0
@@ -465,6 +470,9 @@ class Breaker:
         if opened is not None:
             until = opened + max(0.0, self._open_until - self._clock.monotonic())
         ok = self._shared.write(state, opened, until)
+        with self._lock:
+            self._publishing = max(0, self._publishing - 1)
+            self._published += 1
         if self._shared_reads:
             with self._lock:
                 self._unpublished = not ok
@@ -475,20 +483,35 @@ class Breaker:
                         until,
                     )
 
-    def _sync(self) -> None:
+    def _schedule_sync(self) -> None:
+        """Read the shared state on a worker thread: a call never waits on Redis."""
+        self._next_sync = self._clock.monotonic() + self.policy.sync_interval_s
+        try:
+            shared_pool().submit(self._sync)
+        except Exception as exc:
+            report_internal_error("breaker.sync.schedule", exc)
+
+    def sync_now(self) -> None:
+        """Read the shared state now, on this thread (tests, start-up)."""
+        self._sync(wait=True)
+
+    def _sync(self, wait: bool = False) -> None:
         """Adopt a state another process stored; keep local state if storage is unreachable."""
-        if not self._syncing.acquire(blocking=False):
+        if not self._syncing.acquire(blocking=wait):
             return  # another thread is syncing right now
         try:
-            self._next_sync = self._clock.monotonic() + self.policy.sync_interval_s
             if self._unpublished:
                 self._publish(self._state)
                 return
+            with self._lock:
+                before = (self._generation, self._publishing, self._published)
             remote = self._shared.read()
             if remote is None:
                 return
             events: list[Transition] = []
             with self._lock:
+                if before[1] or before != (self._generation, self._publishing, self._published):
+                    return  # a local transition is newer than what was read
                 if remote == self._last_remote:
                     return
                 self._last_remote = remote

@@ -53,7 +53,6 @@ from modelwatch.resilience.deadline import (
     Deadline,
     WorkerPool,
     await_within,
-    shared_pool,
 )
 from modelwatch.resilience.ordering import Ordering, Priority
 from modelwatch.resilience.policy import BreakerPolicy, RetryPolicy
@@ -188,7 +187,9 @@ class Router:
             ``probe`` takes precedence. Without either, recovery is found by the half-open
             trial of a user call once the open time ends.
         clock: time source (tests inject a manual clock).
-        pool: the worker pool for sync attempts (default: one shared by all routers).
+        pool: one worker pool for every backend's sync attempts (default: each backend gets
+            its own, started on demand, so a hung backend cannot starve the others).
+        max_workers: the bound of each backend's own pool.
     """
 
     def __init__(
@@ -208,6 +209,7 @@ class Router:
         probe_args: tuple[Any, ...] | None = None,
         clock: Clock | None = None,
         pool: WorkerPool | None = None,
+        max_workers: int = 32,
     ) -> None:
         backends = _validated(name, backends)
         if probe_args is not None and not isinstance(probe_args, tuple):
@@ -233,6 +235,9 @@ class Router:
         self._isolate = isolate_sync
         self._clock = clock if clock is not None else SYSTEM_CLOCK
         self._pool = pool
+        if not isinstance(max_workers, int) or max_workers < 1:
+            raise ConfigurationError(f"Router max_workers must be an int >= 1, got {max_workers!r}")
+        self._max_workers = max_workers
         self._budget = RetryBudget(self.retry_policy, self._clock)
         self._span_attributes = {semconv.MODELWATCH_ROUTER: name}
         self._span_name = semconv.route_span_name(name)
@@ -465,10 +470,14 @@ class Router:
         return error
 
     # ------------------------------------------------------------------ shared by drivers
-    def _pool_(self) -> WorkerPool:
-        pool = self._pool
+    def _pool_for(self, m: Member) -> WorkerPool:
+        """The backend's own bounded pool (a bulkhead: a hung backend can tie up its own
+        threads only, never the backups'), unless the router was given one ``pool``."""
+        pool = self._pool or m.pool
         if pool is None:
-            pool = self._pool = shared_pool()
+            pool = m.pool = WorkerPool(
+                self._max_workers, name=f"modelwatch-{self.name}-{m.backend.name}"
+            )
         return pool
 
     def _start_span(self) -> Span:
@@ -524,11 +533,11 @@ class Router:
         start = time.perf_counter()
         try:
             if m.backend.is_async:
-                result = self._pool_().run(
+                result = self._pool_for(m).run(
                     _run_coroutine, (fn, *args), kwargs, req.timeout_s, m.what
                 )
             elif self._isolate:
-                result = self._pool_().run(fn, args, kwargs, req.timeout_s, m.what)
+                result = self._pool_for(m).run(fn, args, kwargs, req.timeout_s, m.what)
             else:
                 result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -578,7 +587,7 @@ class Router:
             if m.backend.is_async:
                 result = await await_within(fn(*args, **kwargs), req.timeout_s, m.what)
             else:
-                future = self._pool_().submit(fn, args, kwargs)
+                future = self._pool_for(m).submit(fn, args, kwargs)
                 try:
                     result = await await_within(asyncio.wrap_future(future), req.timeout_s, m.what)
                 finally:
