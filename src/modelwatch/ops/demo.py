@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -300,13 +301,41 @@ def _library_logs(recorder: Recorder) -> Iterator[None]:
         raise structlog.DropEvent
 
     structlog.configure(processors=[forward], cache_logger_on_first_use=False)
+    # the OpenTelemetry SDK logs export trouble (a dead --otlp-endpoint) with stdlib logging
+    otel = logging.getLogger("opentelemetry")
+    handler = _EventHandler(recorder)
+    otel.addHandler(handler)
+    propagate, otel.propagate = otel.propagate, False
     try:
         yield
     finally:
+        otel.removeHandler(handler)
+        otel.propagate = propagate
         if was_configured:
             structlog.configure(**saved)
         else:
             structlog.reset_defaults()
+
+
+class _EventHandler(logging.Handler):
+    """A stdlib logging handler that turns records into demo events (at most one a second)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__(logging.WARNING)
+        self._recorder = recorder
+        self._last = -1.0
+        self._skipped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Log ``record`` as an event, unless one was logged less than a second ago."""
+        now = self._recorder.now()
+        if now - self._last < 1.0:
+            self._skipped += 1
+            return
+        self._last = now
+        more = f" (+{self._skipped} similar)" if self._skipped else ""
+        self._skipped = 0
+        self._recorder.event("log", f"{record.name}: {record.getMessage()[:160]}{more}")
 
 
 @contextlib.contextmanager
