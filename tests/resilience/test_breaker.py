@@ -237,6 +237,9 @@ def test_a_permit_settles_once(clock: ManualClock) -> None:
 def test_broken_listener_never_raises_and_others_still_run(
     clock: ManualClock, logs: list[dict[str, Any]]
 ) -> None:
+    from modelwatch._safety import reset_internal_error_log
+
+    reset_internal_error_log()  # the internal-error log is rate-limited per site
     b = make(clock)
     seen: list[Transition] = []
 

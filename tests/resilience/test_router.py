@@ -467,3 +467,54 @@ def test_probe_args_make_a_minimal_call_as_the_probe() -> None:
     breaker.force_open()
     assert closed.wait(3.0)
     assert calls[:2] == [("ping",), ("ping",)]
+
+
+def test_a_hung_backend_cannot_starve_its_backup_of_threads() -> None:
+    release = threading.Event()
+    backup_calls = []
+
+    def backup() -> str:
+        backup_calls.append(1)
+        return "ok"
+
+    router = Router(
+        "bulkhead",
+        [
+            Backend(lambda: release.wait(10), model="hung", provider="t"),
+            Backend(backup, model="ok", provider="t"),
+        ],
+        attempt_timeout_s=0.05,
+        max_workers=1,
+        breaker=BreakerPolicy(consecutive_failures=100),
+    )
+    try:
+        started = time.monotonic()
+        for _ in range(4):  # the hung primary's one thread stays stuck after the first call
+            assert router.call() == "ok"
+        assert time.monotonic() - started < 1.0
+        assert len(backup_calls) == 4
+        assert router._members[0].pool is not None
+        assert router._members[0].pool.threads == 1  # bounded: no thread per hung call
+    finally:
+        release.set()
+
+
+def test_classifier_that_raises_counts_as_other_and_never_breaks_the_call(
+    clock: ManualClock, logs: Any
+) -> None:
+    from modelwatch._safety import reset_internal_error_log
+
+    reset_internal_error_log()  # the internal-error log is rate-limited per site
+
+    def broken(_: BaseException) -> str:
+        raise RuntimeError("classifier bug")
+
+    router = Router(
+        "bad-classifier",
+        [Backend(Scripted("p", ConnectionRefusedError("x")), model="p", provider="t")],
+        classify=broken,
+        clock=clock,
+    )
+    with pytest.raises(ConnectionRefusedError):  # _OTHER surfaces by default
+        router.call()
+    assert any(e["event"] == "modelwatch.internal_error" for e in logs)
