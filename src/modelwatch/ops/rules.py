@@ -136,6 +136,8 @@ class RuleOptions:
     #: how long the circuit-open alert outlives the open circuit, so that the symptom alerts
     #: it inhibits (whose windows still hold the outage's errors) resolve first
     circuit_keep_firing_s: int = field(default=600, metadata=_DURATION)
+    #: more failovers than this in the window fire the alert: a lone retry-worthy 5xx does not
+    failover_threshold: float = 3.0
     failover_window_s: int = field(default=300, metadata=_DURATION)
     failover_for_s: int = field(default=0, metadata=_DURATION)
 
@@ -501,7 +503,7 @@ def _resilience_alerts(q: _Q) -> list[AlertRule]:
     per_circuit = f"max by ({q.by_model(router, q.circuit)}) ({q.sel(q.state)})"
     failovers = (
         f"sum by ({svc}, {router}, {q.from_}, {q.reason}) "
-        f"(increase({q.sel(q.failovers)}[{fw}])) > 0"
+        f"(increase({q.sel(q.failovers)}[{fw}])) > {_num(o.failover_threshold)}"
     )
     return [
         AlertRule(

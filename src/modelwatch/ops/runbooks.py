@@ -241,7 +241,7 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
             "Fix the primary (see its circuit-open or error-rate alert); failover is working "
             "as designed.",
         ),
-        "No failover for the alert's window; the alert resolves.",
+        "Failovers drop to the threshold or below (3 in 5m by default); the alert resolves.",
     ),
     "ModelwatchHealthCheckDown": Runbook(
         "A health check reports down: a model probe, an analysis-type check or a dependency "
