@@ -35,6 +35,10 @@ MODELWATCH_COST: Final = "modelwatch.cost"
 MODELWATCH_STREAM: Final = "modelwatch.stream"
 MODELWATCH_BACKEND: Final = "modelwatch.backend"
 MODELWATCH_CIRCUIT: Final = "modelwatch.circuit"
+#: span events only (router): seconds until a refusing backend takes calls again
+MODELWATCH_RETRY_AFTER: Final = "modelwatch.retry_after_s"
+#: span events only (router): how long the router waits before retrying a backend
+MODELWATCH_WAIT: Final = "modelwatch.wait_s"
 
 # attribute keys that only the resilience and health metrics carry
 FROM: Final = "from"

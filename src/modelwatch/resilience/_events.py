@@ -19,9 +19,6 @@ from modelwatch.resilience._members import Member
 
 __all__ = ["failover", "failover_duration", "note_headers", "rejected", "retry"]
 
-RETRY_AFTER_ATTRIBUTE = "modelwatch.retry_after_s"
-WAIT_ATTRIBUTE = "modelwatch.wait_s"
-
 
 def rejected(span: Span, m: Member, reason: str, retry_after_s: float | None) -> CircuitOpenError:
     """A backend refused the call (open breaker, or benched after a 429): span event, and
@@ -34,7 +31,7 @@ def rejected(span: Span, m: Member, reason: str, retry_after_s: float | None) ->
                     semconv.GEN_AI_REQUEST_MODEL: m.backend.model,
                     semconv.MODELWATCH_CIRCUIT: m.breaker.name,
                     semconv.REASON: reason,
-                    RETRY_AFTER_ATTRIBUTE: retry_after_s or 0.0,
+                    semconv.MODELWATCH_RETRY_AFTER: retry_after_s or 0.0,
                 },
             )
     return CircuitOpenError(m.breaker.name, retry_after_s)
@@ -84,7 +81,7 @@ def retry(span: Span, m: Member, attempt: int, wait_s: float, reason: str) -> No
                 {
                     semconv.GEN_AI_REQUEST_MODEL: m.backend.model,
                     semconv.MODELWATCH_ATTEMPT: attempt,
-                    WAIT_ATTRIBUTE: wait_s,
+                    semconv.MODELWATCH_WAIT: wait_s,
                     semconv.REASON: reason,
                 },
             )

@@ -72,7 +72,7 @@ def note_rejection(breaker: Breaker) -> None:
         span = trace.get_current_span()
         if span.is_recording():
             attrs = {k: v for k, v in breaker.metric_attributes.items() if v is not None}
-            attrs["modelwatch.retry_after_s"] = breaker.retry_after_s or 0.0
+            attrs[semconv.MODELWATCH_RETRY_AFTER] = breaker.retry_after_s or 0.0
             span.add_event(semconv.EVENT_REJECTED, attrs)
     except Exception as exc:
         report_internal_error("circuit.rejection", exc)
