@@ -10,6 +10,7 @@ its threads are daemons so a hung call cannot block interpreter exit either.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextvars
 import math
@@ -18,7 +19,6 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, TypeVar
 
 from modelwatch.errors import ModelwatchError
@@ -59,19 +59,52 @@ class Deadline:
         return left if timeout_s is None else min(left, timeout_s)
 
 
+class _Task:
+    """One sync attempt handed to a worker: a lock the caller waits on, no Future.
+
+    ``state`` is 0 while queued, 1 once a worker took it, 2 once the caller gave up on it
+    while it was still queued (it is then skipped: an abandoned attempt that never started
+    never starts).
+    """
+
+    __slots__ = ("args", "ctx", "done", "error", "fn", "kwargs", "result", "state")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.ctx = contextvars.copy_context()
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.state = 0
+
+    def execute(self) -> None:
+        if self.state:
+            return
+        self.state = 1
+        try:
+            self.result = self.ctx.run(self.fn, *self.args, **(self.kwargs or {}))
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.release()
+
+
 class WorkerPool:
     """A bounded pool of daemon threads that run sync attempts the caller may abandon.
 
     Threads are started on demand up to ``max_workers`` and reused; each task runs in a
     copy of the submitter's context, so the attempt's span is current inside the backend.
+    :meth:`run` hands a task over with one lock (the cheapest hand-off CPython offers);
+    :meth:`submit` returns a :class:`~concurrent.futures.Future` for asyncio callers.
     """
 
     def __init__(self, max_workers: int = 64, name: str = "modelwatch-attempt") -> None:
         self._max = max_workers
         self._name = name
-        self._queue: queue.SimpleQueue[
-            tuple[Future[Any], contextvars.Context, Callable[..., Any], tuple[Any, ...], Any]
-        ] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Task | tuple[Future[Any], _Task]] = queue.SimpleQueue()
         self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._threads = 0
@@ -81,12 +114,8 @@ class WorkerPool:
         """Worker threads started so far."""
         return self._threads
 
-    def submit(
-        self, fn: Callable[..., T], args: tuple[Any, ...] = (), kwargs: Any = None
-    ) -> Future[T]:
-        """Run ``fn(*args, **kwargs)`` on a worker, in a copy of the current context."""
-        future: Future[T] = Future()
-        self._queue.put((future, contextvars.copy_context(), fn, args, kwargs))
+    def _put(self, item: _Task | tuple[Future[Any], _Task]) -> None:
+        self._queue.put(item)
         if not self._idle.acquire(blocking=False):
             with self._lock:
                 if self._threads < self._max:
@@ -94,6 +123,13 @@ class WorkerPool:
                     threading.Thread(
                         target=self._work, name=f"{self._name}-{self._threads}", daemon=True
                     ).start()
+
+    def submit(
+        self, fn: Callable[..., T], args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` on a worker, in a copy of the current context."""
+        future: Future[T] = Future()
+        self._put((future, _Task(fn, args, kwargs)))
         return future
 
     def run(
@@ -105,26 +141,36 @@ class WorkerPool:
         what: str,
     ) -> T:
         """``fn(*args, **kwargs)`` on a worker; wait at most ``timeout_s``, else abandon it
-        and raise :class:`AttemptTimeoutError`."""
-        future = self.submit(fn, args, kwargs)
+        and raise :class:`AttemptTimeoutError`. The backend's own exception is re-raised
+        as the same object."""
+        task = _Task(fn, args, kwargs)
+        self._put(task)
         try:
-            return future.result(None if timeout_s == math.inf else timeout_s)
-        except FutureTimeoutError:
-            future.cancel()  # never starts if it was still queued
-            raise AttemptTimeoutError(what, timeout_s) from None
+            if not task.done.acquire(timeout=-1 if timeout_s == math.inf else timeout_s):
+                if task.state == 0:
+                    task.state = 2  # still queued: it will be skipped
+                raise AttemptTimeoutError(what, timeout_s)
+            if task.error is not None:
+                raise task.error
+            return task.result  # type: ignore[no-any-return]
+        finally:
+            del task
 
     def _work(self) -> None:
         while True:
-            future, ctx, fn, args, kwargs = self._queue.get()
-            if future.set_running_or_notify_cancel():
-                try:
-                    result = ctx.run(fn, *args, **(kwargs or {}))
-                except BaseException as exc:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-                    del result
-            del future, ctx, fn, args, kwargs
+            item = self._queue.get()
+            if isinstance(item, _Task):
+                item.execute()
+            else:
+                future, task = item
+                if future.set_running_or_notify_cancel():
+                    task.execute()
+                    if task.error is not None:
+                        future.set_exception(task.error)
+                    else:
+                        future.set_result(task.result)
+                del future, task
+            del item
             self._idle.release()
 
 
