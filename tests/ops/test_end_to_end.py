@@ -190,8 +190,11 @@ def test_outage_fires_routes_inhibits_and_resolves(
                 lambda v: v > 5,
             )
             time.sleep(6)
-            quiet = prom.alerts()
-            assert quiet == [], f"alerts on healthy traffic: {quiet}\n{engine.output[-3000:]}"
+            # (a pending alert is allowed: one scrape that timed out on a loaded machine makes
+            # ModelwatchTelemetryAbsent pending, and its `for` is there to absorb exactly that)
+            firing = [a for a in prom.alerts() if a["state"] == "firing"]
+            assert firing == [], f"alerts on healthy traffic: {firing}\n{engine.output[-3000:]}"
+            assert hook.payloads() == []
 
             # ---- outage of the primary
             outage, outage_wall = time.monotonic(), time.time()
