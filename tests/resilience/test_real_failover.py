@@ -439,3 +439,39 @@ async def _cancel_case(fake_server: FakeModelServer, client: AsyncInferenceClien
         await task
     assert breaker.trials_in_flight == 0
     assert breaker.state == "half_open"  # not counted as a failed trial
+
+
+def test_huggingface_streams_fail_over_before_content_and_break_typed_after(
+    fake_server: FakeModelServer, telemetry: Any
+) -> None:
+    primary = InferenceClient(model=fake_server.model_url(PRIMARY), timeout=CLIENT_TIMEOUT_S)
+    backup = InferenceClient(model=fake_server.model_url(BACKUP), timeout=CLIENT_TIMEOUT_S)
+    router = Router(
+        "hf-stream",
+        [
+            Backend(
+                lambda p: primary.text_generation(p, max_new_tokens=8, stream=True),
+                model=PRIMARY,
+                provider="huggingface",
+                operation="text_generation",
+            ),
+            Backend(
+                lambda p: backup.text_generation(p, max_new_tokens=8, stream=True),
+                model=BACKUP,
+                provider="huggingface",
+                operation="text_generation",
+            ),
+        ],
+        first_chunk_timeout_s=0.3,
+    )
+    fake_server.fail(PRIMARY, "slow_first_chunk", delay=3.0, times=1)
+    text = "".join(router.stream("one two three"))
+    assert BACKUP in text
+    assert_failed_over(telemetry, semconv.ERROR_TIMEOUT)
+    fake_server.fail(PRIMARY, "cut_stream", after=2, times=1)
+    got = []
+    with pytest.raises(StreamInterruptedError) as info:
+        for chunk in router.stream("one two three four five six"):
+            got.append(chunk)
+    assert info.value.chunks == len(got) > 0
+    assert info.value.model == PRIMARY
