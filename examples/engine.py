@@ -19,6 +19,7 @@ Point it at real endpoints with ``HF_BASE_URL`` (models are served at
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -107,7 +108,7 @@ def build_routers(hf_base_url: str, openai_base_url: str) -> dict[str, modelwatc
                     provider=provider,
                     operation=operation,
                     analysis=analysis,
-                    probe=lambda fn=fn: fn("ping"),  # lets an open breaker see recovery
+                    probe=functools.partial(fn, "ping"),  # an open breaker sees recovery
                 )
             )
         routers[analysis] = modelwatch.Router(

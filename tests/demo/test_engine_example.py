@@ -76,6 +76,8 @@ def test_engine_example_serves_an_analysis_and_health(engine_module: ModuleType)
     assert "summarization facebook/bart-large-cnn" in spans
     assert "summarization sshleifer/distilbart-cnn-12-6" in spans
     # the openai backend told modelwatch its tokens through current_call()
-    usage = captured.span("chat gpt-4o-mini").attributes or {}
+    usage = dict(captured.span("chat gpt-4o-mini").attributes or {})
+    assert isinstance(usage["gen_ai.usage.input_tokens"], int)
+    assert isinstance(usage["gen_ai.usage.output_tokens"], int)
     assert usage["gen_ai.usage.input_tokens"] > 0
     assert usage["gen_ai.usage.output_tokens"] > 0
