@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelwatch rules",
         description="Print Prometheus alert rules for modelwatch's metrics (YAML).",
+        epilog="--set names (durations take 5m, 1h30m, ...; lists are comma-separated): "
+        + ", ".join(sorted(_settable())),
     )
     parser.add_argument(
         "--names",
