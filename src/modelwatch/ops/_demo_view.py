@@ -183,10 +183,12 @@ class LiveView:
 
     def update(self) -> None:
         """Redraw the table over the previous one."""
-        width = max(40, shutil.get_terminal_size((100, 24)).columns - 1)
-        # every line is cut to the terminal's width: a wrapped line would take two rows and
-        # the next frame, which moves up one row per line, would not cover it
-        lines = [_fit(line, width) for line in self.render()]
+        size = shutil.get_terminal_size((100, 40))
+        width = max(40, size.columns - 1)
+        # every line is cut to the terminal's width and the frame to its height: a wrapped
+        # line, or a frame taller than the screen, would scroll, and the next frame (which
+        # moves the cursor up one row per line) would no longer cover the last one
+        lines = [_fit(line, width) for line in self.render()][: max(5, size.lines - 1)]
         buf = []
         if self._lines:
             buf.append(f"\x1b[{self._lines}F")
