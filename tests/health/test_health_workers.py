@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -121,3 +122,39 @@ def test_an_object_with_async_call_is_an_async_probe(make_health: Callable[..., 
 
     assert health.run_once().check("pinger").status == "ok"  # type: ignore[union-attr]
     assert seen == ["modelwatch-health-loop"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_can_probe_again_even_with_a_hung_probe_in_the_parent(
+    make_health: Callable[..., Health],
+) -> None:
+    gate = threading.Event()
+    health = make_health(flap_threshold=1)
+    state = {"hang": True}
+
+    def probe() -> bool:
+        if state["hang"]:
+            gate.wait(5.0)
+        return True
+
+    health.add("m", probe=probe, timeout_s=0.05, interval_s=0.05)
+    try:
+        with health:
+            wait_until(lambda: health.report().check("m").status == "down")  # type: ignore[union-attr]
+            state["hang"] = False  # the parent's probe thread stays stuck on the gate
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: no threads from the parent, probing stopped
+                try:
+                    running = health.running
+                    status = health.run_once().check("m").status  # type: ignore[union-attr]
+                    os.write(write, f"{running} {status}".encode())
+                finally:
+                    os._exit(0)
+            os.close(write)
+            answer = os.read(read, 100).decode()
+            os.close(read)
+            os.waitpid(pid, 0)
+        assert answer == "False ok"
+    finally:
+        gate.set()

@@ -392,6 +392,22 @@ class ProbeEngine:
         scheduler = self._scheduler
         return scheduler is not None and scheduler.is_alive()
 
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's threads do not exist here. Forget them (and any
+        lock a parent thread held at the fork), keep the checks and their results, and
+        leave probing stopped: call :meth:`start` in the child (e.g. in a worker hook)."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._scheduler = None
+        self._pool = None
+        self._loop = None
+        for check in self._checks.values():
+            if check.run is not None:
+                check.run.done.set()
+                check.run = None
+            check.next_due = None
+
     def _tick(self) -> None:
         """Called on every scheduler round; :class:`Health` watches breakers here."""
 

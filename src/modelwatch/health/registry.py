@@ -6,6 +6,7 @@ from cached results, and serves them over HTTP. The probing itself is
 from __future__ import annotations
 
 import math
+import os
 import random
 import threading
 import weakref
@@ -15,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from modelwatch import semconv
-from modelwatch._safety import report_internal_error
+from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import register_observable
 from modelwatch.health._check import Check, apply_breaker, backend_key, positive, threshold
 from modelwatch.health._workers import Clock, Probe, is_async_probe
@@ -47,6 +48,19 @@ def _observe_status() -> Iterator[tuple[float, dict[str, Any]]]:
 
 
 register_observable(semconv.HEALTH_STATUS, _observe_status)
+
+
+def _reset_after_fork() -> None:
+    """Forked children (gunicorn, Celery prefork) get working registries, probing stopped."""
+    global _live_lock
+    _live_lock = threading.Lock()
+    for health in list(_live):
+        with guard("health.after_fork"):
+            health._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class Health(ProbeEngine):
