@@ -296,3 +296,45 @@ def test_a_taken_port_is_a_readable_error_and_nothing_stays_open() -> None:
     assert "--port-base" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert port_is_closed(f"http://127.0.0.1:{base}")  # the fake server it had started
+
+
+def test_in_a_terminal_the_table_redraws_in_place() -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "LINES": "40"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelwatch.cli", "demo", "--duration", "5", "--seed", "2"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    frames = re.findall(r"\x1b\[(\d+)F", text)  # cursor back up over the previous frame
+    assert len(frames) >= 10, text[-2000:]
+    assert text.count("\x1b[?25l") == 1  # cursor hidden for the run...
+    assert text.rindex("\x1b[?25h") > text.rindex("\x1b[?25l")  # ...and shown again
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert "analysis" in plain
+    assert "answered by" in plain
+    assert "Summary after" in plain
+    assert all(len(line) <= 100 for line in plain.splitlines() if "/5s" in line)
