@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from modelwatch import semconv
@@ -584,3 +586,37 @@ def test_probe_durations_and_status_gauge_are_recorded(make_health: MakeHealth, 
         assert [p.value for p in cap.metric_points(status, bad)] == [0.0]
         # never-probed checks are not on the gauge
         assert cap.metric_points(status, {semconv.HEALTH_CHECK: "tm-new"}) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    threshold=st.integers(min_value=1, max_value=4),
+    results=st.lists(st.sampled_from(["ok", "degraded", "down"]), min_size=1, max_size=12),
+)
+def test_damping_changes_state_only_after_n_consecutive_results_the_other_way(
+    threshold: int, results: list[str]
+) -> None:
+    answers = iter(results)
+    health = Health(flap_threshold=threshold, jitter=0.0)
+    health.add("m", probe=lambda: next(answers))
+    try:
+        seen = [health.run_once().check("m").status for _ in results]  # type: ignore[union-attr]
+    finally:
+        health.stop()
+
+    # an independent statement of the rule: the first result counts at once; afterwards the
+    # status becomes the latest result exactly when the last ``threshold`` results all
+    # differ from the status before them (counted since the last change)
+    expected, current, since_change = [], results[0], []
+    for result in results:
+        if not expected:
+            expected.append(current)
+            continue
+        since_change.append(result)
+        tail = since_change[-threshold:]
+        if len(tail) == threshold and all(r != current for r in tail):
+            current, since_change = result, []
+        elif result == current:
+            since_change = []
+        expected.append(current)
+    assert seen == expected
