@@ -30,6 +30,9 @@ BACKUP = "facebook/bart-large-cnn"
 GPT = "gpt-4o-mini"
 GPT_BACKUP = "gpt-4o"
 CLIENT_TIMEOUT_S = 5.0  # longer than the router's: proves modelwatch's own timeout acted
+# modelwatch's attempt timeout here: short enough for fast hang tests, long enough that a
+# loaded CI machine does not turn a reset or a 500 into a timeout
+ATTEMPT_TIMEOUT_S = 1.0
 
 
 @pytest.fixture
@@ -47,7 +50,7 @@ def hf_router(
         model=primary_url or server.model_url(PRIMARY), timeout=CLIENT_TIMEOUT_S
     )
     backup = InferenceClient(model=server.model_url(BACKUP), timeout=CLIENT_TIMEOUT_S)
-    kw.setdefault("attempt_timeout_s", 0.5)
+    kw.setdefault("attempt_timeout_s", ATTEMPT_TIMEOUT_S)
     router = Router(
         "hf",
         [
@@ -94,7 +97,7 @@ def test_huggingface_primary_fault_fails_over_to_backup(
     fake_server.fail(PRIMARY, fault, **params)  # type: ignore[arg-type]
     started = time.monotonic()
     assert router.call("hello world") == f"[{BACKUP}] hello world"
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < ATTEMPT_TIMEOUT_S + 2.0
     assert_failed_over(telemetry, kind)
 
 
@@ -229,7 +232,7 @@ def openai_router(client: Any, **kw: Any) -> Router:
 
         return call
 
-    kw.setdefault("attempt_timeout_s", 0.5)
+    kw.setdefault("attempt_timeout_s", ATTEMPT_TIMEOUT_S)
     return Router(
         "oai",
         [
@@ -287,11 +290,11 @@ def openai_stream_router(client: Any, **kw: Any) -> Router:
 def test_slow_first_chunk_fails_over_before_any_content(
     fake_server: FakeModelServer, oai: openai.OpenAI, telemetry: Any
 ) -> None:
-    router = openai_stream_router(oai, first_chunk_timeout_s=0.3)
+    router = openai_stream_router(oai, first_chunk_timeout_s=ATTEMPT_TIMEOUT_S)
     fake_server.fail(GPT, "slow_first_chunk", delay=3.0)
     started = time.monotonic()
     text = "".join(router.stream("one two three"))
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < ATTEMPT_TIMEOUT_S + 2.0
     assert text.startswith(f"[{GPT_BACKUP}]")
     assert_failed_over(telemetry, semconv.ERROR_TIMEOUT, GPT)
 
@@ -364,12 +367,12 @@ async def _async_hf_case(
             ),
             Backend(ask_backup, model=BACKUP, provider="huggingface", operation="text_generation"),
         ],
-        attempt_timeout_s=0.5,
+        attempt_timeout_s=ATTEMPT_TIMEOUT_S,
     )
     fake_server.fail(PRIMARY, fault, **params)  # type: ignore[arg-type]
     started = time.monotonic()
     assert await router.acall("hi") == f"[{BACKUP}] hi"
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < ATTEMPT_TIMEOUT_S + 2.0
     assert_failed_over(telemetry, kind)
 
 
@@ -398,7 +401,7 @@ async def test_async_openai_stream_cut_and_slow_first_chunk(
                 Backend(stream(GPT), model=GPT, provider="openai"),
                 Backend(stream(GPT_BACKUP), model=GPT_BACKUP, provider="openai"),
             ],
-            first_chunk_timeout_s=0.3,
+            first_chunk_timeout_s=ATTEMPT_TIMEOUT_S,
         )
         fake_server.fail(GPT, "slow_first_chunk", delay=3.0, times=1)
         text = "".join([c async for c in router.astream("one two")])
@@ -462,7 +465,7 @@ def test_huggingface_streams_fail_over_before_content_and_break_typed_after(
                 operation="text_generation",
             ),
         ],
-        first_chunk_timeout_s=0.3,
+        first_chunk_timeout_s=ATTEMPT_TIMEOUT_S,
     )
     fake_server.fail(PRIMARY, "slow_first_chunk", delay=3.0, times=1)
     text = "".join(router.stream("one two three"))

@@ -353,15 +353,14 @@ class Router:
 
     def _admit(self, span: Span, m: Member, walk: _Walk) -> Permit | None:
         """The backend's permit, or ``None`` (recorded as a rejection) if it cannot take it."""
-        permit = m.breaker.admit()
-        if permit is not None and m.benched_until <= self._clock.monotonic():
-            return permit
-        if permit is not None:
-            m.breaker.release(permit)
-            reason = REASON_BENCHED
-            wait: float | None = max(0.0, m.benched_until - self._clock.monotonic())
-        else:
+        benched = m.benched_until - self._clock.monotonic() if m.benched_until else 0.0
+        if benched <= 0.0:
+            permit = m.breaker.admit()
+            if permit is not None:
+                return permit
             reason, wait = REASON_CIRCUIT_OPEN, m.breaker.retry_after_s
+        else:  # benched after a 429: its breaker is not even asked (no trial slot taken)
+            reason, wait = REASON_BENCHED, benched
         rejected = _events.rejected(span, m, reason, wait)
         walk.attempts.append(Attempt(m.backend.model, reason, rejected, 0.0))
         if walk.last_exc is None or isinstance(walk.last_exc, CircuitOpenError):
