@@ -21,12 +21,21 @@ import into Grafana as they are (Dashboards -> New -> Import).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from modelwatch import semconv
+from modelwatch.ops._grafana import (
+    Target,
+    bargauge,
+    circuit_mappings,
+    datasource,
+    health_mappings,
+    load_sdk,
+    state_timeline,
+    timeseries,
+)
 from modelwatch.ops.promnames import SDK, Naming, label_name, metric_name
 
 if TYPE_CHECKING:  # the SDK is an optional dependency
@@ -47,7 +56,6 @@ DASHBOARDS: Final[dict[str, str]] = {
     "overview": "modelwatch-overview",
     "model": "modelwatch-model",
 }
-_DS: Final = "${datasource}"
 _RATE: Final = "$__rate_interval"
 
 
@@ -64,38 +72,6 @@ class DashboardOptions:
     refresh: str = "30s"
     #: the default time range (``now-<time_from>`` to ``now``)
     time_from: str = "1h"
-
-
-def _sdk() -> Any:
-    """The grafana-foundation-sdk modules used here, imported on first use."""
-    try:
-        from grafana_foundation_sdk.builders import (
-            bargauge,
-            common,
-            dashboard,
-            prometheus,
-            statetimeline,
-            timeseries,
-        )
-        from grafana_foundation_sdk.cog import encoder
-        from grafana_foundation_sdk.models import dashboard as models
-    except ImportError as exc:  # pragma: no cover - exercised by hand without the extra
-        raise ImportError(
-            "modelwatch dashboards need grafana-foundation-sdk: "
-            "pip install 'modelwatch[dashboards]'"
-        ) from exc
-    return SimpleNamespace(
-        builders=SimpleNamespace(
-            bargauge=bargauge,
-            common=common,
-            dashboard=dashboard,
-            prometheus=prometheus,
-            statetimeline=statetimeline,
-            timeseries=timeseries,
-        ),
-        cog=SimpleNamespace(encoder=encoder),
-        models=SimpleNamespace(dashboard=models),
-    )
 
 
 class _Names:
@@ -151,141 +127,18 @@ class _Names:
         return f"histogram_quantile({q}, sum by ({by}, le) ({rate}))"
 
 
-# --------------------------------------------------------------------------- panel helpers
-@dataclass(frozen=True)
-class _Target:
-    expr: str
-    legend: str
-
-
-def _targets(panel: Any, targets: Sequence[_Target]) -> Any:
-    prometheus = _sdk().builders.prometheus
-    for i, target in enumerate(targets):
-        panel = panel.with_target(
-            prometheus.Dataquery()
-            .expr(target.expr)
-            .legend_format(target.legend)
-            .ref_id(chr(65 + i))
-        )
-    return panel
-
-
-def _datasource() -> Any:
-    return _sdk().models.dashboard.DataSourceRef(type_val="prometheus", uid=_DS)
-
-
-def _timeseries(
-    title: str, description: str, unit: str, targets: Sequence[_Target], width: int = 12
-) -> Any:
-    sdk = _sdk()
-    common = sdk.builders.common
-    panel = (
-        sdk.builders.timeseries.Panel()
-        .title(title)
-        .description(description)
-        .datasource(_datasource())
-        .unit(unit)
-        .height(8)
-        .span(width)
-        .legend(
-            common.VizLegendOptions().show_legend(True).display_mode("list").placement("bottom")
-        )
-        .tooltip(common.VizTooltipOptions().mode("multi").sort("desc"))
-    )
-    return _targets(panel, targets)
-
-
-def _circuit_mappings() -> list[Any]:
-    models = _sdk().models.dashboard
-    result = models.ValueMappingResult
-    return [
-        models.ValueMap(
-            options={
-                str(semconv.CIRCUIT_CLOSED): result(text="closed", color="green", index=0),
-                str(semconv.CIRCUIT_HALF_OPEN): result(text="half-open", color="yellow", index=1),
-                str(semconv.CIRCUIT_OPEN): result(text="open", color="red", index=2),
-            }
-        )
-    ]
-
-
-def _health_mappings() -> list[Any]:
-    models = _sdk().models.dashboard
-    result = models.ValueMappingResult
-    return [
-        models.ValueMap(
-            options={
-                "1": result(text="ok", color="green", index=0),
-                "0.5": result(text="degraded", color="yellow", index=1),
-                "0": result(text="down", color="red", index=2),
-            }
-        )
-    ]
-
-
-def _state_timeline(
-    title: str, description: str, target: _Target, mappings: list[Any], width: int = 12
-) -> Any:
-    sdk = _sdk()
-    common = sdk.builders.common
-    panel = (
-        sdk.builders.statetimeline.Panel()
-        .title(title)
-        .description(description)
-        .datasource(_datasource())
-        .height(8)
-        .span(width)
-        .mappings(mappings)
-        .show_value("never")
-        .legend(
-            common.VizLegendOptions().show_legend(True).display_mode("list").placement("bottom")
-        )
-        .tooltip(common.VizTooltipOptions().mode("single").sort("none"))
-    )
-    return _targets(panel, [target])
-
-
-def _bargauge(title: str, description: str, unit: str, target: _Target, width: int = 12) -> Any:
-    sdk = _sdk()
-    dashboard = sdk.builders.dashboard
-    steps = sdk.models.dashboard.Threshold
-    panel = (
-        sdk.builders.bargauge.Panel()
-        .title(title)
-        .description(description)
-        .datasource(_datasource())
-        .unit(unit)
-        .min(0)
-        .max(1)
-        .height(8)
-        .span(width)
-        .thresholds(
-            dashboard.ThresholdsConfig()
-            .mode("absolute")
-            .steps(
-                [
-                    steps(value=None, color="green"),
-                    steps(value=0.8, color="orange"),
-                    steps(value=1.0, color="red"),
-                ]
-            )
-        )
-    )
-    return _targets(panel, [target])
-
-
 # --------------------------------------------------------------------------- the panels
 def _traffic_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, Any]]:
     ok = n.calls(f'{n.error}=""')
     failed = n.calls(f'{n.error}!=""')
     yield (
         "Traffic and errors",
-        _timeseries(
+        timeseries(
             "Availability",
             "Share of model calls that succeeded.",
             "percentunit",
             [
-                _Target(
+                Target(
                     f"sum by ({by}) (rate({ok}[{_RATE}]))\n/\n"
                     f"sum by ({by}) (rate({n.calls()}[{_RATE}]))",
                     legend,
@@ -295,21 +148,21 @@ def _traffic_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, Any]
     )
     yield (
         "Traffic and errors",
-        _timeseries(
+        timeseries(
             "Requests",
             "Model calls per second, successful or not.",
             "reqps",
-            [_Target(f"sum by ({by}) (rate({n.calls()}[{_RATE}]))", legend)],
+            [Target(f"sum by ({by}) (rate({n.calls()}[{_RATE}]))", legend)],
         ),
     )
     yield (
         "Traffic and errors",
-        _timeseries(
+        timeseries(
             "Errors by kind",
             "Failed model calls per second, by error kind (error.type).",
             "reqps",
             [
-                _Target(
+                Target(
                     f"sum by ({by}, {n.error}) (rate({failed}[{_RATE}]))",
                     f"{legend} {{{{{n.error}}}}}",
                 )
@@ -318,12 +171,12 @@ def _traffic_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, Any]
     )
     yield (
         "Traffic and errors",
-        _timeseries(
+        timeseries(
             "Latency p50 / p95 / p99",
             "Model call duration quantiles (the alert threshold is on p95).",
             "s",
             [
-                _Target(n.quantile(q, n.duration, by), f"{legend} p{int(q * 100)}")
+                Target(n.quantile(q, n.duration, by), f"{legend} p{int(q * 100)}")
                 for q in (0.5, 0.95, 0.99)
             ],
         ),
@@ -334,12 +187,12 @@ def _usage_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, Any]]:
     tokens = n.sel(f"{n.tokens}_sum", analysis=True)
     yield (
         "Tokens and cost",
-        _timeseries(
+        timeseries(
             "Tokens",
             "Tokens per second, input and output.",
             "short",
             [
-                _Target(
+                Target(
                     f"sum by ({by}, {n.token_type}) (rate({tokens}[{_RATE}]))",
                     f"{legend} {{{{{n.token_type}}}}}",
                 )
@@ -348,12 +201,12 @@ def _usage_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, Any]]:
     )
     yield (
         "Tokens and cost",
-        _timeseries(
+        timeseries(
             "Cost",
             "Spend in US dollars per hour, from the price table.",
             "currencyUSD",
             [
-                _Target(
+                Target(
                     f"sum by ({by}) (rate({n.sel(n.cost, analysis=True)}[{_RATE}])) * 3600",
                     legend,
                 )
@@ -362,11 +215,11 @@ def _usage_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, Any]]:
     )
     yield (
         "Tokens and cost",
-        _timeseries(
+        timeseries(
             "Time to first chunk p95",
             "Streaming calls: time until the first chunk arrived.",
             "s",
-            [_Target(n.quantile(0.95, n.ttfc, by), legend)],
+            [Target(n.quantile(0.95, n.ttfc, by), legend)],
         ),
     )
 
@@ -376,24 +229,24 @@ def _resilience_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, A
     failovers = n.sel(n.failovers, f'{n.from_}=~"$model"', model=False)
     yield (
         "Resilience",
-        _state_timeline(
+        state_timeline(
             "Circuit breakers",
             "Breaker state per backend over time: closed, half-open, open.",
-            _Target(
+            Target(
                 f"max by ({n.router}, {n.model}) ({state})",
                 f"{{{{{n.router}}}}} / {{{{{n.model}}}}}",
             ),
-            _circuit_mappings(),
+            circuit_mappings(),
         ),
     )
     yield (
         "Resilience",
-        _timeseries(
+        timeseries(
             "Failovers",
             "Calls moved from one backend to the next, per second.",
             "reqps",
             [
-                _Target(
+                Target(
                     f"sum by ({n.router}, {n.from_}, {n.to}, {n.reason}) "
                     f"(rate({failovers}[{_RATE}]))",
                     f"{{{{{n.from_}}}}} -> {{{{{n.to}}}}} ({{{{{n.reason}}}}})",
@@ -404,12 +257,12 @@ def _resilience_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, A
     transitions = n.sel(n.transitions)
     yield (
         "Resilience",
-        _timeseries(
+        timeseries(
             "Breaker transitions",
             "Circuit breaker state changes, by the state entered.",
             "short",
             [
-                _Target(
+                Target(
                     f"sum by ({n.model}, {n.to}) (increase({transitions}[{_RATE}]))",
                     f"{{{{{n.model}}}}} -> {{{{{n.to}}}}}",
                 )
@@ -419,12 +272,12 @@ def _resilience_panels(n: _Names, by: str, legend: str) -> Iterator[tuple[str, A
     extra = n.sel(f"{n.failover_duration}_bucket", f'{n.from_}=~"$model"', model=False)
     yield (
         "Resilience",
-        _timeseries(
+        timeseries(
             "Failover cost p95",
             "Extra time a call spent because it failed over.",
             "s",
             [
-                _Target(
+                Target(
                     f"histogram_quantile(0.95, sum by ({n.router}, le) (rate({extra}[{_RATE}])))",
                     f"{{{{{n.router}}}}}",
                 )
@@ -440,44 +293,44 @@ def _health_panels(n: _Names, by: str, legend: str, model_only: bool) -> Iterato
         health = n.sel(n.health, f'{n.check}=~"$model"', model=False)
     yield (
         "Health and capacity",
-        _state_timeline(
+        state_timeline(
             "Health checks",
             "Health check status over time: ok, degraded, down.",
-            _Target(
+            Target(
                 f"min by ({n.check}, {n.kind}) ({health})",
                 f"{{{{{n.kind}}}}} {{{{{n.check}}}}}",
             ),
-            _health_mappings(),
+            health_mappings(),
         ),
     )
     yield (
         "Health and capacity",
-        _timeseries(
+        timeseries(
             "Hung calls: oldest call in flight",
             "Age of the oldest running call: a hung call climbs here before it ends.",
             "s",
-            [_Target(f"max by ({by}) ({n.sel(n.oldest, analysis=True)})", legend)],
+            [Target(f"max by ({by}) ({n.sel(n.oldest, analysis=True)})", legend)],
             width=6,
         ),
     )
     yield (
         "Health and capacity",
-        _timeseries(
+        timeseries(
             "Calls in flight",
             "Model calls running now.",
             "short",
-            [_Target(f"sum by ({by}) ({n.sel(n.in_flight, analysis=True)})", legend)],
+            [Target(f"sum by ({by}) ({n.sel(n.in_flight, analysis=True)})", legend)],
             width=6,
         ),
     )
     yield (
         "Health and capacity",
-        _timeseries(
+        timeseries(
             "Rate-limit quota left",
             "Remaining share of the provider's rate limit, from response headers.",
             "percentunit",
             [
-                _Target(
+                Target(
                     f"min by ({n.model}, {n.resource}) ({n.sel(n.remaining)})",
                     f"{{{{{n.model}}}}} {{{{{n.resource}}}}}",
                 )
@@ -486,11 +339,11 @@ def _health_panels(n: _Names, by: str, legend: str, model_only: bool) -> Iterato
     )
     yield (
         "Health and capacity",
-        _bargauge(
+        bargauge(
             "Budgets",
             "Share of each cost budget spent in its period.",
             "percentunit",
-            _Target(
+            Target(
                 f"max by ({n.budget}) ({n.sel(n.budget_used, model=False)})",
                 f"{{{{{n.budget}}}}}",
             ),
@@ -500,7 +353,7 @@ def _health_panels(n: _Names, by: str, legend: str, model_only: bool) -> Iterato
 
 # --------------------------------------------------------------------------- dashboards
 def _variables(n: _Names, multi_model: bool) -> list[Any]:
-    sdk = _sdk()
+    sdk = load_sdk()
     board = sdk.builders.dashboard
     calls = f"{n.duration}_count"
     extra = f", {n.o.selector}" if n.o.selector else ""
@@ -509,7 +362,7 @@ def _variables(n: _Names, multi_model: bool) -> list[Any]:
         variable = (
             board.QueryVariable(name)
             .label(label)
-            .datasource(_datasource())
+            .datasource(datasource())
             .query(query_text)
             .refresh(2)  # on time range change
             .sort(1)
@@ -556,7 +409,7 @@ def _assemble(
     multi_model: bool,
     link_title: str,
 ) -> Any:
-    sdk = _sdk()
+    sdk = load_sdk()
     board = sdk.builders.dashboard
     dashboard = (
         board.Dashboard(title)
@@ -643,7 +496,7 @@ def render_dashboard(
 ) -> str:
     """The dashboard as Grafana JSON text (what ``modelwatch dashboard`` prints)."""
     builder = {"overview": overview_dashboard, "model": model_dashboard}[name](options)
-    encoder = _sdk().cog.encoder.JSONEncoder(sort_keys=True, indent=2)
+    encoder = load_sdk().cog.encoder.JSONEncoder(sort_keys=True, indent=2)
     text: str = encoder.encode(builder.build())
     return text + "\n"
 

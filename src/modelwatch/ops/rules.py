@@ -17,32 +17,43 @@ circuit-open alert fires (see :mod:`modelwatch.ops.alertmanager`).
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
 
 from modelwatch import semconv
 from modelwatch.ops import _yaml
+from modelwatch.ops._promql import (
+    FAILOVER_REASON_CIRCUIT_OPEN,
+    HEALTH_KIND_MODEL,
+    Queries,
+    num,
+    percent,
+)
+from modelwatch.ops._rule_options import (
+    DEFAULT_RUNBOOK_URL,
+    BudgetPeriod,
+    BurnWindow,
+    RuleOptions,
+    Severity,
+)
 from modelwatch.ops.durations import format_duration
-from modelwatch.ops.promnames import SDK, Naming, label_name, metric_name
 
 __all__ = [
     "DEFAULT_RUNBOOK_URL",
+    "FAILOVER_REASON_CIRCUIT_OPEN",
     "GROUPS",
+    "HEALTH_KIND_MODEL",
     "AlertRule",
+    "BudgetPeriod",
     "BurnWindow",
     "RuleOptions",
+    "Severity",
     "build_alerts",
     "render_rules",
     "rule_groups",
 ]
-
-Severity = Literal["critical", "warning", "info"]
-BudgetPeriod = Literal["day", "week", "month"]
-
-DEFAULT_RUNBOOK_URL: Final = "https://github.com/modelwatch/modelwatch/blob/main/docs/runbooks"
 
 #: Rule group names, in file order.
 GROUPS: Final[tuple[str, ...]] = (
@@ -53,143 +64,6 @@ GROUPS: Final[tuple[str, ...]] = (
     "modelwatch.budget",
     "modelwatch.telemetry",
 )
-
-_DURATION: Final = {"duration": True}
-#: the ``reason`` of a failover that skipped an open circuit (no failed attempt behind it);
-#: the router's ``REASON_CIRCUIT_OPEN``
-FAILOVER_REASON_CIRCUIT_OPEN: Final = "circuit_open"
-#: the ``modelwatch.health.kind`` of a model check (``Health.add(..., kind="model")``)
-HEALTH_KIND_MODEL: Final = "model"
-
-
-@dataclass(frozen=True)
-class BurnWindow:
-    """One multi-window burn-rate condition: the error budget burns ``factor`` times too fast
-    over both the ``long_s`` and the ``short_s`` window (the short one makes it reset quickly)."""
-
-    long_s: int
-    short_s: int
-    factor: float
-
-
-@dataclass(frozen=True)
-class RuleOptions:
-    """Everything the generated rules can be tuned by. Durations are whole seconds.
-
-    The defaults suit production (15-60 s scrapes); :meth:`scaled` shrinks every window and
-    ``for`` for tests against a real Prometheus with 1 s intervals.
-    """
-
-    naming: Naming = SDK
-    #: extra label matchers put into every selector, e.g. ``job=~"engine|worker"``
-    selector: str = ""
-    #: the label that tells services apart (the scrape ``job`` by default)
-    service_label: str = "job"
-    runbook_url: str = DEFAULT_RUNBOOK_URL
-    #: static labels added to every alert (for routing, e.g. ``{"team": "ml"}``)
-    extra_labels: Mapping[str, str] = field(default_factory=dict)
-    #: rule-group evaluation interval; ``None`` uses Prometheus' global one
-    evaluation_interval_s: int | None = field(default=None, metadata=_DURATION)
-
-    latency_quantile: float = 0.95
-    latency_threshold_s: float = 30.0
-    latency_window_s: int = field(default=300, metadata=_DURATION)
-    latency_for_s: int = field(default=300, metadata=_DURATION)
-
-    hung_call_threshold_s: float = 60.0
-    hung_call_for_s: int = field(default=0, metadata=_DURATION)
-
-    error_rate_threshold: float = 0.05
-    #: error kinds with an alert of their own (or that are the caller's doing)
-    error_rate_ignore_kinds: tuple[str, ...] = (
-        semconv.ERROR_RATE_LIMITED,
-        semconv.ERROR_AUTH,
-        semconv.ERROR_CANCELLED,
-    )
-    error_rate_window_s: int = field(default=300, metadata=_DURATION)
-    error_rate_for_s: int = field(default=300, metadata=_DURATION)
-    auth_for_s: int = field(default=0, metadata=_DURATION)
-
-    rate_limited_threshold: float = 0.05
-    rate_limited_window_s: int = field(default=300, metadata=_DURATION)
-    rate_limited_for_s: int = field(default=300, metadata=_DURATION)
-    quota_remaining_threshold: float = 0.10
-    quota_for_s: int = field(default=60, metadata=_DURATION)
-
-    slo_target: float = 0.999
-    #: error kinds that do not count against availability: the caller's own doing
-    slo_ignore_kinds: tuple[str, ...] = (semconv.ERROR_BAD_REQUEST, semconv.ERROR_CANCELLED)
-    #: page: 2 % of a 30-day budget in 1 h, or 5 % in 6 h (the SRE workbook's table)
-    slo_fast_burn: tuple[BurnWindow, ...] = (
-        BurnWindow(3600, 300, 14.4),
-        BurnWindow(6 * 3600, 1800, 6.0),
-    )
-    #: ticket: 10 % in 1 d, or 10 % in 3 d
-    slo_slow_burn: tuple[BurnWindow, ...] = (
-        BurnWindow(86400, 7200, 3.0),
-        BurnWindow(3 * 86400, 6 * 3600, 1.0),
-    )
-    slo_fast_for_s: int = field(default=120, metadata=_DURATION)
-    slo_slow_for_s: int = field(default=900, metadata=_DURATION)
-
-    circuit_for_s: int = field(default=0, metadata=_DURATION)
-    #: how long the circuit-open alert outlives the open circuit, so that the symptom alerts
-    #: it inhibits (whose windows still hold the outage's errors) resolve first
-    circuit_keep_firing_s: int = field(default=600, metadata=_DURATION)
-    #: more failovers than this in the window fire the alert: a lone retry-worthy 5xx does not
-    failover_threshold: float = 3.0
-    failover_window_s: int = field(default=300, metadata=_DURATION)
-    failover_for_s: int = field(default=0, metadata=_DURATION)
-
-    health_for_s: int = field(default=60, metadata=_DURATION)
-    ready_for_s: int = field(default=60, metadata=_DURATION)
-
-    budget_warning_ratio: float = 0.8
-    budget_for_s: int = field(default=300, metadata=_DURATION)
-    budget_period: BudgetPeriod = "month"
-    budget_forecast_window_s: int = field(default=6 * 3600, metadata=_DURATION)
-    budget_forecast_for_s: int = field(default=1800, metadata=_DURATION)
-
-    regression_factor: float = 1.5
-    regression_min_latency_s: float = 1.0
-    regression_window_s: int = field(default=1800, metadata=_DURATION)
-    regression_offset_s: int = field(default=86400, metadata=_DURATION)
-    regression_for_s: int = field(default=900, metadata=_DURATION)
-
-    absent_lookback_s: int = field(default=3600, metadata=_DURATION)
-    absent_for_s: int = field(default=300, metadata=_DURATION)
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.slo_target < 1.0:
-            raise ValueError(f"slo_target must be between 0 and 1, not {self.slo_target}")
-        if not 0.0 < self.latency_quantile < 1.0:
-            raise ValueError(f"latency_quantile must be between 0 and 1: {self.latency_quantile}")
-        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", self.service_label):
-            raise ValueError(f"service_label is not a label name: {self.service_label!r}")
-        if self.budget_period not in ("day", "week", "month"):
-            raise ValueError(f"budget_period must be day, week or month: {self.budget_period!r}")
-
-    def scaled(self, factor: float) -> RuleOptions:
-        """These options with every window, ``for`` and offset divided by ``factor``.
-
-        ``scaled(60)`` turns minutes into seconds: ``5m`` windows become ``5s``. Each scaled
-        duration is at least 1 s (a ``for`` of 0 stays 0).
-        """
-
-        def shrink(seconds: int) -> int:
-            return 0 if seconds == 0 else max(1, round(seconds / factor))
-
-        changes: dict[str, Any] = {}
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            if item.metadata.get("duration") and value is not None:
-                changes[item.name] = shrink(value)
-        for name in ("slo_fast_burn", "slo_slow_burn"):
-            windows: tuple[BurnWindow, ...] = getattr(self, name)
-            changes[name] = tuple(
-                BurnWindow(shrink(w.long_s), shrink(w.short_s), w.factor) for w in windows
-            )
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -230,109 +104,11 @@ class AlertRule:
         return rule
 
 
-# --------------------------------------------------------------------------- helpers
-def _num(value: float) -> str:
-    """A number as PromQL and humans like it: ``0.0144``, ``30``, ``1.5``."""
-    return f"{value:.10g}"
-
-
-def _percent(value: float) -> str:
-    return f"{value * 100:.10g}%"
-
-
-def _regex(values: Sequence[str]) -> str:
-    return "|".join(re.escape(v) for v in values)
-
-
-class _Q:
-    """PromQL building blocks for one set of options."""
-
-    def __init__(self, options: RuleOptions) -> None:
-        self.o = options
-        n = options.naming
-        self.svc = options.service_label
-        self.model = label_name(semconv.GEN_AI_REQUEST_MODEL)
-        self.error = label_name(semconv.ERROR_TYPE)
-        self.router = label_name(semconv.MODELWATCH_ROUTER)
-        self.circuit = label_name(semconv.MODELWATCH_CIRCUIT)
-        self.check = label_name(semconv.HEALTH_CHECK)
-        self.kind = label_name(semconv.HEALTH_KIND)
-        self.budget = label_name(semconv.BUDGET)
-        self.resource = label_name(semconv.RATE_LIMIT_RESOURCE)
-        self.from_ = label_name(semconv.FROM)
-        self.reason = label_name(semconv.REASON)
-        duration = metric_name(semconv.OPERATION_DURATION, n)
-        self.calls = f"{duration}_count"
-        self.buckets = f"{duration}_bucket"
-        self.oldest = metric_name(semconv.CALLS_OLDEST_IN_FLIGHT, n)
-        self.in_flight = metric_name(semconv.CALLS_IN_FLIGHT, n)
-        self.state = metric_name(semconv.CIRCUIT_STATE, n)
-        self.failovers = metric_name(semconv.FAILOVERS, n)
-        self.health = metric_name(semconv.HEALTH_STATUS, n)
-        self.ready = metric_name(semconv.HEALTH_READY, n)
-        self.remaining = metric_name(semconv.RATE_LIMIT_REMAINING, n)
-        self.budget_used = metric_name(semconv.BUDGET_USED, n)
-
-    def sel(self, metric: str, *matchers: str) -> str:
-        """``metric{matchers, options.selector}``."""
-        parts = [m for m in (*matchers, self.o.selector) if m]
-        return f"{metric}{{{', '.join(parts)}}}" if parts else metric
-
-    def errors(self, ignore: Sequence[str]) -> str:
-        """Matchers for failed calls, leaving out the ``ignore`` kinds."""
-        matchers = [f'{self.error}!=""']
-        if ignore:
-            matchers.append(f'{self.error}!~"{_regex(ignore)}"')
-        return ", ".join(matchers)
-
-    def by_model(self, *extra: str) -> str:
-        return ", ".join((self.svc, self.model, *extra))
-
-    def quantile(self, window_s: int, offset_s: int = 0, *matchers: str) -> str:
-        offset = f" offset {format_duration(offset_s)}" if offset_s else ""
-        buckets = self.sel(self.buckets, *matchers)
-        rate = f"rate({buckets}[{format_duration(window_s)}]{offset})"
-        return (
-            f"histogram_quantile({_num(self.o.latency_quantile)}, "
-            f"sum by ({self.by_model('le')}) ({rate}))"
-        )
-
-    def call_rate(self, window_s: int, *matchers: str) -> str:
-        rate = f"rate({self.sel(self.calls, *matchers)}[{format_duration(window_s)}])"
-        return f"sum by ({self.by_model()}) ({rate})"
-
-    def error_ratio(self, window_s: int) -> str:
-        """Share of calls that failed for the caller: a failed attempt the router failed
-        over from was rescued by the next backend, so it does not count against the SLO."""
-        failed = self.call_rate(window_s, self.errors(self.o.slo_ignore_kinds))
-        skipped = f'{self.reason}!="{FAILOVER_REASON_CIRCUIT_OPEN}"'
-        rescued = (
-            f"sum by ({self.by_model()}) (label_replace("
-            f"rate({self.sel(self.failovers, skipped)}[{format_duration(window_s)}]), "
-            f'"{self.model}", "$1", "{self.from_}", "(.*)"))'
-        )
-        unrescued = (
-            f"clamp_min(\n({failed}\n- on ({self.by_model()})\n{rescued})\nor\n{failed},\n0)"
-        )
-        return f"{unrescued}\n/\n{self.call_rate(window_s)}"
-
-    def period_seconds_left(self) -> str:
-        """Seconds until the current budget period ends (UTC), as a PromQL scalar."""
-        rest_of_today = "(86400 - time() % 86400)"
-        if self.o.budget_period == "day":
-            return rest_of_today
-        if self.o.budget_period == "week":  # ISO weeks end on Sunday night
-            days = "(6 - (day_of_week() + 6) % 7)"
-        else:
-            days = "(days_in_month() - day_of_month())"
-        return f"scalar({days} * 86400 + {rest_of_today})"
-
-
 # --------------------------------------------------------------------------- the alerts
-def _call_alerts(q: _Q) -> list[AlertRule]:
+def _call_alerts(q: Queries) -> list[AlertRule]:
     o = q.o
     m, svc = q.model, q.svc
-    p = f"p{_num(o.latency_quantile * 100)}"
+    p = f"p{num(o.latency_quantile * 100)}"
     lw = format_duration(o.latency_window_s)
     ew = format_duration(o.error_rate_window_s)
     rw = format_duration(o.rate_limited_window_s)
@@ -342,14 +118,14 @@ def _call_alerts(q: _Q) -> list[AlertRule]:
         f"(rate({q.sel(q.calls, q.errors(o.error_rate_ignore_kinds))}[{ew}]))\n"
         f"/ ignoring ({q.error}) group_left\n"
         f"{q.call_rate(o.error_rate_window_s)}\n"
-        f"> {_num(o.error_rate_threshold)}"
+        f"> {num(o.error_rate_threshold)}"
     )
     is_429 = f'{q.error}="{semconv.ERROR_RATE_LIMITED}"'
     is_auth = f'{q.error}="{semconv.ERROR_AUTH}"'
     rate_limited = (
         f"{q.call_rate(o.rate_limited_window_s, is_429)}\n"
         f"/\n{q.call_rate(o.rate_limited_window_s)}\n"
-        f"> {_num(o.rate_limited_threshold)}"
+        f"> {num(o.rate_limited_threshold)}"
     )
     # successful calls only: an outage's timeouts are the circuit alerts' business
     ok = f'{q.error}=""'
@@ -360,26 +136,26 @@ def _call_alerts(q: _Q) -> list[AlertRule]:
         AlertRule(
             "ModelwatchHighLatency",
             group,
-            f"{q.quantile(o.latency_window_s)}\n> {_num(o.latency_threshold_s)}",
+            f"{q.quantile(o.latency_window_s)}\n> {num(o.latency_threshold_s)}",
             o.latency_for_s,
             "warning",
             f"{p} latency of {{{{ $labels.{m} }}}} is {{{{ $value | humanizeDuration }}}}",
             f"The {p} duration of calls to model {{{{ $labels.{m} }}}} in "
             f"{{{{ $labels.{svc} }}}} was {{{{ $value | humanizeDuration }}}} over the last "
-            f"{lw}, above the {_num(o.latency_threshold_s)}s threshold.",
+            f"{lw}, above the {num(o.latency_threshold_s)}s threshold.",
             symptom=True,
         ),
         AlertRule(
             "ModelwatchHungCalls",
             group,
-            f"max by ({q.by_model()}) ({q.sel(q.oldest)}) > {_num(o.hung_call_threshold_s)}",
+            f"max by ({q.by_model()}) ({q.sel(q.oldest)}) > {num(o.hung_call_threshold_s)}",
             o.hung_call_for_s,
             "warning",
             f"A call to {{{{ $labels.{m} }}}} has been running for "
             f"{{{{ $value | humanizeDuration }}}}",
             f"The oldest call in flight to model {{{{ $labels.{m} }}}} in "
             f"{{{{ $labels.{svc} }}}} started {{{{ $value | humanizeDuration }}}} ago, more than "
-            f"the {_num(o.hung_call_threshold_s)}s threshold: it is stuck past every deadline.",
+            f"the {num(o.hung_call_threshold_s)}s threshold: it is stuck past every deadline.",
         ),
         AlertRule(
             "ModelwatchErrorRateHigh",
@@ -391,7 +167,7 @@ def _call_alerts(q: _Q) -> list[AlertRule]:
             f"with {{{{ $labels.{q.error} }}}}",
             f"{{{{ $value | humanizePercentage }}}} of calls to model {{{{ $labels.{m} }}}} in "
             f"{{{{ $labels.{svc} }}}} failed with error kind {{{{ $labels.{q.error} }}}} over the "
-            f"last {ew} (threshold {_percent(o.error_rate_threshold)}).",
+            f"last {ew} (threshold {percent(o.error_rate_threshold)}).",
             symptom=True,
         ),
         AlertRule(
@@ -415,43 +191,43 @@ def _call_alerts(q: _Q) -> list[AlertRule]:
             "rate limited",
             f"{{{{ $value | humanizePercentage }}}} of calls to model {{{{ $labels.{m} }}}} in "
             f"{{{{ $labels.{svc} }}}} got 429 Too Many Requests over the last {rw} "
-            f"(threshold {_percent(o.rate_limited_threshold)}).",
+            f"(threshold {percent(o.rate_limited_threshold)}).",
         ),
         AlertRule(
             "ModelwatchRateLimitQuotaLow",
             group,
             f"min by ({q.by_model(q.router, q.resource)}) ({q.sel(q.remaining)})\n"
-            f"< {_num(o.quota_remaining_threshold)}",
+            f"< {num(o.quota_remaining_threshold)}",
             o.quota_for_s,
             "warning",
             f"Rate-limit quota for {{{{ $labels.{m} }}}} is down to "
             f"{{{{ $value | humanizePercentage }}}}",
             f"Only {{{{ $value | humanizePercentage }}}} of the provider's "
             f"{{{{ $labels.{q.resource} }}}} limit is left for model {{{{ $labels.{m} }}}} in "
-            f"{{{{ $labels.{svc} }}}} (threshold {_percent(o.quota_remaining_threshold)}): "
+            f"{{{{ $labels.{svc} }}}} (threshold {percent(o.quota_remaining_threshold)}): "
             "429s are next.",
         ),
         AlertRule(
             "ModelwatchLatencyRegression",
             group,
-            f"(\n{now}\n> {_num(o.regression_factor)} * {before}\n)\n"
-            f"and\n{now} > {_num(o.regression_min_latency_s)}",
+            f"(\n{now}\n> {num(o.regression_factor)} * {before}\n)\n"
+            f"and\n{now} > {num(o.regression_min_latency_s)}",
             o.regression_for_s,
             "warning",
             f"{p} latency of {{{{ $labels.{m} }}}} regressed to "
             f"{{{{ $value | humanizeDuration }}}}",
             f"The {p} duration of successful calls to model {{{{ $labels.{m} }}}} in "
             f"{{{{ $labels.{svc} }}}} is {{{{ $value | humanizeDuration }}}} over the last "
-            f"{regw}, more than {_num(o.regression_factor)}x the same window {rego} earlier.",
+            f"{regw}, more than {num(o.regression_factor)}x the same window {rego} earlier.",
         ),
     ]
 
 
-def _burn_expr(q: _Q, windows: Sequence[BurnWindow]) -> str:
+def _burn_expr(q: Queries, windows: Sequence[BurnWindow]) -> str:
     budget = round(1.0 - q.o.slo_target, 12)
     parts = []
     for w in windows:
-        limit = _num(w.factor * budget)
+        limit = num(w.factor * budget)
         parts.append(
             f"(\n(\n{q.error_ratio(w.long_s)}\n) > {limit}\nand\n"
             f"(\n{q.error_ratio(w.short_s)}\n) > {limit}\n)"
@@ -459,14 +235,14 @@ def _burn_expr(q: _Q, windows: Sequence[BurnWindow]) -> str:
     return "\nor\n".join(parts)
 
 
-def _slo_alerts(q: _Q) -> list[AlertRule]:
+def _slo_alerts(q: Queries) -> list[AlertRule]:
     o = q.o
     m, svc = q.model, q.svc
-    slo = _percent(o.slo_target)
+    slo = percent(o.slo_target)
 
     def describe(windows: Sequence[BurnWindow]) -> str:
         return " or ".join(
-            f"{_num(w.factor)}x over {format_duration(w.long_s)} and {format_duration(w.short_s)}"
+            f"{num(w.factor)}x over {format_duration(w.long_s)} and {format_duration(w.short_s)}"
             for w in windows
         )
 
@@ -495,7 +271,7 @@ def _slo_alerts(q: _Q) -> list[AlertRule]:
     return alerts
 
 
-def _resilience_alerts(q: _Q) -> list[AlertRule]:
+def _resilience_alerts(q: Queries) -> list[AlertRule]:
     o = q.o
     m, svc, router = q.model, q.svc, q.router
     group = "modelwatch.resilience"
@@ -503,7 +279,7 @@ def _resilience_alerts(q: _Q) -> list[AlertRule]:
     per_circuit = f"max by ({q.by_model(router, q.circuit)}) ({q.sel(q.state)})"
     failovers = (
         f"sum by ({svc}, {router}, {q.from_}, {q.reason}) "
-        f"(increase({q.sel(q.failovers)}[{fw}])) > {_num(o.failover_threshold)}"
+        f"(increase({q.sel(q.failovers)}[{fw}])) > {num(o.failover_threshold)}"
     )
     return [
         AlertRule(
@@ -543,7 +319,7 @@ def _resilience_alerts(q: _Q) -> list[AlertRule]:
     ]
 
 
-def _health_alerts(q: _Q) -> list[AlertRule]:
+def _health_alerts(q: Queries) -> list[AlertRule]:
     o = q.o
     svc = q.svc
     by = f"{svc}, {q.check}, {q.kind}"
@@ -583,7 +359,7 @@ def _health_alerts(q: _Q) -> list[AlertRule]:
     ]
 
 
-def _budget_alerts(q: _Q) -> list[AlertRule]:
+def _budget_alerts(q: Queries) -> list[AlertRule]:
     o = q.o
     svc, b = q.svc, q.budget
     used = f"max by ({svc}, {b}) ({q.sel(q.budget_used)})"
@@ -598,13 +374,13 @@ def _budget_alerts(q: _Q) -> list[AlertRule]:
         AlertRule(
             "ModelwatchBudgetNearlySpent",
             group,
-            f"{used} >= {_num(o.budget_warning_ratio)} < 1",
+            f"{used} >= {num(o.budget_warning_ratio)} < 1",
             o.budget_for_s,
             "warning",
             f"Budget {{{{ $labels.{b} }}}} is {{{{ $value | humanizePercentage }}}} spent",
             f"{{{{ $value | humanizePercentage }}}} of cost budget {{{{ $labels.{b} }}}} in "
             f"{{{{ $labels.{svc} }}}} is spent this {o.budget_period} "
-            f"(warning at {_percent(o.budget_warning_ratio)}).",
+            f"(warning at {percent(o.budget_warning_ratio)}).",
         ),
         AlertRule(
             "ModelwatchBudgetExhausted",
@@ -630,7 +406,7 @@ def _budget_alerts(q: _Q) -> list[AlertRule]:
     ]
 
 
-def _telemetry_alerts(q: _Q) -> list[AlertRule]:
+def _telemetry_alerts(q: Queries) -> list[AlertRule]:
     o = q.o
     svc = q.svc
     names = "|".join((q.calls, q.state, q.health, q.in_flight))
@@ -654,7 +430,7 @@ def _telemetry_alerts(q: _Q) -> list[AlertRule]:
 
 def build_alerts(options: RuleOptions | None = None) -> list[AlertRule]:
     """Every alert, in rule-file order."""
-    q = _Q(options or RuleOptions())
+    q = Queries(options or RuleOptions())
     return [
         *_call_alerts(q),
         *_slo_alerts(q),

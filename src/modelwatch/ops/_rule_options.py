@@ -1,0 +1,151 @@
+"""The options of the generated alert rules (:class:`RuleOptions`), in whole seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from modelwatch import semconv
+from modelwatch.ops.promnames import SDK, Naming
+
+__all__ = ["DEFAULT_RUNBOOK_URL", "BudgetPeriod", "BurnWindow", "RuleOptions", "Severity"]
+
+Severity = Literal["critical", "warning", "info"]
+BudgetPeriod = Literal["day", "week", "month"]
+
+DEFAULT_RUNBOOK_URL: Final = "https://github.com/modelwatch/modelwatch/blob/main/docs/runbooks"
+
+_DURATION: Final = {"duration": True}
+
+
+@dataclass(frozen=True)
+class BurnWindow:
+    """One multi-window burn-rate condition: the error budget burns ``factor`` times too fast
+    over both the ``long_s`` and the ``short_s`` window (the short one makes it reset quickly)."""
+
+    long_s: int
+    short_s: int
+    factor: float
+
+
+@dataclass(frozen=True)
+class RuleOptions:
+    """Everything the generated rules can be tuned by. Durations are whole seconds.
+
+    The defaults suit production (15-60 s scrapes); :meth:`scaled` shrinks every window and
+    ``for`` for tests against a real Prometheus with 1 s intervals.
+    """
+
+    naming: Naming = SDK
+    #: extra label matchers put into every selector, e.g. ``job=~"engine|worker"``
+    selector: str = ""
+    #: the label that tells services apart (the scrape ``job`` by default)
+    service_label: str = "job"
+    runbook_url: str = DEFAULT_RUNBOOK_URL
+    #: static labels added to every alert (for routing, e.g. ``{"team": "ml"}``)
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+    #: rule-group evaluation interval; ``None`` uses Prometheus' global one
+    evaluation_interval_s: int | None = field(default=None, metadata=_DURATION)
+
+    latency_quantile: float = 0.95
+    latency_threshold_s: float = 30.0
+    latency_window_s: int = field(default=300, metadata=_DURATION)
+    latency_for_s: int = field(default=300, metadata=_DURATION)
+
+    hung_call_threshold_s: float = 60.0
+    hung_call_for_s: int = field(default=0, metadata=_DURATION)
+
+    error_rate_threshold: float = 0.05
+    #: error kinds with an alert of their own (or that are the caller's doing)
+    error_rate_ignore_kinds: tuple[str, ...] = (
+        semconv.ERROR_RATE_LIMITED,
+        semconv.ERROR_AUTH,
+        semconv.ERROR_CANCELLED,
+    )
+    error_rate_window_s: int = field(default=300, metadata=_DURATION)
+    error_rate_for_s: int = field(default=300, metadata=_DURATION)
+    auth_for_s: int = field(default=0, metadata=_DURATION)
+
+    rate_limited_threshold: float = 0.05
+    rate_limited_window_s: int = field(default=300, metadata=_DURATION)
+    rate_limited_for_s: int = field(default=300, metadata=_DURATION)
+    quota_remaining_threshold: float = 0.10
+    quota_for_s: int = field(default=60, metadata=_DURATION)
+
+    slo_target: float = 0.999
+    #: error kinds that do not count against availability: the caller's own doing
+    slo_ignore_kinds: tuple[str, ...] = (semconv.ERROR_BAD_REQUEST, semconv.ERROR_CANCELLED)
+    #: page: 2 % of a 30-day budget in 1 h, or 5 % in 6 h (the SRE workbook's table)
+    slo_fast_burn: tuple[BurnWindow, ...] = (
+        BurnWindow(3600, 300, 14.4),
+        BurnWindow(6 * 3600, 1800, 6.0),
+    )
+    #: ticket: 10 % in 1 d, or 10 % in 3 d
+    slo_slow_burn: tuple[BurnWindow, ...] = (
+        BurnWindow(86400, 7200, 3.0),
+        BurnWindow(3 * 86400, 6 * 3600, 1.0),
+    )
+    slo_fast_for_s: int = field(default=120, metadata=_DURATION)
+    slo_slow_for_s: int = field(default=900, metadata=_DURATION)
+
+    circuit_for_s: int = field(default=0, metadata=_DURATION)
+    #: how long the circuit-open alert outlives the open circuit, so that the symptom alerts
+    #: it inhibits (whose windows still hold the outage's errors) resolve first
+    circuit_keep_firing_s: int = field(default=600, metadata=_DURATION)
+    #: more failovers than this in the window fire the alert: a lone retry-worthy 5xx does not
+    failover_threshold: float = 3.0
+    failover_window_s: int = field(default=300, metadata=_DURATION)
+    failover_for_s: int = field(default=0, metadata=_DURATION)
+
+    health_for_s: int = field(default=60, metadata=_DURATION)
+    ready_for_s: int = field(default=60, metadata=_DURATION)
+
+    budget_warning_ratio: float = 0.8
+    budget_for_s: int = field(default=300, metadata=_DURATION)
+    budget_period: BudgetPeriod = "month"
+    budget_forecast_window_s: int = field(default=6 * 3600, metadata=_DURATION)
+    budget_forecast_for_s: int = field(default=1800, metadata=_DURATION)
+
+    regression_factor: float = 1.5
+    regression_min_latency_s: float = 1.0
+    regression_window_s: int = field(default=1800, metadata=_DURATION)
+    regression_offset_s: int = field(default=86400, metadata=_DURATION)
+    regression_for_s: int = field(default=900, metadata=_DURATION)
+
+    absent_lookback_s: int = field(default=3600, metadata=_DURATION)
+    absent_for_s: int = field(default=300, metadata=_DURATION)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.slo_target < 1.0:
+            raise ValueError(f"slo_target must be between 0 and 1, not {self.slo_target}")
+        if not 0.0 < self.latency_quantile < 1.0:
+            raise ValueError(f"latency_quantile must be between 0 and 1: {self.latency_quantile}")
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", self.service_label):
+            raise ValueError(f"service_label is not a label name: {self.service_label!r}")
+        if self.budget_period not in ("day", "week", "month"):
+            raise ValueError(f"budget_period must be day, week or month: {self.budget_period!r}")
+
+    def scaled(self, factor: float) -> RuleOptions:
+        """These options with every window, ``for`` and offset divided by ``factor``.
+
+        ``scaled(60)`` turns minutes into seconds: ``5m`` windows become ``5s``. Each scaled
+        duration is at least 1 s (a ``for`` of 0 stays 0).
+        """
+
+        def shrink(seconds: int) -> int:
+            return 0 if seconds == 0 else max(1, round(seconds / factor))
+
+        changes: dict[str, Any] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.metadata.get("duration") and value is not None:
+                changes[item.name] = shrink(value)
+        for name in ("slo_fast_burn", "slo_slow_burn"):
+            windows: tuple[BurnWindow, ...] = getattr(self, name)
+            changes[name] = tuple(
+                BurnWindow(shrink(w.long_s), shrink(w.short_s), w.factor) for w in windows
+            )
+        return dataclasses.replace(self, **changes)
