@@ -56,7 +56,7 @@ def test_a_hung_call_is_abandoned_and_a_queued_one_never_starts() -> None:
     assert isinstance(info.value, TimeoutError)
     with pytest.raises(AttemptTimeoutError):
         pool.run(queued, (), None, 0.05, "queued")  # the only worker is stuck
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 3.0  # the hung call waits 10 s
     release.set()
     assert pool.run(lambda: "free again", (), None, 1.0, "next") == "free again"
     assert started == ["hang"]  # the abandoned queued task was skipped, not run late

@@ -290,7 +290,7 @@ def test_hung_sync_primary_is_abandoned_at_its_attempt_timeout() -> None:
     try:
         started = time.monotonic()
         assert router.call() == "ok"
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 2.0  # the hung call waits 10 s
         assert router.status()[0].last_error == semconv.ERROR_TIMEOUT
     finally:
         release.set()
@@ -309,7 +309,7 @@ def test_call_deadline_bounds_an_uninterruptible_sync_backend() -> None:
         started = time.monotonic()
         with pytest.raises(AllBackendsFailedError) as info:
             router.call()
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 2.0  # the hung call waits 10 s
         assert info.value.attempts[0].error_kind == semconv.ERROR_TIMEOUT
         assert isinstance(info.value.__cause__, TimeoutError)
     finally:
@@ -329,7 +329,7 @@ def test_backend_timeout_overrides_the_router_attempt_timeout() -> None:
     try:
         started = time.monotonic()
         assert router.call() == "ok"
-        assert time.monotonic() - started < 0.4
+        assert time.monotonic() - started < 2.0  # the hung call waits 10 s
     finally:
         release.set()
 
@@ -491,7 +491,7 @@ def test_a_hung_backend_cannot_starve_its_backup_of_threads() -> None:
         started = time.monotonic()
         for _ in range(4):  # the hung primary's one thread stays stuck after the first call
             assert router.call() == "ok"
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3.0  # the hung calls wait 10 s
         assert len(backup_calls) == 4
         assert router._members[0].pool is not None
         assert router._members[0].pool.threads == 1  # bounded: no thread per hung call

@@ -67,7 +67,7 @@ async def test_acall_cancels_a_hung_coroutine_at_its_attempt_timeout() -> None:
     )
     started = time.monotonic()
     assert await router.acall("x") == "ok"
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.0  # the hung coroutine sleeps an hour
     assert cancelled.is_set()  # the coroutine itself was cancelled, not just abandoned
     assert router.status()[0].last_error == semconv.ERROR_TIMEOUT
 
