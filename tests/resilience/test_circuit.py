@@ -294,3 +294,16 @@ async def test_cancelling_inside_an_async_with_block_releases_too(clock: ManualC
     with pytest.raises(asyncio.CancelledError):
         await task
     assert breaker.trials_in_flight == 0
+
+
+def test_decorating_a_generator_is_refused_at_decoration_time() -> None:
+    def gen() -> Iterator[int]:
+        yield 1
+
+    async def agen() -> Any:
+        yield 1
+
+    with pytest.raises(TypeError, match="generator"):
+        circuit("gen")(gen)
+    with pytest.raises(TypeError, match="generator"):
+        circuit("gen")(agen)

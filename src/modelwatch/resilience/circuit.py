@@ -145,6 +145,11 @@ class circuit:  # noqa: N801 - used like a function, as in DESIGN.md
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Guard every call of ``fn`` (a function or an ``async def``)."""
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"circuit({self.breaker.name!r}) guards calls, and a generator's work happens "
+                "while it is iterated: use `with circuit(...):` around the risky part inside it"
+            )
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
