@@ -160,6 +160,10 @@ def test_demo_runs_fails_over_serves_endpoints_and_cleans_up() -> None:
     failovers = re.search(r"^\s+failovers\s+(\d+)\s", output, re.MULTILINE)
     assert failovers, output
     assert int(failovers.group(1)) > 0, output
+    # the library's own counter saw at least every failover users got (health checks add more)
+    counted = re.search(r"modelwatch_failovers_total: (\d+)", output)
+    assert counted, output
+    assert int(counted.group(1)) >= int(failovers.group(1)), output
     users_ok, models_ok = rate(output, "user requests"), rate(output, "model calls")
     assert users_ok > models_ok, output
     assert re.search(r"time to failover\s+[\d.]+ s", output), output

@@ -383,6 +383,8 @@ class Summary:
     calls_by_model: dict[str, int]
     verdicts: list[Verdict]
     cost_source: str = "computed from the price table"
+    #: ``modelwatch.failovers`` as the demo's ``/metrics`` counted it (``None``: not read)
+    failovers_metric: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -476,7 +478,12 @@ def render_summary(
         f"  without failover {summary.exposed_requests:>6}   requests would have hit "
         f"{failing} while it was down: users {summary.without_router_ok_rate:.1%} "
         "(estimate)",
-        f"  failovers        {summary.failovers:>6}   requests answered by a backup model",
+        f"  failovers        {summary.failovers:>6}   requests answered by a backup model"
+        + (
+            f" (modelwatch_failovers_total: {summary.failovers_metric:.0f}, health checks too)"
+            if summary.failovers_metric is not None
+            else ""
+        ),
         "  time to failover "
         + secs(summary.time_to_failover_s, "first fault -> first answer from the backup"),
         "  time to open     " + secs(summary.time_to_open_s, "first fault -> breaker open"),

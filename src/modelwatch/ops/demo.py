@@ -365,19 +365,22 @@ def _fetch(url: str, timeout_s: float = 2.0) -> str | None:
         return None
 
 
-def _cost_from_metrics(text: str) -> dict[str, float]:
-    """Per model, the ``modelwatch.cost`` counter from a ``/metrics`` page."""
+def _metric_by(text: str, spec: semconv.MetricSpec, key: str | None) -> dict[str, float]:
+    """The samples of metric ``spec`` on a ``/metrics`` page, summed by label ``key``
+    (all under ``""`` when ``key`` is ``None``)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    name = metric_name(semconv.COST, SDK)
-    label = label_name(semconv.GEN_AI_REQUEST_MODEL)
-    costs: dict[str, float] = {}
+    name = metric_name(spec, SDK)
+    label = label_name(key) if key is not None else None
+    sums: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == name and label in sample.labels:
-                model = sample.labels[label]
-                costs[model] = costs.get(model, 0.0) + sample.value
-    return costs
+            if sample.name != name:
+                continue
+            group = "" if label is None else sample.labels.get(label)
+            if group is not None:
+                sums[group] = sums.get(group, 0.0) + sample.value
+    return sums
 
 
 def _cost_from_records(recorder: Recorder) -> dict[str, float]:
@@ -441,6 +444,7 @@ class _Demo:
         self.recorder = Recorder()
         self.stop = threading.Event()
         self._costs: tuple[dict[str, float], str] = ({}, "not read")
+        self._failovers_metric: float | None = None
 
     def run(self) -> int:
         """Run the demo end to end; returns the exit code."""
@@ -482,7 +486,7 @@ class _Demo:
             else None
         )
         # read the last /metrics page just before the telemetry shuts down (LIFO order)
-        stack.callback(self._read_costs, metrics_url)
+        stack.callback(self._read_metrics, metrics_url)
         engine = Engine(server, self.recorder, self.timing)
         health = _build_health(engine, server, self.timing, self.args.seed)
         health.start()
@@ -513,13 +517,15 @@ class _Demo:
         traffic.start()
         stack.callback(traffic.stop)
 
-    def _read_costs(self, metrics_url: str | None) -> None:
+    def _read_metrics(self, metrics_url: str | None) -> None:
+        """Read cost and failovers from the last ``/metrics`` page, before it closes."""
         text = _fetch(metrics_url) if metrics_url is not None else None
         if text is not None:
             self._costs = (
-                _cost_from_metrics(text),
+                _metric_by(text, semconv.COST, semconv.GEN_AI_REQUEST_MODEL),
                 "modelwatch_cost_total from the demo's own /metrics",
             )
+            self._failovers_metric = _metric_by(text, semconv.FAILOVERS, None).get("", 0.0)
         else:
             self._costs = (
                 _cost_from_records(self.recorder),
@@ -546,6 +552,7 @@ class _Demo:
             cost_by_model=costs,
             cost_source=source,
         )
+        summary.failovers_metric = self._failovers_metric
         if elapsed < duration:
             summary.notes.append(f"stopped early at {elapsed:.1f} s (Ctrl-C)")
         if self.recorder.internal_errors:
