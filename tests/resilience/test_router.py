@@ -518,3 +518,25 @@ def test_classifier_that_raises_counts_as_other_and_never_breaks_the_call(
     with pytest.raises(ConnectionRefusedError):  # _OTHER surfaces by default
         router.call()
     assert any(e["event"] == "modelwatch.internal_error" for e in logs)
+
+
+def test_failover_duration_is_the_time_spent_before_the_backup(
+    clock: ManualClock, telemetry: Any
+) -> None:
+    def slow_failure() -> str:
+        clock.advance(2.0)
+        raise ConnectionResetError("after 2 s")
+
+    def slow_backup() -> str:
+        clock.advance(5.0)  # the backup's own time is not failover cost
+        return "ok"
+
+    router = make_router(clock, slow_failure, slow_backup)
+    assert router.call() == "ok"
+    ((attrs, point),) = telemetry.points(semconv.FAILOVER_DURATION.name)
+    assert point.sum == pytest.approx(2.0)
+    assert (attrs[semconv.FROM], attrs[semconv.TO], attrs[semconv.REASON]) == (
+        "m0",
+        "m1",
+        "unavailable",
+    )

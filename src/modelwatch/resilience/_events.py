@@ -5,7 +5,6 @@ Every function here is guarded: telemetry can fail, the call it describes cannot
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -63,11 +62,12 @@ def failover(router: str, span: Span, passed: tuple[Member, str], to: Member) ->
             span.add_event(semconv.EVENT_FAILOVER, attrs)
 
 
-def failover_duration(router: str, first: tuple[Member, str], to: Member, started: float) -> None:
-    """A call that failed over succeeded on ``to``: record the time it spent getting there."""
+def failover_duration(router: str, first: tuple[Member, str], to: Member, seconds: float) -> None:
+    """A call that failed over succeeded on ``to`` after spending ``seconds`` on the
+    backends before it (from the call's start to the start of the attempt that worked)."""
     with guard("router.failover_duration"):
         telemetry().instrument(semconv.FAILOVER_DURATION).record(
-            time.perf_counter() - started,
+            seconds,
             _failover_attributes(router, first[0].backend.model, to.backend.model, first[1]),
         )
 

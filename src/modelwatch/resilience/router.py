@@ -141,14 +141,14 @@ class _Walk:
 
     __slots__ = ("attempts", "first_passed", "last_exc", "last_kind", "number", "passed", "started")
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
         self.attempts: list[Attempt] = []
         self.last_exc: BaseException | None = None
         self.last_kind: dict[int, str] = {}
         self.passed: tuple[Member, str] | None = None  # the last backend passed over
         self.first_passed: tuple[Member, str] | None = None
         self.number = 0
-        self.started = time.perf_counter()
+        self.started = started  # clock time the call began
 
     def pass_over(self, m: Member, reason: str) -> None:
         self.passed = (m, reason)
@@ -312,7 +312,7 @@ class Router:
         """
         members = self._members if self._priority else list(self._ordering(self._members))
         queue: Sequence[Member] = members
-        walk = _Walk()
+        walk = _Walk(self._clock.monotonic())
         retries = 0
         while True:
             for m in queue:
@@ -327,12 +327,15 @@ class Router:
                 timeout = self.attempt_timeout_s
                 if m.backend.timeout_s is not None:
                     timeout = m.backend.timeout_s
+                attempt_started = self._clock.monotonic()
                 outcome = yield Req(m, permit, walk.number, deadline.cap(timeout))
                 assert outcome is not None
                 ok, value, duration = outcome
                 if ok:
-                    if walk.first_passed is not None:
-                        _events.failover_duration(self.name, walk.first_passed, m, walk.started)
+                    if walk.first_passed is not None:  # what failing over cost this call
+                        _events.failover_duration(
+                            self.name, walk.first_passed, m, attempt_started - walk.started
+                        )
                     if stream:
                         return value, m, permit
                     m.breaker.record_success(permit, duration)
