@@ -118,24 +118,30 @@ def pieces() -> dict[str, Callable[[str], Any]]:
             call._end()
             return result
 
-        out.update(
-            {
-                "modelwatch: start_call + _detach + _end (no usage step, no wrapt)": start_end,
-                "modelwatch: Call(spec)": lambda x: C.Call(spec),
-                "modelwatch: guard() context manager (empty body)": guarded,
-                "modelwatch: extract_usage(str)": extract_usage,
-                "modelwatch: cost_of(model) (done twice per call)": lambda x: cost_of(
-                    bo.MODEL, None, None
-                ),
-                "modelwatch: _cost_attributes(spec) (a new dict per call)": lambda x: (
-                    C._cost_attributes(spec)
-                ),
-                "modelwatch: _end_lock acquire/release": end_lock,
-                "modelwatch: in-flight registry add/pop + seen-keys add": inflight,
-                "modelwatch: _CURRENT set/reset": ctxvar,
-                "modelwatch: telemetry()": lambda x: telemetry(),
-            }
-        )
+        candidates: dict[str, Callable[[str], Any]] = {
+            "modelwatch: start_call + _detach + _end (no usage step, no wrapt)": start_end,
+            "modelwatch: Call(spec)": lambda x: C.Call(spec),
+            "modelwatch: guard() context manager (empty body)": guarded,
+            "modelwatch: extract_usage(str)": extract_usage,
+            "modelwatch: cost_of(model)": lambda x: cost_of(bo.MODEL, None, None),
+            "modelwatch: _cost_attributes(spec) (a new dict per call)": lambda x: (
+                C._cost_attributes(spec)  # type: ignore[attr-defined]
+            ),
+            "modelwatch: Telemetry.add_cost (observable cost counter)": lambda x: (
+                telemetry().add_cost(spec.cost_key, bo.COST_USD)  # type: ignore[attr-defined]
+            ),
+            "modelwatch: _end_lock acquire/release": end_lock,
+            "modelwatch: in-flight registry add/pop + seen-keys add": inflight,
+            "modelwatch: _CURRENT set/reset": ctxvar,
+            "modelwatch: telemetry()": lambda x: telemetry(),
+        }
+        for name, fn in candidates.items():
+            try:  # internals come and go: measure the ones that exist
+                fn("x")
+            except Exception as exc:
+                print(f"(skipped {name}: {type(exc).__name__}: {exc})", file=sys.stderr)
+                continue
+            out[name] = fn
     except (ImportError, AttributeError) as exc:
         print(f"(modelwatch internals changed, pieces skipped: {exc})", file=sys.stderr)
     return out

@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 
 from _common import BlackholeEndpoint, OtlpSink, machine_description, rss_bytes  # noqa: E402
 
-MODES = {"quick": (20_000, 200_000), "default": (50_000, 1_000_000), "full": (100_000, 1_000_000)}
+MODES = {"quick": (10_000, 100_000), "default": (50_000, 1_000_000), "full": (100_000, 1_000_000)}
 SAMPLES = 10
 MIB = 1024 * 1024
 
@@ -158,21 +158,30 @@ def slope_mib_per_million(points: list[dict[str, Any]]) -> float:
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Growth over the last 80 % of the run (the first 20 % finishes warming up the export
-    queue and the allocator) and the slope there; "no growth" if the slope is under
-    1 MiB per million calls."""
+    """Judge "no growth after warm-up" over the last 80 % of the run (the first 20 % finishes
+    warming up the export queue and the allocator).
+
+    The noise-free signal is the Python heap: ``sys.getallocatedblocks()`` (every live object,
+    GC-tracked or not) must stay within 0.5 %. RSS also moves with the allocator's arenas and
+    the exporter's buffers (±2 MiB here between samples), so it must only stay within 5 %;
+    its least-squares slope is reported for the record.
+    """
     out: dict[str, dict[str, Any]] = {}
     for name, r in results["scenarios"].items():
         if "points" not in r:
             continue
-        points = r["points"]
-        tail = points[2:]
-        slope = slope_mib_per_million(tail)
+        tail = r["points"][2:]
+        first, last = tail[0], tail[-1]
+        blocks_growth = (last["allocated_blocks"] - first["allocated_blocks"]) / first[
+            "allocated_blocks"
+        ]
+        rss_growth = (last["rss"] - first["rss"]) / first["rss"]
         out[name] = {
-            "growth_tail_mib": (tail[-1]["rss"] - tail[0]["rss"]) / MIB,
-            "range_tail_mib": (max(p["rss"] for p in tail) - min(p["rss"] for p in tail)) / MIB,
-            "slope_mib_per_million": slope,
-            "met": slope < 1.0,
+            "growth_tail_mib": (last["rss"] - first["rss"]) / MIB,
+            "rss_growth_tail": rss_growth,
+            "blocks_growth_tail": blocks_growth,
+            "slope_mib_per_million": slope_mib_per_million(tail),
+            "met": abs(blocks_growth) < 0.005 and rss_growth < 0.05,
         }
     return out
 
@@ -184,10 +193,10 @@ def render(results: dict[str, Any]) -> str:
         f"Resident memory (RSS, /proc/self/statm, after gc.collect()) of a process making "
         f"{results['calls']:,} monitored calls after {results['warmup_calls']:,} warm-up calls.",
         "",
-        "| scenario | RSS after warm-up MiB | RSS at 20 % | RSS at end | growth, last 80 % "
-        "| slope, last 80 % (MiB per 1M calls) | no growth? | gc objects warm-up → end "
-        "| Python blocks at 20 % → end | in-flight at end | spans dropped | calls/s |",
-        "|---|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|---:|",
+        "| scenario | RSS after warm-up MiB | RSS at 20 % | RSS at end | RSS growth, last 80 % "
+        "| RSS slope, last 80 % (MiB per 1M calls) | Python blocks at 20 % → end "
+        "| GC objects warm-up → end | no growth? | in-flight at end | spans dropped | calls/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|",
     ]
     for name, r in results["scenarios"].items():
         if "error" in r:
@@ -199,10 +208,11 @@ def render(results: dict[str, Any]) -> str:
         rate = last["calls"] / r["elapsed_s"] if r["elapsed_s"] else 0
         out.append(
             f"| {name} | {first['rss'] / MIB:.1f} | {at20['rss'] / MIB:.1f} | "
-            f"{last['rss'] / MIB:.1f} | {v['growth_tail_mib']:+.1f} | "
-            f"{v['slope_mib_per_million']:+.2f} | {'yes' if v['met'] else 'NO'} | "
-            f"{first['gc_objects']:,} → {last['gc_objects']:,} | "
-            f"{at20.get('allocated_blocks', 0):,} → {last.get('allocated_blocks', 0):,} | "
+            f"{last['rss'] / MIB:.1f} | {v['growth_tail_mib']:+.1f} MiB "
+            f"({v['rss_growth_tail']:+.1%}) | {v['slope_mib_per_million']:+.2f} | "
+            f"{at20['allocated_blocks']:,} → {last['allocated_blocks']:,} "
+            f"({v['blocks_growth_tail']:+.2%}) | "
+            f"{first['gc_objects']:,} → {last['gc_objects']:,} | {'yes' if v['met'] else 'NO'} | "
             f"{last['in_flight']} | "
             f"{r['spans_dropped']} | {rate:,.0f} |"
         )
@@ -220,7 +230,7 @@ def render(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="200,000 calls")
+    mode.add_argument("--quick", action="store_true", help="100,000 calls")
     mode.add_argument("--full", action="store_true", help="1,000,000 calls, longer warm-up")
     parser.add_argument("--calls", type=int, help="override the number of measured calls")
     parser.add_argument("--json", help="write the results to this file")

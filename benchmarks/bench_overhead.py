@@ -21,7 +21,8 @@ Scenarios (pipelines), all talking to 127.0.0.1 only:
 
 Variants: ``bare``, ``hand-written OTel`` (one span with the same attributes via
 ``start_as_current_span``, one histogram record, one counter add), ``@monitored``, their async
-twins where listed, and the peers' decorators.
+twins where listed, the peers' decorators, and (with the peers and in ``discard``) the
+hand-written span alone, which is the work the peers' decorators do: they record no metrics.
 
 Run: ``.venv/bin/python benchmarks/bench_overhead.py [--quick|--full] [--json PATH]``.
 """
@@ -144,6 +145,26 @@ def handwritten(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def handwritten_span_only(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The same span and nothing else: the work the peers' decorators do (they record no
+    metrics), so their rows can be read against it."""
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind
+
+    tracer = trace.get_tracer("bench.handwritten")
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with tracer.start_as_current_span(
+            SPAN_NAME, kind=SpanKind.CLIENT, attributes=SPAN_ATTRIBUTES
+        ) as span:
+            result = fn(*args, **kwargs)
+            span.set_attribute("modelwatch.cost", COST_USD)
+        return result
+
+    return wrapper
+
+
 def monitored(fn: Callable[..., Any]) -> Callable[..., Any]:
     import modelwatch
 
@@ -231,6 +252,8 @@ def build(scenario: str, endpoints: dict[str, str]) -> tuple[dict[str, Variant],
         "hand-written OTel": (handwritten, False, None),
         "@monitored": (monitored, False, None),
     }
+    if scenario in ("discard", "traceloop", "openlit"):
+        variants["hand-written OTel, span only"] = (handwritten_span_only, False, None)
     if with_async:
         variants["bare async"] = (_identity, True, None)
         variants["hand-written OTel async"] = (handwritten, True, None)
