@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from modelwatch import semconv
-from modelwatch.ops import _yaml
 from modelwatch.ops.promnames import COLLECTOR, PLAIN, metric_name
 from modelwatch.ops.rules import (
     GROUPS,
@@ -208,12 +207,3 @@ def test_scaled_options_shrink_windows_but_not_thresholds() -> None:
 def test_invalid_options_raise(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         RuleOptions(**bad)
-
-
-def test_yaml_writer_round_trips_awkward_values() -> None:
-    document = {
-        "a": ["yes", "no", "5m", "1.5", "", " lead", "x: y", "#c", "multi\nline"],
-        "b": {"nested": [], "empty": {}, "n": None, "t": True, "f": 1.25, "i": 3},
-        "c": [[1, 2], {"k": "v", "l": [{"m": 1}]}, [], {}],
-    }
-    assert yaml.safe_load(_yaml.dump(document, header="h")) == document

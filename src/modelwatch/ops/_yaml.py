@@ -8,7 +8,6 @@ string is a valid YAML double-quoted scalar); multi-line strings use literal blo
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -23,20 +22,53 @@ def _scalar(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    text = str(value)
-    if _DURATION.match(text):
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = repr(value)
+        # YAML 1.1 (PyYAML) reads a float only with a dot: 1e-09 must be 1.0e-09
+        if "e" in text and "." not in text:
+            text = text.replace("e", ".0e", 1)
         return text
-    if _PLAIN_SAFE.match(text) and text.lower() not in _RESERVED and not text.endswith(" "):
+    text = str(value)
+    if _DURATION.fullmatch(text):
+        return text
+    if _PLAIN_SAFE.fullmatch(text) and text.lower() not in _RESERVED and not text.endswith(" "):
         return text
     if "'" not in text and text.isprintable():
         return f"'{text}'"  # single quotes escape nothing else: PromQL and matchers stay legible
-    return json.dumps(text, ensure_ascii=False)
+    return _double_quoted(text)
+
+
+def _double_quoted(text: str) -> str:
+    """A YAML double-quoted scalar: every character YAML could misread is escaped."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char.isprintable() and char not in "\u2028\u2029":
+            out.append(char)
+        elif ord(char) <= 0xFF:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _is_block_text(value: object) -> bool:
-    return isinstance(value, str) and "\n" in value
+    """Multi-line text a literal block (``|-``) carries exactly: no trailing line break, no
+    leading blank or space (the block's indentation would swallow it), nothing non-printable."""
+    if not isinstance(value, str) or "\n" not in value or value.endswith("\n"):
+        return False
+    lines = value.split("\n")
+    return (
+        bool(lines[0])
+        and not lines[0][0].isspace()
+        and all(line.isprintable() for line in lines)
+        and not any(line != line.rstrip() for line in lines)
+    )
 
 
 def _block(text: str, indent: str) -> list[str]:
