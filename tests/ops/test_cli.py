@@ -122,3 +122,16 @@ def test_dashboard_output_dir(tmp_path: Path) -> None:
     target = tmp_path / "one.json"
     assert main(["dashboard", "-o", str(target)]) == 0
     assert json.loads(target.read_text())["uid"] == "modelwatch-overview"
+
+
+def test_dashboard_without_the_sdk_says_which_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith("grafana_foundation_sdk")] + [
+        "grafana_foundation_sdk"
+    ]:
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main(["dashboard"]) == 1
+    assert "pip install 'modelwatch[dashboards]'" in capsys.readouterr().err

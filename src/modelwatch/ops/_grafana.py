@@ -42,7 +42,7 @@ def load_sdk() -> Any:
         )
         from grafana_foundation_sdk.cog import encoder
         from grafana_foundation_sdk.models import dashboard as models
-    except ImportError as exc:  # pragma: no cover - exercised by hand without the extra
+    except ImportError as exc:
         raise ImportError(
             "modelwatch dashboards need grafana-foundation-sdk: "
             "pip install 'modelwatch[dashboards]'"
