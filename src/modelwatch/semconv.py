@@ -135,7 +135,12 @@ TOKEN_BUCKETS: Final[tuple[float, ...]] = tuple(float(4**i) for i in range(14))
 
 # --------------------------------------------------------------------------- metrics
 InstrumentKind = Literal[
-    "histogram", "counter", "up_down_counter", "observable_gauge", "observable_up_down_counter"
+    "histogram",
+    "counter",
+    "up_down_counter",
+    "observable_counter",
+    "observable_gauge",
+    "observable_up_down_counter",
 ]
 
 
@@ -159,7 +164,7 @@ class MetricSpec:
         base = self.name.replace(".", "_")
         if self.unit == "s":
             base += "_seconds"
-        if self.instrument == "counter":
+        if self.instrument in ("counter", "observable_counter"):
             base += "_total"
         return base
 
@@ -216,7 +221,7 @@ EXECUTE_TOOL_DURATION: Final = MetricSpec(
 )
 COST: Final = MetricSpec(
     "modelwatch.cost",
-    "counter",
+    "observable_counter",
     "{USD}",
     "Cost of model calls in US dollars, from the price table.",
     (GEN_AI_PROVIDER_NAME, GEN_AI_REQUEST_MODEL, MODELWATCH_ANALYSIS, MODELWATCH_ROUTER),

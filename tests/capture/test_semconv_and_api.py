@@ -16,7 +16,7 @@ def test_metric_names_instruments_and_units_are_pinned() -> None:
         ("gen_ai.client.operation.time_to_first_chunk", "histogram", "s"),
         ("gen_ai.invoke_agent.duration", "histogram", "s"),
         ("gen_ai.execute_tool.duration", "histogram", "s"),
-        ("modelwatch.cost", "counter", "{USD}"),
+        ("modelwatch.cost", "observable_counter", "{USD}"),
         ("modelwatch.calls.in_flight", "observable_up_down_counter", "{call}"),
         ("modelwatch.calls.oldest_in_flight", "observable_gauge", "s"),
         ("modelwatch.circuit.state", "observable_gauge", "1"),

@@ -31,6 +31,8 @@ def _exported_names() -> set[str]:
             meter.create_counter(spec.name, **kw).add(1)
         elif spec.instrument == "up_down_counter":
             meter.create_up_down_counter(spec.name, **kw).add(1)
+        elif spec.instrument == "observable_counter":
+            meter.create_observable_counter(spec.name, [one], **kw)
         elif spec.instrument == "observable_gauge":
             meter.create_observable_gauge(spec.name, [one], **kw)
         else:

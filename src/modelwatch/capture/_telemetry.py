@@ -13,6 +13,7 @@ Observable instruments are declared once with :func:`register_observable`; each
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -54,10 +55,34 @@ class Telemetry:
         self.duration = self.instrument(semconv.OPERATION_DURATION)
         self.tokens = self.instrument(semconv.TOKEN_USAGE)
         self.time_to_first_chunk = self.instrument(semconv.TIME_TO_FIRST_CHUNK)
-        self.cost = self.instrument(semconv.COST)
+        # ``modelwatch.cost`` is an observable counter over running totals kept here, per
+        # provider pair: adding to a dict costs ~0.2 µs where ``Counter.add`` costs 7-12 µs.
+        self._cost_totals: dict[tuple[tuple[str, Any], ...], float] = {}
+        self._cost_lock = threading.Lock()
+        self.meter.create_observable_counter(
+            semconv.COST.name,
+            [self._observe_cost],
+            unit=semconv.COST.unit,
+            description=semconv.COST.description,
+        )
         with _lock:
             for spec, callback in list(_observables.values()):
                 self._create_observable(spec, callback)
+
+    def add_cost(self, key: tuple[tuple[str, Any], ...], usd: float) -> None:
+        """Add ``usd`` to the running ``modelwatch.cost`` total of attribute set ``key``."""
+        with self._cost_lock:
+            self._cost_totals[key] = self._cost_totals.get(key, 0.0) + usd
+
+    def _observe_cost(self, _options: CallbackOptions) -> Iterator[Observation]:
+        with self._cost_lock:
+            totals = list(self._cost_totals.items())
+        return iter([Observation(total, dict(key)) for key, total in totals])
+
+    def _reset_after_fork(self) -> None:
+        self._cost_lock = threading.Lock()
+        self._instrument_lock = threading.Lock()
+        self._cost_totals.clear()  # the parent reports what it spent
 
     def instrument(self, spec: semconv.MetricSpec) -> Any:
         """The synchronous instrument for ``spec`` (histogram, counter or up-down counter)."""
@@ -104,6 +129,10 @@ class Telemetry:
             self.meter.create_observable_gauge(
                 spec.name, [observe], unit=spec.unit, description=spec.description
             )
+        elif spec.instrument == "observable_counter":
+            self.meter.create_observable_counter(
+                spec.name, [observe], unit=spec.unit, description=spec.description
+            )
         elif spec.instrument == "observable_up_down_counter":
             self.meter.create_observable_up_down_counter(
                 spec.name, [observe], unit=spec.unit, description=spec.description
@@ -143,6 +172,16 @@ def invalidate() -> None:
     global _current
     with _lock:
         _current = None
+
+
+def _reset_after_fork() -> None:
+    global _lock
+    _lock = threading.RLock()
+    if _current is not None:
+        _current._reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def set_configured_providers(

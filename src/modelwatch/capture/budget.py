@@ -15,6 +15,7 @@ per process: aggregate across processes in Prometheus (``sum by (modelwatch_budg
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -171,3 +172,16 @@ def _observe() -> Iterable[tuple[float, dict[str, Any]]]:
 
 
 register_observable(semconv.BUDGET_USED, _observe)
+
+
+def _reset_after_fork() -> None:
+    """A forked child counts its own spending: the parent reports what it spent."""
+    global _lock
+    _lock = threading.Lock()
+    for budget in _open:
+        budget._lock = threading.Lock()
+        budget._spent = 0.0
+        budget._warned = False
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

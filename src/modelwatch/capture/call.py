@@ -14,6 +14,7 @@ and cost are never counted twice.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import traceback
@@ -71,6 +72,7 @@ class CallSpec:
 
     __slots__ = (
         "analysis",
+        "cost_key",
         "duration_instrument",
         "inflight_key",
         "is_model",
@@ -111,6 +113,9 @@ class CallSpec:
         self.analysis = analysis
         self.usage = usage
         self.inflight_key = tuple(metric_attributes.get(k) for k in _INFLIGHT_KEYS)
+        self.cost_key = tuple(
+            (k, v) for k, v in metric_attributes.items() if k in semconv.COST.attributes
+        )
 
 
 # ----------------------------------------------------------------------- in-flight registry
@@ -418,13 +423,19 @@ class Call:
         if kind is None or input_tokens is not None or output_tokens is not None:
             cost = self.cost
             if cost:
-                tel.cost.add(cost, _cost_attributes(spec))
+                tel.add_cost(spec.cost_key, cost)
                 charge(cost, spec.metric_attributes)
 
 
-def _cost_attributes(spec: CallSpec) -> dict[str, Any]:
-    keys = semconv.COST.attributes
-    return {k: v for k, v in spec.metric_attributes.items() if k in keys}
+def _reset_after_fork() -> None:
+    """A forked child starts with no running calls: the parent's in-flight calls are not
+    running there, and would look hung."""
+    global _end_lock
+    _inflight.clear()
+    _end_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _record_error_on_span(span: Span, exc: BaseException, kind: str) -> None:

@@ -102,7 +102,7 @@ def metric_name(spec: MetricSpec, naming: Naming = SDK) -> str:
             word = _sanitize(_unit_word(spec.unit))
             if word and not base.endswith(f"_{word}"):
                 base += f"_{word}"
-    if naming.total_suffix and spec.instrument == "counter":
+    if naming.total_suffix and spec.instrument in ("counter", "observable_counter"):
         base += "_total"
     return base
 
