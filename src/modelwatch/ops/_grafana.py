@@ -177,6 +177,12 @@ def bargauge(title: str, description: str, unit: str, target: Target, width: int
         .max(1)
         .height(8)
         .span(width)
+        .display_mode("gradient")
+        .orientation("horizontal")
+        .show_unfilled(True)
+        .reduce_options(
+            sdk.builders.common.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
+        )
         .thresholds(
             dashboard.ThresholdsConfig()
             .mode("absolute")
