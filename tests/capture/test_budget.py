@@ -89,3 +89,23 @@ def test_bad_budgets_are_rejected(kwargs: dict[str, object], message: str) -> No
 def test_duplicate_names_are_rejected() -> None:
     with modelwatch.Budget("dup", limit_usd=1.0), pytest.raises(ValueError, match="already open"):
         modelwatch.Budget("dup", limit_usd=2.0)
+
+
+def test_forked_child_starts_without_the_parents_calls_cost_or_spend() -> None:
+    import os
+
+    from modelwatch.capture import _telemetry, call
+
+    with modelwatch.Budget("fork", limit_usd=1.0) as budget:
+        _call()
+        with modelwatch.monitored(model="m", provider="p"):
+            assert call._inflight  # a running call in the parent
+            pid = os.fork()
+            if pid == 0:  # the child: no running calls, no cost, no spend of the parent's
+                tel = _telemetry._current
+                clean = not call._inflight and budget.spent_usd == 0.0
+                clean = clean and (tel is None or not tel._cost_totals)
+                os._exit(0 if clean else 1)
+            _, status = os.waitpid(pid, 0)
+        assert budget.spent_usd > 0  # the parent keeps its own
+    assert os.waitstatus_to_exitcode(status) == 0
