@@ -17,7 +17,14 @@ from modelwatch.ops.alertmanager import AlertmanagerOptions, render_alertmanager
 from modelwatch.ops.durations import format_duration
 from modelwatch.ops.rules import RuleOptions, render_rules
 
-__all__ = ["DeployOptions", "deploy_files", "main", "prometheus_config", "render_prometheus"]
+__all__ = [
+    "DeployOptions",
+    "deploy_files",
+    "main",
+    "prometheus_config",
+    "render_grafana_provider",
+    "render_prometheus",
+]
 
 RULES_FILE = "modelwatch-alerts.yml"
 
@@ -60,6 +67,29 @@ def render_prometheus(options: DeployOptions | None = None) -> str:
     return _yaml.dump(prometheus_config(options), header=header)
 
 
+def render_grafana_provider(path: str = "/var/lib/grafana/dashboards/modelwatch") -> str:
+    """A Grafana dashboard provider (``provisioning/dashboards/``) loading the JSON in ``path``."""
+    header = (
+        "Grafana provisioning: copy to /etc/grafana/provisioning/dashboards/, and write the\n"
+        f"dashboards into the path below: modelwatch dashboard --output-dir {path}"
+    )
+    document = {
+        "apiVersion": 1,
+        "providers": [
+            {
+                "name": "modelwatch",
+                "folder": "modelwatch",
+                "type": "file",
+                "disableDeletion": False,
+                "updateIntervalSeconds": 60,
+                "allowUiUpdates": False,
+                "options": {"path": path},
+            }
+        ],
+    }
+    return _yaml.dump(document, header=header)
+
+
 def deploy_files() -> dict[str, str]:
     """Relative path -> text of every generated file in ``examples/deploy/``."""
     files = {
@@ -69,11 +99,12 @@ def deploy_files() -> dict[str, str]:
     }
     from modelwatch.ops.dashboards import DASHBOARDS, render_dashboard
 
+    files["grafana/provisioning/modelwatch.yml"] = render_grafana_provider()
     try:
         for name, uid in DASHBOARDS.items():
             files[f"grafana/{uid}.json"] = render_dashboard(name)  # type: ignore[arg-type]
     except ImportError:  # the dashboards need the optional grafana-foundation-sdk
-        return {k: v for k, v in files.items() if not k.startswith("grafana/")}
+        return {k: v for k, v in files.items() if not k.endswith(".json")}
     return files
 
 
