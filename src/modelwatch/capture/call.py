@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -113,6 +112,8 @@ class CallSpec:
         self.analysis = analysis
         self.usage = usage
         self.inflight_key = tuple(metric_attributes.get(k) for k in _INFLIGHT_KEYS)
+        if is_model:  # in-flight gauges report 0 for a key once seen, not nothing
+            _seen_inflight_keys.add(self.inflight_key)
         self.cost_key = tuple(
             (k, v) for k, v in metric_attributes.items() if k in semconv.COST.attributes
         )
@@ -155,8 +156,6 @@ def _observe_oldest() -> Iterable[tuple[float, Attributes]]:
 register_observable(semconv.CALLS_IN_FLIGHT, _observe_in_flight)
 register_observable(semconv.CALLS_OLDEST_IN_FLIGHT, _observe_oldest)
 
-_end_lock = threading.Lock()
-
 
 class Call:
     """One running monitored call (a model call, or an agent or tool step).
@@ -171,10 +170,10 @@ class Call:
         "_child_input",
         "_child_output",
         "_ctx_token",
-        "_ended",
         "_error_kind",
         "_first_chunk_at",
         "_input_tokens",
+        "_once",
         "_output_tokens",
         "_owner",
         "_response_model",
@@ -191,7 +190,7 @@ class Call:
         self._call_token: Token[Call | None] | None = None
         self._owner: Call | None = None
         self._start = 0.0
-        self._ended = False
+        self._once = [True]
         self._error_kind: str | None = None
         self._first_chunk_at: float | None = None
         self._input_tokens: int | None = None
@@ -230,14 +229,7 @@ class Call:
     @property
     def cost(self) -> float | None:
         """USD cost from the price table for the usage so far, or ``None`` if unpriced."""
-        model = self._spec.model
-        if model is None:
-            return None
-        try:
-            return cost_of(model, self.input_tokens, self.output_tokens)
-        except Exception as exc:
-            report_internal_error("cost", exc)
-            return None
+        return _price(self._spec.model, self.input_tokens, self.output_tokens)
 
     def record_usage(
         self, input_tokens: int | None = None, output_tokens: int | None = None
@@ -365,10 +357,10 @@ class Call:
 
     def _end(self, exc: BaseException | None = None, *, stream_closed: bool = False) -> None:
         """End the call exactly once: span status, metrics, forwarding to the owner."""
-        with _end_lock:
-            if self._ended:
-                return
-            self._ended = True
+        try:
+            self._once.pop()  # list.pop is atomic: a consumer and the GC cannot both end it
+        except IndexError:
+            return
         end = time.perf_counter()
         _inflight.pop(id(self), None)
         try:
@@ -387,52 +379,80 @@ class Call:
         if exc is not None:
             kind = _classify(exc)
             self._error_kind = kind
+        input_tokens = self._input_tokens
+        if input_tokens is None:
+            input_tokens = self._child_input
+        output_tokens = self._output_tokens
+        if output_tokens is None:
+            output_tokens = self._child_output
         owner = self._owner
+        cost = None
         if owner is not None:  # nested: forward, record no metrics of our own
-            owner._absorb_usage(Usage(self.input_tokens, self.output_tokens, self._response_model))
+            owner._absorb_usage(Usage(input_tokens, output_tokens, self._response_model))
+        elif spec.is_model:
+            # a failed call is priced only when it reported usage (providers bill those)
+            if kind is None or input_tokens is not None or output_tokens is not None:
+                cost = _price(spec.model, input_tokens, output_tokens)
+            self._record_model_metrics(spec, end - self._start, kind, input_tokens, output_tokens)
+            if cost:
+                tel = telemetry()
+                tel.add_cost(spec.cost_key, cost)
+                charge(cost, spec.metric_attributes)
         else:
-            self._record_metrics(spec, end - self._start, kind)
+            telemetry().instrument(spec.duration_instrument).record(
+                end - self._start, self._metric_attributes(kind)
+            )
         if span is not None:
             if stream_closed:
                 span.set_attribute(semconv.MODELWATCH_STREAM, True)
-            if exc is not None and kind is not None:
-                _record_error_on_span(span, exc, kind)
-            elif owner is None and spec.is_model:
-                cost = self.cost
-                if cost is not None:
-                    span.set_attribute(semconv.MODELWATCH_COST, cost)
+            if kind is not None:
+                _record_error_on_span(span, exc, kind)  # type: ignore[arg-type]
+            elif cost is not None:
+                span.set_attribute(semconv.MODELWATCH_COST, cost)
             span.end()
 
-    def _record_metrics(self, spec: CallSpec, duration: float, kind: str | None) -> None:
+    def _metric_attributes(self, kind: str | None) -> Attributes:
+        attrs = self._spec.metric_attributes
+        if kind is None and self._response_model is None:
+            return attrs  # the common case: the spec's dict, built once
+        extra = dict(attrs)
+        if kind is not None:
+            extra[semconv.ERROR_TYPE] = kind
+        if self._response_model is not None:
+            extra[semconv.GEN_AI_RESPONSE_MODEL] = self._response_model
+        return extra
+
+    def _record_model_metrics(
+        self,
+        spec: CallSpec,
+        duration: float,
+        kind: str | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+    ) -> None:
         tel = telemetry()
-        attrs = spec.metric_attributes
-        if kind is not None or self._response_model is not None:
-            attrs = dict(attrs)
-            if kind is not None:
-                attrs[semconv.ERROR_TYPE] = kind
-            if self._response_model is not None:
-                attrs[semconv.GEN_AI_RESPONSE_MODEL] = self._response_model
-        tel.instrument(spec.duration_instrument).record(duration, attrs)
-        if not spec.is_model:
-            return
-        input_tokens, output_tokens = self.input_tokens, self.output_tokens
+        attrs = self._metric_attributes(kind)
+        tel.duration.record(duration, attrs)
         if input_tokens is not None:
             tel.tokens.record(input_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "input"})
         if output_tokens is not None:
             tel.tokens.record(output_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "output"})
-        if kind is None or input_tokens is not None or output_tokens is not None:
-            cost = self.cost
-            if cost:
-                tel.add_cost(spec.cost_key, cost)
-                charge(cost, spec.metric_attributes)
+
+
+def _price(model: str | None, input_tokens: int | None, output_tokens: int | None) -> float | None:
+    if model is None:
+        return None
+    try:
+        return cost_of(model, input_tokens, output_tokens)
+    except Exception as exc:
+        report_internal_error("cost", exc)
+        return None
 
 
 def _reset_after_fork() -> None:
     """A forked child starts with no running calls: the parent's in-flight calls are not
     running there, and would look hung."""
-    global _end_lock
     _inflight.clear()
-    _end_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -491,7 +511,6 @@ def start_call(spec: CallSpec) -> Call:
         call._start = time.perf_counter()
         if call._owner is None and spec.is_model:
             _inflight[id(call)] = call
-            _seen_inflight_keys.add(spec.inflight_key)
     except Exception as exc:
         report_internal_error("start_call", exc)
         if call._start == 0.0:

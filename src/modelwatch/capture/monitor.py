@@ -25,10 +25,13 @@ from typing import Any, TypeVar, overload
 import wrapt
 from opentelemetry import context as otel_context
 
-from modelwatch._safety import guard
+from modelwatch._safety import report_internal_error
 from modelwatch.capture.call import _CURRENT, Call, CallSpec, start_call
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Result types that carry no usage: skip extraction (unless a ``usage=`` callable is given).
+_NO_USAGE: frozenset[type] = frozenset({str, bytes, type(None), int, float, bool})
 
 
 def _end(call: Call, exc: BaseException | None = None, *, closed: bool = False) -> None:
@@ -44,8 +47,11 @@ def _run_sync(spec: CallSpec, wrapped: Callable[..., Any], args: Any, kwargs: An
         _end(call, exc)
         raise
     call._detach()
-    with guard("usage"):
-        call._usage_from_result(result)
+    if spec.usage is not None or type(result) not in _NO_USAGE:
+        try:
+            call._usage_from_result(result)
+        except Exception as exc:
+            report_internal_error("usage", exc)
     call._end()
     return result
 
@@ -58,8 +64,11 @@ async def _run_async(spec: CallSpec, coro: Awaitable[Any]) -> Any:
         _end(call, exc)
         raise
     call._detach()
-    with guard("usage"):
-        call._usage_from_result(result)
+    if spec.usage is not None or type(result) not in _NO_USAGE:
+        try:
+            call._usage_from_result(result)
+        except Exception as exc:
+            report_internal_error("usage", exc)
     call._end()
     return result
 
