@@ -94,7 +94,9 @@ def main() -> int:
             stop.wait(0.2)
 
     threading.Thread(target=streamer, daemon=True).start()
-    print(f"PORT {config.prometheus_port}", flush=True)
+    # one write: the engine's stderr shares the log file and must not split the line
+    sys.stdout.write(f"PORT {config.prometheus_port}\n")
+    sys.stdout.flush()
     try:
         while True:
             with contextlib.suppress(Exception):

@@ -62,10 +62,8 @@ def _closed_port() -> int:
 def _engine_port(log: Path, process: Any) -> int:
     def port() -> int | None:
         assert process.running, process.output
-        for line in log.read_text().splitlines():
-            if line.startswith("PORT "):
-                return int(line.split()[1])
-        return None
+        found = re.search(r"^PORT (\d+)$", log.read_text(), re.MULTILINE)
+        return int(found.group(1)) if found else None
 
     return wait_until(port, timeout=20, message="the engine's /metrics port")
 
