@@ -11,6 +11,8 @@ Scenarios:
 
 * ``plain``                - the bare backend function
 * ``monitored``            - ``@modelwatch.monitored`` around it (the reference overhead)
+* ``route span + monitored`` - a monitored call inside a bare SDK span: the floor for any
+  router that emits a route span
 * ``router (pool)``        - ``Router.call`` happy path, default: sync attempts on the pool
 * ``router (inline)``      - ``Router(isolate_sync=False)``: attempts on the caller's thread
 * ``router acall``         - ``await Router.acall`` with an ``async def`` backend, against
@@ -38,13 +40,17 @@ from typing import Any
 
 import pybreaker
 import tenacity
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
 
 import modelwatch
-from modelwatch.capture._telemetry import use_providers
+from modelwatch import semconv
+from modelwatch.capture._telemetry import telemetry, use_providers
 from modelwatch.resilience import Backend, BreakerPolicy, Router
 
 BATCH = 300
@@ -105,6 +111,11 @@ def main() -> None:
         ("plain call", us(plain), ""),
         ("monitored call", us(results["monitored"]), f"overhead {us(mon)}"),
         (
+            "monitored inside a bare route span",
+            us(results["route span + monitored"]),
+            ratio("route span + monitored", plain, mon) + "  (the floor)",
+        ),
+        (
             "router.call (pool, default)",
             us(results["router pool"]),
             ratio("router pool", plain, mon),
@@ -154,6 +165,20 @@ def run_all() -> dict[str, float]:
     sync["plain"] = lambda: backend("x")
     mon = modelwatch.monitored(model="bench/model", provider="bench")(backend)
     sync["monitored"] = lambda: mon("x")
+    # the floor a router cannot go under: a monitored call inside a bare SDK route span
+    tracer = telemetry().tracer
+    route_attributes = {semconv.MODELWATCH_ROUTER: "bench"}
+
+    def route_span_and_monitored() -> None:
+        span = tracer.start_span("route bench", kind=SpanKind.INTERNAL, attributes=route_attributes)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            mon("x")
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    sync["route span + monitored"] = route_span_and_monitored
     pooled = Router("bench-pool", [Backend(backend, model="bench/model", provider="bench")])
     sync["router pool"] = lambda: pooled.call("x")
     inline = Router(

@@ -105,7 +105,7 @@ class WorkerPool:
         self._max = max_workers
         self._name = name
         self._queue: queue.SimpleQueue[_Task | tuple[Future[Any], _Task]] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
+        self._idle = 0  # workers waiting for a task (updated under _lock)
         self._lock = threading.Lock()
         self._threads = 0
 
@@ -116,13 +116,15 @@ class WorkerPool:
 
     def _put(self, item: _Task | tuple[Future[Any], _Task]) -> None:
         self._queue.put(item)
-        if not self._idle.acquire(blocking=False):
-            with self._lock:
-                if self._threads < self._max:
-                    self._threads += 1
-                    threading.Thread(
-                        target=self._work, name=f"{self._name}-{self._threads}", daemon=True
-                    ).start()
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1  # a waiting worker will take it
+                return
+            if self._threads >= self._max:
+                return  # every worker is busy: it waits in the queue (and may time out there)
+            self._threads += 1  # a new worker, for this task
+            name = f"{self._name}-{self._threads}"
+        threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def submit(
         self, fn: Callable[..., T], args: tuple[Any, ...] = (), kwargs: Any = None
@@ -157,7 +159,12 @@ class WorkerPool:
             del task
 
     def _work(self) -> None:
+        first = True
         while True:
+            if not first:
+                with self._lock:
+                    self._idle += 1
+            first = False
             item = self._queue.get()
             if isinstance(item, _Task):
                 item.execute()
@@ -171,7 +178,6 @@ class WorkerPool:
                         future.set_result(task.result)
                 del future, task
             del item
-            self._idle.release()
 
 
 _shared_pool: WorkerPool | None = None
