@@ -329,3 +329,20 @@ async def test_1000_tasks_against_an_open_primary_make_zero_calls_to_it(
     results = await asyncio.gather(*(router.acall("x") for _ in range(1000)))
     assert primary.calls == []
     assert results == ["b"] * 1000
+
+
+def test_closing_the_routed_stream_closes_the_backends_stream(clock: ManualClock) -> None:
+    closed = threading.Event()
+
+    def backend(_: str) -> Iterator[str]:
+        try:
+            yield "a"
+            yield "b"
+        finally:
+            closed.set()
+
+    router = router_of(clock, backend)  # attempts on the worker pool (the default)
+    stream = router.stream("x")
+    assert next(stream) == "a"
+    stream.close()
+    assert closed.is_set()

@@ -187,8 +187,10 @@ def stream(router: Router, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ite
     except GeneratorExit:
         state.closed()
         with guard("router.stream_close"):
+            # between two chunks no pull is running, so the backend's stream can be closed
+            # here (an HTTP stream releases its connection)
             close = getattr(iterator, "close", None)
-            if close is not None and not router._isolate:
+            if close is not None:
                 close()
         raise
     except BaseException as exc:
