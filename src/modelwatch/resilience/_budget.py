@@ -2,8 +2,8 @@
 
 Each call deposits ``budget_ratio`` tokens (capped); each same-backend retry withdraws one.
 ``budget_min_per_s`` tokens also accrue per second, so a quiet service can still retry.
-During an outage every call fails, the deposits stop covering the retries, and the extra
-load modelwatch adds is bounded by the ratio instead of multiplying with ``max_retries``.
+During an outage, when every call would like to retry, retries add at most ``budget_ratio``
+of the traffic (plus ``budget_min_per_s``) instead of multiplying it by ``max_retries``.
 """
 
 from __future__ import annotations
