@@ -540,3 +540,31 @@ def test_failover_duration_is_the_time_spent_before_the_backup(
         "m1",
         "unavailable",
     )
+
+
+def test_retry_budget_refills_with_time(clock: ManualClock) -> None:
+    from modelwatch.resilience._budget import RetryBudget
+
+    budget = RetryBudget(RetryPolicy(budget_ratio=0.0, budget_min_per_s=1.0), clock)
+    taken = sum(budget.withdraw() for _ in range(20))
+    assert taken == 10  # the starting reserve
+    assert not budget.withdraw()
+    clock.advance(3.0)
+    assert [budget.withdraw() for _ in range(4)] == [True, True, True, False]
+
+
+def test_status_answers_while_a_call_hangs() -> None:
+    release = threading.Event()
+    router = Router(
+        "busy", [Backend(lambda: release.wait(10), model="slow", provider="t")], timeout_s=None
+    )
+    caller = threading.Thread(target=router.call)
+    caller.start()
+    try:
+        started = time.monotonic()
+        (status,) = router.status()
+        assert time.monotonic() - started < 0.5
+        assert status.state == "closed"
+    finally:
+        release.set()
+        caller.join(5)
