@@ -156,3 +156,19 @@ def test_redis_going_away_leaves_local_state_working(
     assert time.monotonic() - started < 1.0
     late = Breaker("built-while-down", policy)  # pybreaker's constructor would raise here
     assert late.admit() is not None
+
+
+def test_reading_the_state_refreshes_it_without_any_calls(
+    redis_server: Any, client_for: Callable[[str], redis.Redis]
+) -> None:
+    url = redis_server.fresh_url()
+    policy = BreakerPolicy(
+        storage=redis_storage(client_for(url), f"mw-{uuid.uuid4().hex[:8]}"), sync_interval_s=0.01
+    )
+    a, b = Breaker("z", policy), Breaker("z", policy)
+    assert b.state == "closed"
+    a.force_open()
+    deadline = time.monotonic() + 2.0
+    while b.state != "open" and time.monotonic() < deadline:  # what a health check does
+        time.sleep(0.005)
+    assert b.state == "open"

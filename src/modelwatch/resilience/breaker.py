@@ -190,7 +190,10 @@ class Breaker:
     @property
     def state(self) -> State:
         """``"closed"``, ``"half_open"`` or ``"open"``; an open breaker whose open time has
-        passed reads as ``"half_open"`` (it would admit a trial now)."""
+        passed reads as ``"half_open"`` (it would admit a trial now). With shared storage,
+        reading it also keeps the shared state fresh (health checks read it without traffic)."""
+        if self._shared_reads and self._clock.monotonic() >= self._next_sync:
+            self._schedule_sync()
         state = self._state
         if state == OPEN and self._clock.monotonic() >= self._open_until:
             return HALF_OPEN
