@@ -133,6 +133,9 @@ class FakeHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "modelwatch-fake/1"
+    # headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
+    # the client's delayed ACK hold every keep-alive answer back ~40 ms
+    disable_nagle_algorithm = True
     server: FakeHTTPServer
     # what the current request's log entry says; reset for each request
     _index: int = -1
