@@ -464,14 +464,16 @@ def _record_error_on_span(span: Span, exc: BaseException, kind: str) -> None:
     span.set_attribute(semconv.ERROR_TYPE, kind)
     span.set_status(Status(StatusCode.ERROR, message[:500] or exc_type.__name__))
     stack = scrub("".join(traceback.format_exception(exc_type, exc, exc.__traceback__)))
-    span.record_exception(
-        exc,
-        attributes={
+    # the event Span.record_exception writes, built here so the traceback is formatted once
+    # (record_exception formats its own before taking ours) and scrubbed before it is kept
+    span.add_event(
+        "exception",
+        {
             "exception.type": f"{exc_type.__module__}.{exc_type.__qualname__}",
             "exception.message": message,
             "exception.stacktrace": stack,
+            "exception.escaped": "True",
         },
-        escaped=True,
     )
 
 
