@@ -16,6 +16,7 @@ Set MODELWATCH_E2E_REPORT=path.json to keep the measured timings.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -76,6 +77,26 @@ def _first(hook: WebhookReceiver, name: str, status: str, since: float, timeout:
     """Seconds from ``since`` until the webhook got ``name`` with ``status`` (50 ms polling)."""
     hook.wait_for_alert(name, status=status, timeout=timeout)
     return time.monotonic() - since
+
+
+def _diagnose(scope: dict[str, Any], hook: WebhookReceiver, report: dict[str, Any]) -> None:
+    """Print what each server held when the test failed."""
+    found: dict[str, Any] = {"report": report}
+    with contextlib.suppress(Exception):
+        found["webhook"] = [(a["labels"]["alertname"], a["status"]) for a in hook.alerts()]
+    with contextlib.suppress(Exception):
+        found["prometheus"] = [
+            (a["labels"]["alertname"], a["state"], a["labels"].get("gen_ai_request_model"))
+            for a in scope["prom"].alerts()
+        ]
+    with contextlib.suppress(Exception):
+        found["alertmanager"] = [
+            (a["labels"]["alertname"], a["status"]["state"]) for a in scope["am"].alerts()
+        ]
+    with contextlib.suppress(Exception):
+        found["engine_log"] = scope["engine"].output[-2000:]
+    print("--- diagnostics ---")
+    print(json.dumps(found, indent=2, default=str))
 
 
 def _first_seen(prom: Any, promql: str, since_wall: float) -> float | None:
@@ -272,6 +293,9 @@ def test_outage_fires_routes_inhibits_and_resolves(
             # the symptom resolved while still inhibited: it may ride along, resolved, in the
             # group's closing notification, but it never arrived firing
             assert not _firing_names(hook) & SYMPTOMS, "a symptom leaked after the circuit closed"
+        except BaseException:
+            _diagnose(locals(), hook, report)  # shown by pytest with the failure
+            raise
         finally:
             engine.stop()
     report["webhook_alerts"] = sorted(
