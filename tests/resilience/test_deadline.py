@@ -112,3 +112,44 @@ def test_deadline_caps_attempts_by_what_is_left(clock: ManualClock) -> None:
     clock.advance(25.0)
     assert deadline.remaining() == 0.0
     assert Deadline(clock, None).cap(None) == float("inf")
+
+
+def _alive(name: str) -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith(name))
+
+
+def test_idle_workers_leave_after_idle_s() -> None:
+    from support.servers import wait_until
+
+    pool = WorkerPool(4, name="mw-idle-test", idle_s=0.05)
+    release = threading.Event()
+    for _ in range(3):  # three workers, each stuck for a moment
+        pool.submit(release.wait, (5,))
+    wait_until(lambda: pool.threads == 3, timeout=5, message="three workers started")
+    release.set()
+    wait_until(
+        lambda: pool.threads == 0 and _alive("mw-idle-test") == 0,
+        timeout=5,
+        message="idle workers left",
+    )
+    assert pool.run(lambda: "still works", (), None, 1.0, "after") == "still works"
+
+
+def test_close_lets_idle_workers_go_and_busy_ones_after_their_task() -> None:
+    from support.servers import wait_until
+
+    pool = WorkerPool(4, name="mw-close-test", idle_s=60)
+    release = threading.Event()
+    busy = pool.submit(release.wait, (5,))
+    for _ in range(2):
+        pool.run(lambda: None, (), None, 1.0, "quick")
+    wait_until(lambda: pool.threads == 2, timeout=5, message="two workers")
+    pool.close()
+    wait_until(lambda: pool.threads == 1, timeout=5, message="the idle worker left")
+    release.set()
+    assert busy.result(timeout=5) is True
+    wait_until(
+        lambda: pool.threads == 0 and _alive("mw-close-test") == 0,
+        timeout=5,
+        message="the busy worker left after its task",
+    )

@@ -568,3 +568,19 @@ def test_status_answers_while_a_call_hangs() -> None:
     finally:
         release.set()
         caller.join(5)
+
+
+def test_close_releases_the_routers_worker_threads() -> None:
+    import modelwatch
+    from support.servers import wait_until
+
+    router = modelwatch.Router(
+        "closable", [modelwatch.Backend(lambda x: x, model="closable-m", provider="p")]
+    )
+    assert router.call(7) == 7
+    alive = lambda: [t for t in threading.enumerate() if "closable" in t.name]  # noqa: E731
+    assert alive()
+    router.close()
+    wait_until(lambda: not alive(), timeout=5, message="router threads left")
+    assert router.call(8) == 8  # still usable
+    router.close()

@@ -376,6 +376,11 @@ class Engine:
                 router.breaker(spec.model).add_listener(self._on_transition)
             self.routers[analysis.name] = router
 
+    def close(self) -> None:
+        """Release the routers' worker threads and background probes."""
+        for router in self.routers.values():
+            router.close()
+
     # ------------------------------------------------------------------ calls
     def prompt(self, analysis: str, text: str) -> str:
         """The prompt an analysis sends for ``text``."""

@@ -488,6 +488,7 @@ class _Demo:
         # read the last /metrics page just before the telemetry shuts down (LIFO order)
         stack.callback(self._read_metrics, metrics_url)
         engine = Engine(server, self.recorder, self.timing)
+        stack.callback(engine.close)
         health = _build_health(engine, server, self.timing, self.args.seed)
         health.start()
         stack.callback(health.stop)

@@ -95,24 +95,42 @@ class _Task:
 class WorkerPool:
     """A bounded pool of daemon threads that run sync attempts the caller may abandon.
 
-    Threads are started on demand up to ``max_workers`` and reused; each task runs in a
-    copy of the submitter's context, so the attempt's span is current inside the backend.
+    Threads are started on demand up to ``max_workers``, reused, and leave after ``idle_s``
+    without work (so a router that is no longer used leaves no threads behind); each task
+    runs in a copy of the submitter's context, so the attempt's span is current inside the backend.
     :meth:`run` hands a task over with one lock (the cheapest hand-off CPython offers);
     :meth:`submit` returns a :class:`~concurrent.futures.Future` for asyncio callers.
     """
 
-    def __init__(self, max_workers: int = 64, name: str = "modelwatch-attempt") -> None:
+    def __init__(
+        self, max_workers: int = 64, name: str = "modelwatch-attempt", idle_s: float = 30.0
+    ) -> None:
         self._max = max_workers
+        self._idle_s = idle_s
         self._name = name
-        self._queue: queue.SimpleQueue[_Task | tuple[Future[Any], _Task]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Task | tuple[Future[Any], _Task] | None] = (
+            queue.SimpleQueue()
+        )
+        self._closed = False
         self._idle = 0  # workers waiting for a task (updated under _lock)
         self._lock = threading.Lock()
         self._threads = 0
 
     @property
     def threads(self) -> int:
-        """Worker threads started so far."""
+        """Worker threads alive now."""
         return self._threads
+
+    def close(self) -> None:
+        """Let every worker leave: idle ones now, busy ones when their task ends.
+
+        Tasks submitted afterwards still run (each on a thread that leaves after it).
+        """
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, 0
+        for _ in range(idle):
+            self._queue.put(None)
 
     def _put(self, item: _Task | tuple[Future[Any], _Task]) -> None:
         self._queue.put(item)
@@ -159,13 +177,23 @@ class WorkerPool:
             del task
 
     def _work(self) -> None:
-        first = True
+        counted = False  # is this worker counted in ``_idle``? (a new one comes for a task)
         while True:
-            if not first:
+            try:
+                item = self._queue.get(timeout=self._idle_s)
+            except queue.Empty:
                 with self._lock:
-                    self._idle += 1
-            first = False
-            item = self._queue.get()
+                    if not counted or self._idle > 0:  # nobody handed it a task: leave
+                        if counted:
+                            self._idle -= 1
+                        self._threads -= 1
+                        return
+                counted = False  # a task was handed over as the wait ended: take it
+                continue
+            if item is None:  # close(): leave
+                with self._lock:
+                    self._threads -= 1
+                return
             if isinstance(item, _Task):
                 item.execute()
             else:
@@ -178,6 +206,12 @@ class WorkerPool:
                         future.set_result(task.result)
                 del future, task
             del item
+            with self._lock:
+                if self._closed:
+                    self._threads -= 1
+                    return
+                self._idle += 1
+            counted = True
 
 
 _shared_pool: WorkerPool | None = None
