@@ -146,6 +146,15 @@ def test_jitter_stays_within_its_bounds(clock: ManualClock) -> None:
     assert len(set(opens)) > 40  # really randomised
 
 
+def test_jitter_never_takes_the_open_time_past_its_cap(clock: ManualClock) -> None:
+    for seed in range(50):
+        policy = BreakerPolicy(open_s=60.0, max_open_s=60.0, jitter=0.1)
+        b = Breaker("cap", policy, clock=clock, rng=random.Random(seed))
+        fail(b, 3)
+        assert b.retry_after_s is not None
+        assert 54.0 <= b.retry_after_s <= 60.0
+
+
 def test_half_open_trials_are_bounded_by_policy(clock: ManualClock) -> None:
     b = make(clock, BreakerPolicy(jitter=0.0, half_open_trials=3))
     fail(b, 3)

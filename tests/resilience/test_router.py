@@ -584,3 +584,25 @@ def test_close_releases_the_routers_worker_threads() -> None:
     wait_until(lambda: not alive(), timeout=5, message="router threads left")
     assert router.call(8) == 8  # still usable
     router.close()
+
+
+def test_a_stale_rate_limit_reading_is_no_longer_reported() -> None:
+    import modelwatch
+    from modelwatch.resilience import router as router_module
+
+    router = modelwatch.Router(
+        "ratelimited", [modelwatch.Backend(lambda: "ok", model="rl-m", provider="p")]
+    )
+    (m,) = router._members
+    m.rate_limits.update({"requests": 0.0})
+    m.rate_limits_at = time.monotonic()
+    assert router.status()[0].rate_limit_remaining == {"requests": 0.0}
+    m.rate_limits_at -= router_module.RATE_LIMIT_READING_TTL_S + 1
+    assert router.status()[0].rate_limit_remaining == {}
+    observed = [
+        attrs
+        for _, attrs in router_module._observe_rate_limits()
+        if attrs.get("modelwatch.router") == "ratelimited"
+    ]
+    assert observed == []
+    router.close()

@@ -5,6 +5,7 @@ Every function here is guarded: telemetry can fail, the call it describes cannot
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -95,5 +96,6 @@ def note_headers(m: Member, source: Any) -> None:
             ratios = rate_limit_ratios(headers)
             if ratios:
                 m.rate_limits.update(ratios)
+                m.rate_limits_at = time.monotonic()
     except Exception as exc:
         report_internal_error("router.rate_limit", exc)

@@ -29,6 +29,7 @@ class Member:
         "index",
         "pool",
         "rate_limits",
+        "rate_limits_at",
         "spec",
         "what",
     )
@@ -48,6 +49,7 @@ class Member:
         )._spec
         self.benched_until = 0.0
         self.rate_limits: dict[str, float] = {}
+        self.rate_limits_at = 0.0  # monotonic time of the last reading
         self.what = f"attempt on {backend.model!r}"
         self._specs: list[CallSpec] = []
         self.pool: WorkerPool | None = None

@@ -391,7 +391,8 @@ class Breaker:
     def _open(self, now: float, reason: str, events: list[Transition]) -> None:
         jitter = self.policy.jitter
         factor = 1.0 + self._rng.uniform(-jitter, jitter) if jitter else 1.0
-        self._open_until = now + self._open_base_s * factor
+        # jitter spreads reopenings of many processes; the cap holds after it
+        self._open_until = now + min(self._open_base_s * factor, self.policy.max_open_s)
         self._opened_at_wall = self._clock.time()
         self._set_state(OPEN, reason, events)
 

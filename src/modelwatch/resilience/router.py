@@ -80,10 +80,21 @@ _FAILOVER_KINDS: Final = frozenset(
 _routers: weakref.WeakSet[Router] = weakref.WeakSet()
 
 
+#: A rate-limit reading older than this is no longer reported: answers without headers (or
+#: no traffic) would otherwise leave a "0 % left" reading, and its alert, standing forever.
+RATE_LIMIT_READING_TTL_S = 120.0
+
+
+def _current_rate_limits(m: Member) -> dict[str, float]:
+    if time.monotonic() - m.rate_limits_at > RATE_LIMIT_READING_TTL_S:
+        return {}
+    return dict(m.rate_limits)
+
+
 def _observe_rate_limits() -> Iterable[tuple[float, Attributes]]:
     for router in list(_routers):
         for m in router._members:
-            for resource, ratio in list(m.rate_limits.items()):
+            for resource, ratio in _current_rate_limits(m).items():
                 yield (
                     ratio,
                     {
@@ -296,7 +307,7 @@ class Router:
                     last_error_at=b.last_error_at,
                     error_rate=b.error_rate,
                     latency_s=b.latency_ewma_s,
-                    rate_limit_remaining=dict(m.rate_limits),
+                    rate_limit_remaining=_current_rate_limits(m),
                 )
             )
         return out
