@@ -121,7 +121,7 @@ def pieces() -> dict[str, Callable[[str], Any]]:
         candidates: dict[str, Callable[[str], Any]] = {
             "modelwatch: start_call + _detach + _end (no usage step, no wrapt)": start_end,
             "modelwatch: Call(spec)": lambda x: C.Call(spec),
-            "modelwatch: guard() context manager (empty body)": guarded,
+            "modelwatch: guard() context manager, empty body (for reference)": guarded,
             "modelwatch: extract_usage(str)": extract_usage,
             "modelwatch: cost_of(model)": lambda x: cost_of(bo.MODEL, None, None),
             "modelwatch: _cost_attributes(spec) (a new dict per call)": lambda x: (

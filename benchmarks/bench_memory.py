@@ -36,6 +36,29 @@ SAMPLES = 10
 MIB = 1024 * 1024
 
 
+def malloc_in_use() -> int | None:
+    """Bytes glibc's malloc has handed out and not got back (``mallinfo2``: heap + mmapped),
+    or ``None`` elsewhere. RSS minus this is memory malloc holds free (fragmentation)."""
+    try:
+        import ctypes
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [
+                (name, ctypes.c_size_t)
+                for name in (
+                    "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                    "fsmblks", "uordblks", "fordblks", "keepcost",
+                )
+            ]  # fmt: skip
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+        return int(info.uordblks + info.hblkhd)
+    except (OSError, AttributeError):
+        return None
+
+
 def child(endpoint: str, warmup: int, calls: int, drain: bool) -> None:
     import _common
 
@@ -64,6 +87,7 @@ def child(endpoint: str, warmup: int, calls: int, drain: bool) -> None:
             "gc_objects": len(gc.get_objects()),
             # every live pymalloc block, GC-tracked or not (str, bytes, floats...)
             "allocated_blocks": sys.getallocatedblocks(),
+            "malloc_in_use": malloc_in_use(),
             "in_flight": len(getattr(call_module, "_inflight", ())),
         }
 
@@ -223,7 +247,11 @@ def render(results: dict[str, Any]) -> str:
             series = ", ".join(f"{p['rss'] / MIB:.1f}" for p in r["points"])
             objects = ", ".join(f"{p['gc_objects']:,}" for p in r["points"])
             blocks = ", ".join(f"{p.get('allocated_blocks', 0):,}" for p in r["points"])
-            out.append(f"- {name}: RSS {series}; GC objects {objects}; Python blocks {blocks}")
+            malloc = ", ".join(f"{(p.get('malloc_in_use') or 0) / MIB:.1f}" for p in r["points"])
+            out.append(
+                f"- {name}: RSS {series}; malloc in use (MiB) {malloc}; "
+                f"GC objects {objects}; Python blocks {blocks}"
+            )
     return "\n".join(out)
 
 
