@@ -1,9 +1,9 @@
 """An instrumented "AI engine" for the end-to-end alerting test, run as its own process.
 
-    python e2e_engine.py FAKE_SERVER_URL PRIMARY BACKUP STREAM_MODEL
+    python e2e_engine.py FAKE_SERVER_URL PRIMARY BACKUP STREAM_MODEL PORT_FILE
 
-It configures modelwatch with a Prometheus ``/metrics`` endpoint on a free port (printed as
-``PORT <n>`` on stdout), puts a :class:`modelwatch.Router` with two backends in front of the
+It configures modelwatch with a Prometheus ``/metrics`` endpoint on a free port (written to
+``PORT_FILE``), puts a :class:`modelwatch.Router` with two backends in front of the
 :class:`~modelwatch.testing.fake_server.FakeModelServer` at ``FAKE_SERVER_URL``, registers the
 router's backends as health checks, and sends traffic until it is terminated: routed chat
 calls (usage, cost, rate-limit headers) and a streaming call (time to first chunk).
@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,7 +34,8 @@ CALL_INTERVAL_S = 0.05
 
 
 def main() -> int:
-    base_url, primary, backup, stream_model = sys.argv[1:5]
+    base_url, primary, backup, stream_model, port_path = sys.argv[1:6]
+    port_file = Path(port_path)
     config = modelwatch.configure(
         service_name="e2e-engine",
         prometheus_port=0,
@@ -94,9 +96,10 @@ def main() -> int:
             stop.wait(0.2)
 
     threading.Thread(target=streamer, daemon=True).start()
-    # one write: the engine's stderr shares the log file and must not split the line
-    sys.stdout.write(f"PORT {config.prometheus_port}\n")
-    sys.stdout.flush()
+    # a file of its own, renamed into place: log lines from other threads cannot interleave
+    partial = port_file.with_suffix(".partial")
+    partial.write_text(str(config.prometheus_port))
+    partial.replace(port_file)
     try:
         while True:
             with contextlib.suppress(Exception):

@@ -60,11 +60,10 @@ def _closed_port() -> int:
     return port
 
 
-def _engine_port(log: Path, process: Any) -> int:
+def _engine_port(port_file: Path, process: Any) -> int:
     def port() -> int | None:
         assert process.running, process.output
-        found = re.search(r"^PORT (\d+)$", log.read_text(), re.MULTILINE)
-        return int(found.group(1)) if found else None
+        return int(port_file.read_text()) if port_file.exists() else None
 
     return wait_until(port, timeout=20, message="the engine's /metrics port")
 
@@ -172,12 +171,14 @@ def test_outage_fires_routes_inhibits_and_resolves(
     with FakeModelServer() as fake:
         for model in (PRIMARY, BACKUP):
             fake.set_rate_limit(model, requests=1_000_000)
-        log = tmp_path / "engine.log"
+        log, port_file = tmp_path / "engine.log", tmp_path / "engine.port"
         engine = spawn(
-            "engine", [sys.executable, str(ENGINE), fake.url, PRIMARY, BACKUP, STREAM_MODEL], log
+            "engine",
+            [sys.executable, str(ENGINE), fake.url, PRIMARY, BACKUP, STREAM_MODEL, str(port_file)],
+            log,
         )
         try:
-            metrics_port = _engine_port(log, engine)
+            metrics_port = _engine_port(port_file, engine)
             am = alertmanager_server(
                 render_alertmanager(
                     AlertmanagerOptions(
