@@ -365,6 +365,14 @@ ERROR_KINDS: Final[tuple[str, ...]] = (
     ERROR_OTHER,
 )
 
+#: the ``reason`` of a failover past a backend whose breaker was open (not an error of its own)
+REASON_CIRCUIT_OPEN: Final = "circuit_open"
+
+# health check kinds (``modelwatch.health.kind``)
+HEALTH_KIND_MODEL: Final = "model"
+HEALTH_KIND_ANALYSIS: Final = "analysis"
+HEALTH_KIND_DEPENDENCY: Final = "dependency"
+
 # circuit states as the gauge reports them
 CIRCUIT_CLOSED: Final = 0
 CIRCUIT_HALF_OPEN: Final = 1

@@ -594,6 +594,36 @@ def test_probe_durations_and_status_gauge_are_recorded(make_health: MakeHealth, 
         assert cap.metric_points(status, {semconv.HEALTH_CHECK: "tm-new"}) == []
 
 
+def test_readiness_gauge_follows_ready(make_health: MakeHealth, clock: Any) -> None:
+    import gc
+
+    from modelwatch.health import registry
+
+    gc.collect()  # registries of earlier tests, no longer referenced, leave the WeakSet
+    health = make_health(clock=clock, flap_threshold=1)
+    up = {"db": True}
+
+    def db() -> bool:
+        return up["db"]
+
+    health.add("rd-db", probe=db, kind="dependency", critical=True)
+    others = [h for h in registry._live if h is not health]
+    for other in others:  # still-referenced registries must not decide this test
+        registry._live.discard(other)
+    try:
+        ready = semconv.HEALTH_READY.name
+        with capture() as cap:
+            health.run_once()
+            assert [p.value for p in cap.metric_points(ready)] == [1.0]
+            up["db"] = False
+            health.run_once()
+            assert health.report().http_status == 503
+            assert [p.value for p in cap.metric_points(ready)] == [0.0]
+    finally:
+        for other in others:
+            registry._live.add(other)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     threshold=st.integers(min_value=1, max_value=4),

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from modelwatch import semconv
 from modelwatch._safety import report_internal_error
 
 if TYPE_CHECKING:
@@ -29,9 +30,9 @@ ROUTES: Final[tuple[str, ...]] = (
     "/checks/{name}",
 )
 _BY_KIND: Final[dict[str, Kind]] = {
-    "/models": "model",
-    "/dependencies": "dependency",
-    "/analysis": "analysis",
+    "/models": semconv.HEALTH_KIND_MODEL,
+    "/dependencies": semconv.HEALTH_KIND_DEPENDENCY,
+    "/analysis": semconv.HEALTH_KIND_ANALYSIS,
 }
 _CHECKS_PREFIX: Final = "/checks/"
 _REASONS: Final[dict[int, str]] = {

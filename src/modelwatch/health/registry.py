@@ -50,6 +50,19 @@ def _observe_status() -> Iterator[tuple[float, dict[str, Any]]]:
 register_observable(semconv.HEALTH_STATUS, _observe_status)
 
 
+def _observe_ready() -> Iterator[tuple[float, dict[str, Any]]]:
+    """The ``modelwatch.health.ready`` gauge: 1 while ``/ready`` would answer 200, else 0
+    (the process is ready only if every live registry is)."""
+    with _live_lock:
+        registries = list(_live)
+    if registries:
+        ready = all(health.report().http_status == 200 for health in registries)
+        yield (1.0 if ready else 0.0), {}
+
+
+register_observable(semconv.HEALTH_READY, _observe_ready)
+
+
 def _reset_after_fork() -> None:
     """Forked children (gunicorn, Celery prefork) get working registries, probing stopped."""
     global _live_lock

@@ -15,9 +15,9 @@ __all__ = ["FAILOVER_REASON_CIRCUIT_OPEN", "HEALTH_KIND_MODEL", "Queries", "num"
 
 #: the ``reason`` of a failover that skipped an open circuit (no failed attempt behind it);
 #: the router's ``REASON_CIRCUIT_OPEN``
-FAILOVER_REASON_CIRCUIT_OPEN: Final = "circuit_open"
+FAILOVER_REASON_CIRCUIT_OPEN: Final = semconv.REASON_CIRCUIT_OPEN
 #: the ``modelwatch.health.kind`` of a model check (``Health.add(..., kind="model")``)
-HEALTH_KIND_MODEL: Final = "model"
+HEALTH_KIND_MODEL: Final = semconv.HEALTH_KIND_MODEL
 
 
 def num(value: float) -> str:

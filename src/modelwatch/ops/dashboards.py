@@ -344,7 +344,7 @@ def _health_panels(n: _Names, by: str, legend: str, model_only: bool) -> Iterato
             "Share of each cost budget spent in its period.",
             "percentunit",
             Target(
-                f"max by ({n.budget}) ({n.sel(n.budget_used, model=False)})",
+                f"sum by ({n.budget}) ({n.sel(n.budget_used, model=False)})",
                 f"{{{{{n.budget}}}}}",
             ),
         ),

@@ -362,10 +362,11 @@ def _health_alerts(q: Queries) -> list[AlertRule]:
 def _budget_alerts(q: Queries) -> list[AlertRule]:
     o = q.o
     svc, b = q.svc, q.budget
-    used = f"max by ({svc}, {b}) ({q.sel(q.budget_used)})"
+    # budgets count per process: the service's spend is the sum over its processes
+    used = f"sum by ({svc}, {b}) ({q.sel(q.budget_used)})"
     fw = format_duration(o.budget_forecast_window_s)
     forecast = (
-        f"max by ({svc}, {b}) (\n"
+        f"sum by ({svc}, {b}) (\n"
         f"predict_linear({q.sel(q.budget_used)}[{fw}], {q.period_seconds_left()})\n) >= 1\n"
         f"and\n{used} < 1"
     )

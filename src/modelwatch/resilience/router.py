@@ -64,7 +64,7 @@ DEFAULT_BENCH_S: Final = 1.0
 #: A ``Retry-After`` longer than this is treated as this (a bogus header cannot bench forever).
 MAX_BENCH_S: Final = 3600.0
 #: Reasons of failovers and rejections that are not error kinds.
-REASON_CIRCUIT_OPEN: Final = "circuit_open"
+REASON_CIRCUIT_OPEN: Final = semconv.REASON_CIRCUIT_OPEN
 REASON_BENCHED: Final = "rate_limited"
 
 _FAILOVER_KINDS: Final = frozenset(
