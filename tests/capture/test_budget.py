@@ -62,6 +62,15 @@ def test_exceeding_logs_once_per_period_and_the_period_rolls() -> None:
         assert tiny.spent_usd == 0.0
 
 
+def test_weeks_start_on_monday_utc() -> None:
+    sunday_night = datetime(2026, 11, 29, 23, 0, tzinfo=timezone.utc).timestamp()
+    clock = Clock(sunday_night)
+    with modelwatch.Budget("weekly", limit_usd=1.0, period="week", clock=clock) as b:
+        b.add(0.25)
+        clock.now += 3600  # Monday 00:00: a new ISO week
+        assert b.spent_usd == 0.0
+
+
 def test_fixed_second_periods() -> None:
     clock = Clock(1000.0)
     with modelwatch.Budget("minute", limit_usd=1.0, period=60, clock=clock) as b:

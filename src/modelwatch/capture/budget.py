@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final, Literal
 
 import structlog
@@ -29,8 +29,8 @@ from modelwatch.capture._telemetry import Attributes, register_observable
 
 logger = structlog.get_logger("modelwatch")
 
-Period = Literal["hour", "day", "month"]
-PERIODS: Final = ("hour", "day", "month")
+Period = Literal["hour", "day", "week", "month"]
+PERIODS: Final = ("hour", "day", "week", "month")
 
 _open: list[Budget] = []
 _lock = threading.Lock()
@@ -44,13 +44,17 @@ def _period_start(period: Period | float, now: float) -> float:
         moment = moment.replace(minute=0, second=0, microsecond=0)
     elif period == "day":
         moment = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    elif period == "week":  # ISO weeks: Monday 00:00 UTC, as the generated rules assume
+        moment = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        moment -= timedelta(days=moment.weekday())
     else:
         moment = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return moment.timestamp()
 
 
 class Budget:
-    """A USD limit for model-call cost over a period (``"hour"``, ``"day"``, ``"month"`` in UTC,
+    """A USD limit for model-call cost over a period (``"hour"``, ``"day"``, ``"week"``,
+    ``"month"`` in UTC,
     or a number of seconds), optionally restricted to one model, provider or analysis type.
 
     Creating a budget opens it; :meth:`close` stops it counting and reporting.
