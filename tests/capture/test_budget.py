@@ -86,7 +86,7 @@ def test_fixed_second_periods() -> None:
     [
         ({"name": "", "limit_usd": 1.0}, "name"),
         ({"name": "x", "limit_usd": 0}, "limit_usd"),
-        ({"name": "x", "limit_usd": 1.0, "period": "week"}, "period"),
+        ({"name": "x", "limit_usd": 1.0, "period": "fortnight"}, "period"),
         ({"name": "x", "limit_usd": 1.0, "period": -5}, "period"),
     ],
 )
