@@ -9,7 +9,7 @@ from typing import Final
 from modelwatch import semconv
 from modelwatch.ops._rule_options import RuleOptions
 from modelwatch.ops.durations import format_duration
-from modelwatch.ops.promnames import label_name, metric_name
+from modelwatch.ops.promnames import PromNames
 
 __all__ = ["FAILOVER_REASON_CIRCUIT_OPEN", "HEALTH_KIND_MODEL", "Queries", "num", "percent"]
 
@@ -33,34 +33,13 @@ def _regex(values: Sequence[str]) -> str:
     return "|".join(re.escape(v) for v in values)
 
 
-class Queries:
+class Queries(PromNames):
     """PromQL building blocks for one set of options."""
 
     def __init__(self, options: RuleOptions) -> None:
+        super().__init__(options.naming)
         self.o = options
-        n = options.naming
         self.svc = options.service_label
-        self.model = label_name(semconv.GEN_AI_REQUEST_MODEL)
-        self.error = label_name(semconv.ERROR_TYPE)
-        self.router = label_name(semconv.MODELWATCH_ROUTER)
-        self.circuit = label_name(semconv.MODELWATCH_CIRCUIT)
-        self.check = label_name(semconv.HEALTH_CHECK)
-        self.kind = label_name(semconv.HEALTH_KIND)
-        self.budget = label_name(semconv.BUDGET)
-        self.resource = label_name(semconv.RATE_LIMIT_RESOURCE)
-        self.from_ = label_name(semconv.FROM)
-        self.reason = label_name(semconv.REASON)
-        duration = metric_name(semconv.OPERATION_DURATION, n)
-        self.calls = f"{duration}_count"
-        self.buckets = f"{duration}_bucket"
-        self.oldest = metric_name(semconv.CALLS_OLDEST_IN_FLIGHT, n)
-        self.in_flight = metric_name(semconv.CALLS_IN_FLIGHT, n)
-        self.state = metric_name(semconv.CIRCUIT_STATE, n)
-        self.failovers = metric_name(semconv.FAILOVERS, n)
-        self.health = metric_name(semconv.HEALTH_STATUS, n)
-        self.ready = metric_name(semconv.HEALTH_READY, n)
-        self.remaining = metric_name(semconv.RATE_LIMIT_REMAINING, n)
-        self.budget_used = metric_name(semconv.BUDGET_USED, n)
 
     def sel(self, metric: str, *matchers: str) -> str:
         """``metric{matchers, options.selector}``."""
@@ -79,7 +58,7 @@ class Queries:
 
     def quantile(self, window_s: int, offset_s: int = 0, *matchers: str) -> str:
         offset = f" offset {format_duration(offset_s)}" if offset_s else ""
-        buckets = self.sel(self.buckets, *matchers)
+        buckets = self.sel(self.duration_bucket, *matchers)
         rate = f"rate({buckets}[{format_duration(window_s)}]{offset})"
         return (
             f"histogram_quantile({num(self.o.latency_quantile)}, "
@@ -87,7 +66,7 @@ class Queries:
         )
 
     def call_rate(self, window_s: int, *matchers: str) -> str:
-        rate = f"rate({self.sel(self.calls, *matchers)}[{format_duration(window_s)}])"
+        rate = f"rate({self.sel(self.duration_count, *matchers)}[{format_duration(window_s)}])"
         return f"sum by ({self.by_model()}) ({rate})"
 
     def error_ratio(self, window_s: int) -> str:

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from modelwatch import semconv
 from modelwatch.ops._grafana import (
     Target,
     bargauge,
@@ -36,7 +35,7 @@ from modelwatch.ops._grafana import (
     state_timeline,
     timeseries,
 )
-from modelwatch.ops.promnames import SDK, Naming, label_name, metric_name
+from modelwatch.ops.promnames import SDK, Naming, PromNames
 
 if TYPE_CHECKING:  # the SDK is an optional dependency
     from grafana_foundation_sdk.cog.builder import Builder
@@ -74,39 +73,13 @@ class DashboardOptions:
     time_from: str = "1h"
 
 
-class _Names:
+class _Names(PromNames):
     """Metric and label names, and the variable-filtered selectors every panel uses."""
 
     def __init__(self, options: DashboardOptions) -> None:
-        n = options.naming
+        super().__init__(options.naming)
         self.o = options
         self.svc = options.service_label
-        self.model = label_name(semconv.GEN_AI_REQUEST_MODEL)
-        self.analysis = label_name(semconv.MODELWATCH_ANALYSIS)
-        self.error = label_name(semconv.ERROR_TYPE)
-        self.token_type = label_name(semconv.GEN_AI_TOKEN_TYPE)
-        self.router = label_name(semconv.MODELWATCH_ROUTER)
-        self.circuit = label_name(semconv.MODELWATCH_CIRCUIT)
-        self.check = label_name(semconv.HEALTH_CHECK)
-        self.kind = label_name(semconv.HEALTH_KIND)
-        self.budget = label_name(semconv.BUDGET)
-        self.resource = label_name(semconv.RATE_LIMIT_RESOURCE)
-        self.from_ = label_name(semconv.FROM)
-        self.to = label_name(semconv.TO)
-        self.reason = label_name(semconv.REASON)
-        self.duration = metric_name(semconv.OPERATION_DURATION, n)
-        self.tokens = metric_name(semconv.TOKEN_USAGE, n)
-        self.ttfc = metric_name(semconv.TIME_TO_FIRST_CHUNK, n)
-        self.cost = metric_name(semconv.COST, n)
-        self.in_flight = metric_name(semconv.CALLS_IN_FLIGHT, n)
-        self.oldest = metric_name(semconv.CALLS_OLDEST_IN_FLIGHT, n)
-        self.state = metric_name(semconv.CIRCUIT_STATE, n)
-        self.transitions = metric_name(semconv.CIRCUIT_TRANSITIONS, n)
-        self.failovers = metric_name(semconv.FAILOVERS, n)
-        self.failover_duration = metric_name(semconv.FAILOVER_DURATION, n)
-        self.health = metric_name(semconv.HEALTH_STATUS, n)
-        self.remaining = metric_name(semconv.RATE_LIMIT_REMAINING, n)
-        self.budget_used = metric_name(semconv.BUDGET_USED, n)
 
     def sel(self, metric: str, *matchers: str, model: bool = True, analysis: bool = False) -> str:
         """``metric{service, model, analysis filters, matchers, options.selector}``."""

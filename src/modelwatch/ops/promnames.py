@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from modelwatch import semconv
 from modelwatch.semconv import MetricSpec
 
 __all__ = ["COLLECTOR", "NAMINGS", "PLAIN", "SDK", "Naming", "label_name", "metric_name"]
@@ -110,3 +111,41 @@ def metric_name(spec: MetricSpec, naming: Naming = SDK) -> str:
 def label_name(attribute_key: str) -> str:
     """The Prometheus label name of an OpenTelemetry attribute key."""
     return _sanitize(attribute_key)
+
+
+class PromNames:
+    """Every metric and label name the rules and dashboards query, for one naming.
+
+    One table, so the alert rules and the dashboards can never spell a name differently.
+    """
+
+    def __init__(self, naming: Naming = SDK) -> None:
+        self.model = label_name(semconv.GEN_AI_REQUEST_MODEL)
+        self.analysis = label_name(semconv.MODELWATCH_ANALYSIS)
+        self.error = label_name(semconv.ERROR_TYPE)
+        self.token_type = label_name(semconv.GEN_AI_TOKEN_TYPE)
+        self.router = label_name(semconv.MODELWATCH_ROUTER)
+        self.circuit = label_name(semconv.MODELWATCH_CIRCUIT)
+        self.check = label_name(semconv.HEALTH_CHECK)
+        self.kind = label_name(semconv.HEALTH_KIND)
+        self.budget = label_name(semconv.BUDGET)
+        self.resource = label_name(semconv.RATE_LIMIT_RESOURCE)
+        self.from_ = label_name(semconv.FROM)
+        self.to = label_name(semconv.TO)
+        self.reason = label_name(semconv.REASON)
+        self.duration = metric_name(semconv.OPERATION_DURATION, naming)
+        self.duration_count = f"{self.duration}_count"
+        self.duration_bucket = f"{self.duration}_bucket"
+        self.tokens = metric_name(semconv.TOKEN_USAGE, naming)
+        self.ttfc = metric_name(semconv.TIME_TO_FIRST_CHUNK, naming)
+        self.cost = metric_name(semconv.COST, naming)
+        self.in_flight = metric_name(semconv.CALLS_IN_FLIGHT, naming)
+        self.oldest = metric_name(semconv.CALLS_OLDEST_IN_FLIGHT, naming)
+        self.state = metric_name(semconv.CIRCUIT_STATE, naming)
+        self.transitions = metric_name(semconv.CIRCUIT_TRANSITIONS, naming)
+        self.failovers = metric_name(semconv.FAILOVERS, naming)
+        self.failover_duration = metric_name(semconv.FAILOVER_DURATION, naming)
+        self.health = metric_name(semconv.HEALTH_STATUS, naming)
+        self.ready = metric_name(semconv.HEALTH_READY, naming)
+        self.remaining = metric_name(semconv.RATE_LIMIT_REMAINING, naming)
+        self.budget_used = metric_name(semconv.BUDGET_USED, naming)

@@ -115,7 +115,7 @@ def _call_alerts(q: Queries) -> list[AlertRule]:
     group = "modelwatch.calls"
     error_share = (
         f"sum by ({q.by_model(q.error)}) "
-        f"(rate({q.sel(q.calls, q.errors(o.error_rate_ignore_kinds))}[{ew}]))\n"
+        f"(rate({q.sel(q.duration_count, q.errors(o.error_rate_ignore_kinds))}[{ew}]))\n"
         f"/ ignoring ({q.error}) group_left\n"
         f"{q.call_rate(o.error_rate_window_s)}\n"
         f"> {num(o.error_rate_threshold)}"
@@ -173,7 +173,7 @@ def _call_alerts(q: Queries) -> list[AlertRule]:
         AlertRule(
             "ModelwatchAuthFailing",
             group,
-            f"sum by ({q.by_model()}) (increase({q.sel(q.calls, is_auth)}[{ew}])) > 0",
+            f"sum by ({q.by_model()}) (increase({q.sel(q.duration_count, is_auth)}[{ew}])) > 0",
             o.auth_for_s,
             "warning",
             f"Calls to {{{{ $labels.{m} }}}} are rejected as unauthorised",
@@ -410,7 +410,7 @@ def _budget_alerts(q: Queries) -> list[AlertRule]:
 def _telemetry_alerts(q: Queries) -> list[AlertRule]:
     o = q.o
     svc = q.svc
-    names = "|".join((q.calls, q.state, q.health, q.in_flight))
+    names = "|".join((q.duration_count, q.state, q.health, q.in_flight))
     series = q.sel("", f'__name__=~"{names}"')
     lookback = format_duration(o.absent_lookback_s)
     return [
