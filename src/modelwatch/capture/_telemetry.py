@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +32,9 @@ Attributes = Mapping[str, Any]
 ObservableCallback = Callable[[], Iterable[tuple[float, Attributes]]]
 
 _observables: dict[str, tuple[semconv.MetricSpec, ObservableCallback]] = {}
+#: The most histogram records waiting for a collection (per provider pair); beyond it they are
+#: recorded on the spot. ~16k * ~100 bytes: a bounded couple of MiB at worst.
+DEFER_CAP = 16_384
 _lock = threading.RLock()
 
 
@@ -59,6 +63,11 @@ class Telemetry:
         # provider pair: adding to a dict costs ~0.2 µs where ``Counter.add`` costs 7-12 µs.
         self._cost_totals: dict[tuple[tuple[str, Any], ...], float] = {}
         self._cost_lock = threading.Lock()
+        # Histogram records of the call path wait here and are replayed into their histograms
+        # at the start of the next collection (see ``defer``). Only with an SDK meter
+        # provider: without one nothing collects, and a no-op record costs nothing anyway.
+        self._deferred: deque[tuple[Any, float, Attributes]] = deque()
+        self.defers = type(meter_provider).__module__.startswith("opentelemetry.sdk")
         self.meter.create_observable_counter(
             semconv.COST.name,
             [self._observe_cost],
@@ -74,7 +83,36 @@ class Telemetry:
         with self._cost_lock:
             self._cost_totals[key] = self._cost_totals.get(key, 0.0) + usd
 
+    def defer(self, histogram: Any, value: float, attributes: Attributes) -> None:
+        """Record ``value`` into ``histogram`` at the start of the next collection.
+
+        The SDK runs every observable callback (this holder's cost counter drains the queue)
+        before it reads the synchronous instruments, so the exported histogram is the same as
+        with a record on the spot, while the monitored call pays an append (~0.1 µs) instead
+        of ``Histogram.record`` (~8 µs). Bounded: past ``DEFER_CAP`` queued values, records
+        happen on the spot. (Exemplars are unaffected: the call path records after its span
+        is detached, so none were taken.)
+        """
+        if self.defers and len(self._deferred) < DEFER_CAP:
+            self._deferred.append((histogram, value, attributes))
+        else:
+            histogram.record(value, attributes)
+
+    def drain(self) -> None:
+        """Replay every deferred record into its histogram now (collection time)."""
+        pop = self._deferred.popleft
+        while True:
+            try:
+                histogram, value, attributes = pop()
+            except IndexError:
+                return
+            try:
+                histogram.record(value, attributes)
+            except Exception as exc:
+                report_internal_error("deferred_record", exc)
+
     def _observe_cost(self, _options: CallbackOptions) -> Iterator[Observation]:
+        self.drain()  # first: the histograms are read after the observable callbacks
         with self._cost_lock:
             totals = list(self._cost_totals.items())
         return iter([Observation(total, dict(key)) for key, total in totals])
@@ -83,6 +121,7 @@ class Telemetry:
         self._cost_lock = threading.Lock()
         self._instrument_lock = threading.Lock()
         self._cost_totals.clear()  # the parent reports what it spent
+        self._deferred.clear()  # and records what it measured
 
     def instrument(self, spec: semconv.MetricSpec) -> Any:
         """The synchronous instrument for ``spec`` (histogram, counter or up-down counter)."""

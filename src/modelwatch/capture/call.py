@@ -331,8 +331,9 @@ class Call:
                 if self._span is not None:
                     self._span.add_event(semconv.EVENT_FIRST_CHUNK)
                 if self._owner is None and self._spec.is_model:
-                    telemetry().time_to_first_chunk.record(
-                        now - self._start, self._spec.metric_attributes
+                    tel = telemetry()
+                    tel.defer(
+                        tel.time_to_first_chunk, now - self._start, self._spec.metric_attributes
                     )
         if self._spec.is_model and not isinstance(chunk, (str, bytes)):
             with guard("chunk_usage"):
@@ -399,8 +400,11 @@ class Call:
                 tel.add_cost(spec.cost_key, cost)
                 charge(cost, spec.metric_attributes)
         else:
-            telemetry().instrument(spec.duration_instrument).record(
-                end - self._start, self._metric_attributes(kind)
+            tel = telemetry()
+            tel.defer(
+                tel.instrument(spec.duration_instrument),
+                end - self._start,
+                self._metric_attributes(kind),
             )
         if span is not None:
             if stream_closed:
@@ -432,11 +436,11 @@ class Call:
     ) -> None:
         tel = telemetry()
         attrs = self._metric_attributes(kind)
-        tel.duration.record(duration, attrs)
+        tel.defer(tel.duration, duration, attrs)
         if input_tokens is not None:
-            tel.tokens.record(input_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "input"})
+            tel.defer(tel.tokens, input_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "input"})
         if output_tokens is not None:
-            tel.tokens.record(output_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "output"})
+            tel.defer(tel.tokens, output_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "output"})
 
 
 def _price(model: str | None, input_tokens: int | None, output_tokens: int | None) -> float | None:
