@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from modelwatch._safety import report_internal_error
+from modelwatch._safety import log_due, report_internal_error
 from modelwatch.capture import _settings, _telemetry
 from modelwatch.capture.cost import Price, parse_prices, set_prices
 from modelwatch.errors import ConfigurationError
@@ -260,13 +260,14 @@ class _BoundedBatchSpanProcessor(BatchSpanProcessor):
         queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
         if queue is not None and len(queue) >= SPAN_QUEUE_SIZE:
             type(self).dropped += 1
-            report_internal_error(
-                "export_queue_full",
-                RuntimeError(
-                    f"span export queue full ({SPAN_QUEUE_SIZE}); "
-                    f"{type(self).dropped} span(s) dropped so far"
-                ),
-            )
+            if log_due("export_queue_full"):  # the message is built only when it is logged
+                report_internal_error(
+                    "export_queue_full",
+                    RuntimeError(
+                        f"span export queue full ({SPAN_QUEUE_SIZE}); "
+                        f"{type(self).dropped} span(s) dropped so far"
+                    ),
+                )
             return
         super().on_end(span)
 

@@ -52,6 +52,16 @@ def report_internal_error(site: str, exc: BaseException) -> None:
         pass
 
 
+def log_due(site: str) -> bool:
+    """Whether an internal error of ``site`` would be logged now (a cheap, lock-free check,
+    so a hot failure path can skip building its message when it would be suppressed)."""
+    last = _last_logged.get(site)
+    if last is None or time.monotonic() - last >= LOG_INTERVAL_S:
+        return True
+    _suppressed[site] = _suppressed.get(site, 0) + 1
+    return False
+
+
 def reset_internal_error_log() -> None:
     """Forget the rate-limit state (for tests)."""
     with _lock:
