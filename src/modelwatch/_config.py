@@ -329,6 +329,7 @@ def _prometheus_reader(config: Config) -> tuple[MetricReader, Any, int]:
         raise ConfigurationError(
             "prometheus_port needs the optional dependencies: pip install 'modelwatch[prometheus]'"
         ) from exc
+
     class PullOnlyPrometheusReader(PrometheusMetricReader):
         """A scrape pulls; a flush must not. The stock reader queues one snapshot per
         ``force_flush`` and the next scrape prints them all: duplicate series."""
