@@ -12,14 +12,10 @@ then ignored with a warning, because the host owns its pipeline.
 from __future__ import annotations
 
 import atexit
-import json
-import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import structlog
 from opentelemetry import metrics, trace
@@ -30,326 +26,40 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from modelwatch._safety import log_due, report_internal_error
+from modelwatch._export import (
+    EXPORT_TIMEOUT_S,
+    METRIC_EXPORT_INTERVAL_S,
+    SPAN_QUEUE_SIZE,
+    _BoundedBatchSpanProcessor,
+    _metrics_lines,
+    _otlp_exporters,
+    _prometheus_reader,
+    _span_line,
+)
+from modelwatch._resolve import Config, resolve
+from modelwatch._safety import report_internal_error
 from modelwatch.capture import _settings, _telemetry
-from modelwatch.capture.cost import Price, parse_prices, set_prices
-from modelwatch.errors import ConfigurationError
+from modelwatch.capture.cost import set_prices
 
 logger = structlog.get_logger("modelwatch")
 
-PROTOCOLS: Final = ("http/protobuf", "grpc")
-DEFAULT_SERVICE_NAME: Final = "unknown_service"
-DEFAULT_PROTOCOL: Final = "http/protobuf"
-#: Spans buffered for export at most; beyond it they are dropped and counted, never blocking.
-SPAN_QUEUE_SIZE: Final = 2048
-#: How long one export may take before it is abandoned (a dead collector costs this, off-thread).
-EXPORT_TIMEOUT_S: Final = 5.0
-METRIC_EXPORT_INTERVAL_S: Final = 10.0
 #: The most interpreter exit waits for the last export (a dead collector cannot hold it longer).
 EXIT_TIMEOUT_S: Final = 2.0
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
-
-@dataclass(frozen=True)
-class Config:
-    """The settings in force after :func:`configure`, each already resolved and validated.
-
-    ``prometheus_port`` is the port actually bound (useful with ``prometheus_port=0``);
-    ``host_providers`` is true when the host's own SDK providers are in use.
-    """
-
-    service_name: str = DEFAULT_SERVICE_NAME
-    otlp_endpoint: str | None = None
-    otlp_protocol: str = DEFAULT_PROTOCOL
-    prometheus_port: int | None = None
-    prometheus_host: str = "127.0.0.1"
-    console: bool = False
-    capture_content: bool = False
-    prices: Mapping[str, Price] = field(default_factory=dict)
-    sample_ratio: float = 1.0
-    host_providers: bool = False
-
-
-# ----------------------------------------------------------------------- resolution helpers
-def _env(*names: str) -> tuple[str, str] | None:
-    for name in names:
-        value = os.environ.get(name)
-        if value is not None and value.strip() != "":
-            return name, value.strip()
-    return None
-
-
-def _bool(setting: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-    raise ConfigurationError(
-        f"{setting}: expected true/false (or 1/0, yes/no, on/off), got {value!r}"
-    )
-
-
-def _endpoint(setting: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(f"{setting}: expected an http(s) URL, got {value!r}")
-    parts = urlsplit(value.strip())
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigurationError(
-            f"{setting}: expected an http(s) URL such as http://127.0.0.1:4318, got {value!r}"
-        )
-    try:
-        _ = parts.port
-    except ValueError as exc:
-        raise ConfigurationError(f"{setting}: invalid port in {value!r}") from exc
-    return value.strip().rstrip("/")
-
-
-def _protocol(setting: str, value: object) -> str:
-    if value not in PROTOCOLS:
-        raise ConfigurationError(f"{setting}: expected one of {list(PROTOCOLS)}, got {value!r}")
-    assert isinstance(value, str)
-    return value
-
-
-def _port(setting: str, value: object) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise ConfigurationError(
-            f"{setting}: expected a port number 0..65535 (0 picks a free port), got {value!r}"
-        )
-    return value
-
-
-def _ratio(setting: str, value: object) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ConfigurationError(
-                f"{setting}: expected a number from 0.0 to 1.0, got {value!r}"
-            ) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ConfigurationError(f"{setting}: expected a number from 0.0 to 1.0, got {value!r}")
-    return float(value)
-
-
-def _service_name(setting: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(f"{setting}: expected a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _prices(setting: str, value: object) -> dict[str, Price]:
-    if isinstance(value, str):
-        text = value
-        if not value.lstrip().startswith("{"):
-            try:
-                text = Path(value).read_text("utf-8")
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"{setting}: expected JSON or the path of a JSON file; "
-                    f"cannot read {value!r}: {exc}"
-                ) from exc
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"{setting}: invalid JSON: {exc}") from exc
-    try:
-        return parse_prices(value, setting=setting)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from exc
-
-
-def _resolve(
-    explicit: object, argument: str, envs: tuple[str, ...], default: Any, check: Any
-) -> Any:
-    if explicit is not None:
-        return check(argument, explicit)
-    found = _env(*envs)
-    if found is not None:
-        return check(found[0], found[1])
-    return default
-
-
-def _sample_ratio_from_otel_env() -> tuple[str, ...]:
-    sampler = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    if sampler in {"traceidratio", "parentbased_traceidratio"}:
-        return ("OTEL_TRACES_SAMPLER_ARG",)
-    return ()
-
-
-def resolve(
-    *,
-    service_name: str | None = None,
-    otlp_endpoint: str | None = None,
-    otlp_protocol: str | None = None,
-    prometheus_port: int | None = None,
-    console: bool | None = None,
-    capture_content: bool | None = None,
-    prices: Mapping[str, Mapping[str, float]] | None = None,
-    sample_ratio: float | None = None,
-) -> Config:
-    """Resolve and validate every setting without applying anything."""
-    return Config(
-        service_name=_resolve(
-            service_name,
-            "service_name",
-            ("MODELWATCH_SERVICE_NAME", "OTEL_SERVICE_NAME"),
-            DEFAULT_SERVICE_NAME,
-            _service_name,
-        ),
-        otlp_endpoint=_resolve(
-            otlp_endpoint,
-            "otlp_endpoint",
-            ("MODELWATCH_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
-            None,
-            _endpoint,
-        ),
-        otlp_protocol=_resolve(
-            otlp_protocol,
-            "otlp_protocol",
-            ("MODELWATCH_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
-            DEFAULT_PROTOCOL,
-            _protocol,
-        ),
-        prometheus_port=_resolve(
-            prometheus_port, "prometheus_port", ("MODELWATCH_PROMETHEUS_PORT",), None, _port
-        ),
-        prometheus_host=_resolve(
-            None, "prometheus_host", ("MODELWATCH_PROMETHEUS_HOST",), "127.0.0.1", _service_name
-        ),
-        console=_resolve(
-            console if console else None, "console", ("MODELWATCH_CONSOLE",), False, _bool
-        ),
-        capture_content=_resolve(
-            capture_content,
-            "capture_content",
-            ("MODELWATCH_CAPTURE_CONTENT", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"),
-            False,
-            _bool,
-        ),
-        prices=_resolve(prices, "prices", ("MODELWATCH_PRICES",), {}, _prices),
-        sample_ratio=_resolve(
-            sample_ratio,
-            "sample_ratio",
-            ("MODELWATCH_SAMPLE_RATIO", *_sample_ratio_from_otel_env()),
-            1.0,
-            _ratio,
-        ),
-    )
-
-
-# ----------------------------------------------------------------------- export pipeline
-class _BoundedBatchSpanProcessor(BatchSpanProcessor):
-    """A batch processor that drops spans when its queue is full and *counts* the drops,
-    logging one rate-limited warning instead of one line per dropped span."""
-
-    dropped: int = 0
-
-    def on_end(self, span: ReadableSpan) -> None:
-        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
-        if queue is not None and len(queue) >= SPAN_QUEUE_SIZE:
-            type(self).dropped += 1
-            if log_due("export_queue_full"):  # the message is built only when it is logged
-                report_internal_error(
-                    "export_queue_full",
-                    RuntimeError(
-                        f"span export queue full ({SPAN_QUEUE_SIZE}); "
-                        f"{type(self).dropped} span(s) dropped so far"
-                    ),
-                )
-            return
-        super().on_end(span)
-
-
-def _span_line(span: ReadableSpan) -> str:
-    """One readable line per span for ``console=True`` (the SDK's default is pages of JSON)."""
-    start, end = span.start_time or 0, span.end_time or 0
-    attrs = " ".join(f"{k}={v!r}" for k, v in (span.attributes or {}).items())
-    status = "" if span.status.is_ok else f" status={span.status.status_code.name}"
-    return f"[modelwatch span] {span.name} {(end - start) / 1e6:.1f}ms{status} {attrs}\n"
-
-
-def _metrics_lines(data: Any) -> str:
-    """One readable line per metric point for ``console=True``."""
-    lines = []
-    for rm in data.resource_metrics:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                for point in metric.data.data_points:
-                    attrs = ",".join(f"{k}={v}" for k, v in (point.attributes or {}).items())
-                    if hasattr(point, "bucket_counts"):
-                        value = f"count={point.count} sum={point.sum:.6g}"
-                    else:
-                        value = f"value={point.value:.6g}"
-                    lines.append(f"[modelwatch metric] {metric.name}{{{attrs}}} {value}\n")
-    return "".join(lines)
-
-
-def _otlp_exporters(config: Config) -> tuple[Any, Any]:
-    endpoint = config.otlp_endpoint
-    assert endpoint is not None
-    if config.otlp_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-            OTLPMetricExporter as GrpcMetricExporter,
-        )
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcSpanExporter,
-        )
-
-        insecure = endpoint.startswith("http://")
-        return (
-            GrpcSpanExporter(endpoint=endpoint, insecure=insecure, timeout=EXPORT_TIMEOUT_S),
-            GrpcMetricExporter(endpoint=endpoint, insecure=insecure, timeout=EXPORT_TIMEOUT_S),
-        )
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return (
-        OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S),
-        OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics", timeout=EXPORT_TIMEOUT_S),
-    )
-
-
-def _prometheus_reader(config: Config) -> tuple[MetricReader, Any, int]:
-    try:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import CollectorRegistry, start_http_server
-    except ImportError as exc:
-        raise ConfigurationError(
-            "prometheus_port needs the optional dependencies: pip install 'modelwatch[prometheus]'"
-        ) from exc
-
-    class PullOnlyPrometheusReader(PrometheusMetricReader):
-        """A scrape pulls; a flush must not. The stock reader queues one snapshot per
-        ``force_flush`` and the next scrape prints them all: duplicate series."""
-
-        def force_flush(self, timeout_millis: float = 10_000) -> bool:
-            return True
-
-    registry = CollectorRegistry()
-    reader = PullOnlyPrometheusReader(disable_target_info=False, registry=registry)
-    assert config.prometheus_port is not None
-    try:
-        server, thread = start_http_server(
-            config.prometheus_port, addr=config.prometheus_host, registry=registry
-        )
-    except OSError as exc:
-        raise ConfigurationError(
-            f"prometheus_port: cannot listen on "
-            f"{config.prometheus_host}:{config.prometheus_port}: {exc}"
-        ) from exc
-    return reader, (server, thread), int(server.server_port)
+__all__ = [
+    "EXPORT_TIMEOUT_S",
+    "SPAN_QUEUE_SIZE",
+    "Config",
+    "configure",
+    "current_config",
+    "flush",
+    "resolve",
+    "shutdown",
+]
 
 
 def _is_sdk_provider(provider: object, sdk_type: type) -> bool:
