@@ -28,6 +28,17 @@ from modelwatch.ops.rules import AlertRule, BurnWindow, RuleOptions, build_alert
 
 __all__ = ["TICK_S", "Verdict", "demo_rule_options", "evaluate"]
 
+#: Error kinds the router fails over on (the rest surface to the caller).
+_FAILED_OVER: Final = frozenset(
+    {
+        semconv.ERROR_RATE_LIMITED,
+        semconv.ERROR_TIMEOUT,
+        semconv.ERROR_UNAVAILABLE,
+        semconv.ERROR_AUTH,
+        semconv.ERROR_NOT_FOUND,
+    }
+)
+
 #: How often conditions are evaluated, demo seconds.
 TICK_S: Final = 0.25
 
@@ -65,6 +76,8 @@ class _Data:
         self.samples = recorder.samples()
         self.sample_times = [s.at for s in self.samples]
         self.models = sorted({a.model for a in self.attempts})
+        #: (analysis, model) of every primary: a user attempt failing there is failed over
+        self.primaries = {(r.analysis, r.primary) for r in self.requests}
 
     def attempts_in(self, start: float, end: float) -> dict[str, list[AttemptRecord]]:
         """Attempts that ended in ``(start, end]``, by model."""
@@ -186,7 +199,16 @@ class _Conditions:
         data = self.data
 
         def failed(r: AttemptRecord) -> bool:
-            return r.error is not None and r.error not in ignore
+            # as the generated rule: a failed attempt the router failed over from was rescued
+            # by the backup, so only failures nothing moved on from burn the error budget
+            if r.error is None or r.error in ignore:
+                return False
+            rescued = (
+                r.origin == "user"
+                and (r.analysis, r.model) in data.primaries
+                and r.error in _FAILED_OVER
+            )
+            return not rescued
 
         def condition(t: float) -> dict[str, tuple[bool, str]]:
             out: dict[str, tuple[bool, str]] = {}
