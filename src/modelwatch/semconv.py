@@ -35,6 +35,10 @@ MODELWATCH_COST: Final = "modelwatch.cost"
 MODELWATCH_STREAM: Final = "modelwatch.stream"
 MODELWATCH_BACKEND: Final = "modelwatch.backend"
 MODELWATCH_CIRCUIT: Final = "modelwatch.circuit"
+#: ``"probe"`` on calls made by health checks and breaker probes, absent on users' calls:
+#: availability SLOs count users' calls only.
+MODELWATCH_ORIGIN: Final = "modelwatch.origin"
+ORIGIN_PROBE: Final = "probe"
 #: span events only (router): seconds until a refusing backend takes calls again
 MODELWATCH_RETRY_AFTER: Final = "modelwatch.retry_after_s"
 #: span events only (router): how long the router waits before retrying a backend
@@ -71,6 +75,7 @@ METRIC_ATTRIBUTE_ALLOWLIST: Final[frozenset[str]] = frozenset(
         MODELWATCH_ROUTER,
         MODELWATCH_BACKEND,
         MODELWATCH_CIRCUIT,
+        MODELWATCH_ORIGIN,
         FROM,
         TO,
         REASON,
@@ -184,7 +189,7 @@ OPERATION_DURATION: Final = MetricSpec(
     "histogram",
     "s",
     "Duration of GenAI client operations (model calls), successful or not.",
-    (*_MODEL_KEYS, ERROR_TYPE),
+    (*_MODEL_KEYS, ERROR_TYPE, MODELWATCH_ORIGIN),
     DURATION_BUCKETS,
 )
 TOKEN_USAGE: Final = MetricSpec(
@@ -192,7 +197,7 @@ TOKEN_USAGE: Final = MetricSpec(
     "histogram",
     "{token}",
     "Tokens used per model call, by gen_ai.token.type (input or output).",
-    (*_MODEL_KEYS, GEN_AI_TOKEN_TYPE),
+    (*_MODEL_KEYS, GEN_AI_TOKEN_TYPE, ERROR_TYPE, MODELWATCH_ORIGIN),
     TOKEN_BUCKETS,
 )
 TIME_TO_FIRST_CHUNK: Final = MetricSpec(

@@ -92,21 +92,32 @@ def test_alerts_fire_on_what_was_recorded_and_name_every_generated_rule() -> Non
     assert verdicts["ModelwatchBudgetExhausted"].outcome == "not evaluated"
 
 
-def test_error_budget_burns_only_on_failures_no_failover_rescued() -> None:
-    options = demo_rule_options(4.0, latency_threshold_s=1.0, hung_s=1.0)
-    # the primary "m" fails, the backup answers: rescued, the budget does not burn
-    rescued = {v.name: v for v in evaluate(_records(), options, 4.0)}
-    assert rescued["ModelwatchErrorBudgetBurnFast"].outcome == "quiet"
-    # the same failures on health checks (no failover behind them) do burn it
+def _burn_fast(origin: str, model: str, primary: str) -> str:
     rec = Recorder()
     for i in range(40):
         t = i * 0.1
         error = "unavailable" if 1.0 <= t < 3.0 else None
-        rec.attempt(rec.attempt_started("m"), AttemptRecord(t, t + 0.05, "a", "m", "health", error))
-        rec.request(RequestRecord(t, t + 0.06, "a", "m", None, "m"))
-        rec.sample(StateSample(at=t, states={("a", "m"): "closed"}, health={"m": "ok"}))
-    burned = {v.name: v for v in evaluate(rec, options, 4.0)}
-    assert burned["ModelwatchErrorBudgetBurnFast"].outcome == "fired"
+        rec.attempt(
+            rec.attempt_started(model), AttemptRecord(t, t + 0.05, "a", model, origin, error)
+        )  # type: ignore[arg-type]
+        rec.request(
+            RequestRecord(t, t + 0.06, "a", model if error is None else None, error, primary)
+        )
+        rec.sample(StateSample(at=t, states={("a", model): "closed"}, health={model: "ok"}))
+    options = demo_rule_options(4.0, latency_threshold_s=1.0, hung_s=1.0)
+    verdicts = {v.name: v for v in evaluate(rec, options, 4.0)}
+    return verdicts["ModelwatchErrorBudgetBurnFast"].outcome
+
+
+def test_error_budget_burns_only_on_users_failures_no_failover_rescued() -> None:
+    options = demo_rule_options(4.0, latency_threshold_s=1.0, hung_s=1.0)
+    # the primary "m" fails, the backup answers: rescued, the budget does not burn
+    rescued = {v.name: v for v in evaluate(_records(), options, 4.0)}
+    assert rescued["ModelwatchErrorBudgetBurnFast"].outcome == "quiet"
+    # a backup failing for users (nothing after it) burns it...
+    assert _burn_fast("user", "backup", primary="m") == "fired"
+    # ...but the same failures of health checks do not: they are not users' calls
+    assert _burn_fast("health", "backup", primary="m") == "quiet"
 
 
 def test_quiet_run_fires_nothing() -> None:

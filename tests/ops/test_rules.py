@@ -168,6 +168,7 @@ def test_rules_use_only_names_translated_from_semconv(naming: Any) -> None:
         "modelwatch_health_kind",
         "modelwatch_budget",
         "modelwatch_rate_limit_resource",
+        "modelwatch_origin",
     }
     used = _metric_names_in(render_rules(RuleOptions(naming=naming))) - labels
     assert used <= known, used - known

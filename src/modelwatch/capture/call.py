@@ -31,6 +31,7 @@ from modelwatch.capture import _settings
 from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
 from modelwatch.capture.budget import charge
 from modelwatch.capture.cost import cost_of
+from modelwatch.capture.origin import _PROBE
 from modelwatch.capture.scrub import scrub, scrub_value
 from modelwatch.capture.usage import Usage, extract_usage
 
@@ -176,6 +177,7 @@ class Call:
         "_once",
         "_output_tokens",
         "_owner",
+        "_probe",
         "_response_model",
         "_span",
         "_spec",
@@ -189,6 +191,7 @@ class Call:
         self._ctx_token: Token[Any] | None = None
         self._call_token: Token[Call | None] | None = None
         self._owner: Call | None = None
+        self._probe = False
         self._start = 0.0
         self._once = [True]
         self._error_kind: str | None = None
@@ -417,9 +420,11 @@ class Call:
 
     def _metric_attributes(self, kind: str | None) -> Attributes:
         attrs = self._spec.metric_attributes
-        if kind is None and self._response_model is None:
+        if kind is None and self._response_model is None and not self._probe:
             return attrs  # the common case: the spec's dict, built once
         extra = dict(attrs)
+        if self._probe:
+            extra[semconv.MODELWATCH_ORIGIN] = semconv.ORIGIN_PROBE
         if kind is not None:
             extra[semconv.ERROR_TYPE] = kind
         if self._response_model is not None:
@@ -506,6 +511,8 @@ def start_call(spec: CallSpec) -> Call:
     call = Call(spec)
     try:
         parent = _CURRENT.get()
+        if _PROBE.get():
+            call._probe = True
         if spec.is_model and parent is not None and parent._spec.model == spec.model:
             call._owner = parent._owner or parent
         tel = telemetry()
@@ -513,6 +520,8 @@ def start_call(spec: CallSpec) -> Call:
             spec.span_name, kind=spec.span_kind, attributes=spec.span_attributes
         )
         call._span = span
+        if call._probe:
+            span.set_attribute(semconv.MODELWATCH_ORIGIN, semconv.ORIGIN_PROBE)
         call._ctx_token = otel_context.attach(trace.set_span_in_context(span))
         call._start = time.perf_counter()
         if call._owner is None and spec.is_model:

@@ -23,6 +23,7 @@ import structlog
 from modelwatch import semconv
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import allowed_metric_attributes, telemetry
+from modelwatch.capture.origin import probing
 from modelwatch.health._check import Check, Outcome, Run, describe, error_kind, interpret, threshold
 from modelwatch.health._workers import AsyncRunner, Clock, Probe, ProbePool, SystemClock
 from modelwatch.health.results import Status
@@ -230,9 +231,10 @@ class ProbeEngine:
                 check.next_due = run.deadline + check.interval_s
         self._wake.set()
         try:
-            value = probe()
-            if inspect.isawaitable(value):  # a sync callable that returned a coroutine
-                value = asyncio.run(_await(value))
+            with probing():  # model calls a probe makes are not users' calls
+                value = probe()
+                if inspect.isawaitable(value):  # a sync callable that returned a coroutine
+                    value = asyncio.run(_await(value))
             status, error = interpret(value)
             self._finish(check, run, status, error, None)
         except BaseException as exc:  # a probe's failure is a result
@@ -240,7 +242,8 @@ class ProbeEngine:
 
     async def _probe_async(self, check: Check, run: Run, probe: Probe) -> None:
         try:
-            value = await asyncio.wait_for(probe(), timeout=check.timeout_s)
+            with probing():  # wait_for's task copies this context: its calls are a probe's
+                value = await asyncio.wait_for(probe(), timeout=check.timeout_s)
             status, error = interpret(value)
             self._finish(check, run, status, error, None)
         except asyncio.CancelledError:  # the loop is shutting down: no verdict

@@ -94,6 +94,10 @@ class _Data:
         return self.samples[index - 1] if index else None
 
 
+def _users(records: list[AttemptRecord]) -> list[AttemptRecord]:
+    return [r for r in records if r.origin == "user"]
+
+
 def _share(records: list[AttemptRecord], keep: Callable[[AttemptRecord], bool]) -> float | None:
     if not records:
         return None
@@ -216,8 +220,9 @@ class _Conditions:
                 long_rows = data.attempts_in(t - w.long_s, t)
                 short_rows = data.attempts_in(t - w.short_s, t)
                 for model in data.models:
-                    lr = _share(long_rows.get(model, []), failed)
-                    sr = _share(short_rows.get(model, []), failed)
+                    # users' calls only: probes and health checks are not (modelwatch.origin)
+                    lr = _share(_users(long_rows.get(model, [])), failed)
+                    sr = _share(_users(short_rows.get(model, [])), failed)
                     if lr is None or sr is None:
                         continue
                     hit = lr > w.factor * budget and sr > w.factor * budget

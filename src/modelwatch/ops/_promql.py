@@ -70,9 +70,11 @@ class Queries(PromNames):
         return f"sum by ({self.by_model()}) ({rate})"
 
     def error_ratio(self, window_s: int) -> str:
-        """Share of calls that failed for the caller: a failed attempt the router failed
-        over from was rescued by the next backend, so it does not count against the SLO."""
-        failed = self.call_rate(window_s, self.errors(self.o.slo_ignore_kinds))
+        """Share of users' calls that failed for the caller: a failed attempt the router failed
+        over from was rescued by the next backend, so it does not count against the SLO, and
+        calls made by health checks and breaker probes are not users' calls at all."""
+        users = f'{self.origin}!="{semconv.ORIGIN_PROBE}"'
+        failed = self.call_rate(window_s, self.errors(self.o.slo_ignore_kinds), users)
         skipped = f'{self.reason}!="{FAILOVER_REASON_CIRCUIT_OPEN}"'
         rescued = (
             f"sum by ({self.by_model()}) (label_replace("
@@ -82,7 +84,7 @@ class Queries(PromNames):
         unrescued = (
             f"clamp_min(\n({failed}\n- on ({self.by_model()})\n{rescued})\nor\n{failed},\n0)"
         )
-        return f"{unrescued}\n/\n{self.call_rate(window_s)}"
+        return f"{unrescued}\n/\n{self.call_rate(window_s, users)}"
 
     def period_seconds_left(self) -> str:
         """Seconds until the current budget period ends (UTC), as a PromQL scalar."""

@@ -133,6 +133,7 @@ class PromNames:
         self.from_ = label_name(semconv.FROM)
         self.to = label_name(semconv.TO)
         self.reason = label_name(semconv.REASON)
+        self.origin = label_name(semconv.MODELWATCH_ORIGIN)
         self.duration = metric_name(semconv.OPERATION_DURATION, naming)
         self.duration_count = f"{self.duration}_count"
         self.duration_bucket = f"{self.duration}_bucket"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from modelwatch import semconv
 from modelwatch._safety import report_internal_error
+from modelwatch.capture.origin import probing
 from modelwatch.resilience._kinds import default_classify
 from modelwatch.resilience.deadline import shared_pool
 
@@ -43,7 +44,8 @@ def run_probe(breaker: Breaker) -> bool | None:
     timeout = breaker.policy.probe_timeout_s
     start = time.perf_counter()
     try:
-        shared_pool().run(probe, (), None, timeout, f"probe of {breaker.name!r}")
+        with probing():  # the pool runs it in a copy of this context: a probe's calls
+            shared_pool().run(probe, (), None, timeout, f"probe of {breaker.name!r}")
     except BaseException as exc:
         kind = default_classify(exc)
         if kind == semconv.ERROR_OTHER:
