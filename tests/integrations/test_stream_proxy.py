@@ -241,3 +241,45 @@ async def test_async_generator_error_and_aclose(modelwatch_capture: Captured) ->
     await stream.aclose()
     assert finished == [True]
     assert span_attributes(modelwatch_capture)["modelwatch.stream"] is True
+
+
+def test_send_and_throw_on_a_wrapped_generator_count_and_end_the_call(
+    modelwatch_capture: Captured,
+) -> None:
+    def gen() -> Iterator[str]:
+        received = yield "first"
+        try:
+            yield f"got {received}"
+        except KeyError:
+            yield "caught"
+
+    proxy = monitor_stream(started(), gen())
+    assert next(proxy) == "first"
+    assert proxy.send("x") == "got x"
+    assert proxy.throw(KeyError("k")) == "caught"
+    assert modelwatch_capture.find_spans(SPAN) == []  # still running
+    with pytest.raises(StopIteration):
+        next(proxy)
+    (span,) = modelwatch_capture.find_spans(SPAN)
+    assert span.status.status_code is StatusCode.UNSET
+    assert modelwatch_capture.metric_count(TTFC) == 1
+
+
+def test_throw_that_escapes_ends_the_call_as_failed(modelwatch_capture: Captured) -> None:
+    def gen() -> Iterator[str]:
+        yield "first"
+        yield "second"
+
+    proxy = monitor_stream(started(), gen())
+    next(proxy)
+    with pytest.raises(StreamError):
+        proxy.throw(StreamError("cut"))
+    (span,) = modelwatch_capture.find_spans(SPAN)
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_send_on_a_stream_without_send_is_an_attribute_error() -> None:
+    proxy = monitor_stream(started(), ClientStream([Chunk("a")]))
+    with pytest.raises(AttributeError):
+        proxy.send(None)
+    proxy.close()

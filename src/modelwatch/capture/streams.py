@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 
 import wrapt
 
-from modelwatch._safety import guard
+from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture.call import Call
 
 T = TypeVar("T")
@@ -42,6 +42,13 @@ __all__ = ["AsyncStreamProxy", "StreamProxy", "amonitor_stream", "monitor_stream
 def _finish(call: Call, exc: BaseException | None = None, *, closed: bool = False) -> None:
     with guard("stream_end"):
         call._end(exc, stream_closed=closed)
+
+
+def _chunk(call: Call, item: Any) -> None:
+    try:
+        call._on_chunk(item)
+    except Exception as exc:  # inline: a guard() context manager per chunk costs ~1 µs
+        report_internal_error("stream_chunk", exc)
 
 
 def _abandoned(call: Call) -> None:
@@ -81,8 +88,27 @@ class StreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
         except BaseException as exc:
             self._self_end(exc)
             raise
-        with guard("stream_chunk"):
-            self._self_call._on_chunk(item)
+        _chunk(self._self_call, item)
+        return item
+
+    def send(self, value: Any) -> T:
+        """``send()`` to a wrapped generator, counted as a chunk like ``next()``."""
+        return self._self_step(self.__wrapped__.send, value)
+
+    def throw(self, *args: Any) -> T:
+        """``throw()`` into a wrapped generator; its outcome ends the call as ``next()`` would."""
+        return self._self_step(self.__wrapped__.throw, *args)
+
+    def _self_step(self, step: Any, *args: Any) -> T:
+        try:
+            item: T = step(*args)
+        except StopIteration:
+            self._self_end()
+            raise
+        except BaseException as exc:
+            self._self_end(exc)
+            raise
+        _chunk(self._self_call, item)
         return item
 
     def close(self) -> None:
@@ -154,8 +180,7 @@ class AsyncStreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
         except BaseException as exc:
             self._self_end(exc)
             raise
-        with guard("stream_chunk"):
-            self._self_call._on_chunk(item)
+        _chunk(self._self_call, item)
         return item
 
     async def _self_close_wrapped(self) -> None:
