@@ -24,7 +24,7 @@ import contextvars
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from modelwatch.errors import AllBackendsFailedError
@@ -238,7 +238,8 @@ class Answer:
 
     text: str
     model: str
-    usage: dict[str, int] = field(default_factory=dict)
+    #: a dict with ``input_tokens``/``output_tokens``, or the client's own usage object
+    usage: Any = None
 
 
 def _usage(input_tokens: int | None, output_tokens: int | None) -> dict[str, int]:
@@ -270,15 +271,7 @@ def _model_caller(
                 messages=[{"role": "user", "content": prompt}],
                 max_tokens=MAX_NEW_TOKENS,
             )
-            usage = out.usage
-            return Answer(
-                out.choices[0].message.content or "",
-                out.model,
-                _usage(
-                    usage.prompt_tokens if usage else None,
-                    usage.completion_tokens if usage else None,
-                ),
-            )
+            return Answer(out.choices[0].message.content or "", out.model, out.usage)
 
         return openai_chat
 
@@ -307,15 +300,7 @@ def _model_caller(
         out = client.chat_completion(
             messages=[{"role": "user", "content": prompt}], max_tokens=MAX_NEW_TOKENS
         )
-        usage = out.usage
-        return Answer(
-            out.choices[0].message.content or "",
-            spec.model,
-            _usage(
-                usage.prompt_tokens if usage else None,
-                usage.completion_tokens if usage else None,
-            ),
-        )
+        return Answer(out.choices[0].message.content or "", spec.model, out.usage)
 
     return hf_chat
 
