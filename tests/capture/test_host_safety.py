@@ -88,7 +88,7 @@ def _break_attribute_scrubbing(mp: pytest.MonkeyPatch) -> None:
 
 def _break_span_end(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(call, "_record_error_on_span", explode)
-    mp.setattr(call.Call, "_record_model_metrics", explode)
+    mp.setattr(call.Call, "_metric_attributes", explode)
 
 
 BREAKERS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {

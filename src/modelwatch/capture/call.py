@@ -383,32 +383,30 @@ class Call:
         if exc is not None:
             kind = _classify(exc)
             self._error_kind = kind
-        input_tokens = self._input_tokens
-        if input_tokens is None:
-            input_tokens = self._child_input
-        output_tokens = self._output_tokens
-        if output_tokens is None:
-            output_tokens = self._child_output
+        input_tokens, output_tokens = self.input_tokens, self.output_tokens
         owner = self._owner
         cost = None
         if owner is not None:  # nested: forward, record no metrics of our own
             owner._absorb_usage(Usage(input_tokens, output_tokens, self._response_model))
-        elif spec.is_model:
-            # a failed call is priced only when it reported usage (providers bill those)
-            if kind is None or input_tokens is not None or output_tokens is not None:
-                cost = _price(spec.model, input_tokens, output_tokens)
-            self._record_model_metrics(spec, end - self._start, kind, input_tokens, output_tokens)
-            if cost:
-                tel = telemetry()
-                tel.add_cost(spec.cost_key, cost)
-                charge(cost, spec.metric_attributes)
         else:
             tel = telemetry()
-            tel.defer(
-                tel.instrument(spec.duration_instrument),
-                end - self._start,
-                self._metric_attributes(kind),
-            )
+            attrs = self._metric_attributes(kind)
+            tel.defer(tel.instrument(spec.duration_instrument), end - self._start, attrs)
+            if spec.is_model:
+                if input_tokens is not None:
+                    tel.defer(
+                        tel.tokens, input_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "input"}
+                    )
+                if output_tokens is not None:
+                    tel.defer(
+                        tel.tokens, output_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "output"}
+                    )
+                # a failed call is priced only when it reported usage (providers bill those)
+                if kind is None or input_tokens is not None or output_tokens is not None:
+                    cost = _price(spec.model, input_tokens, output_tokens)
+                if cost:
+                    tel.add_cost(spec.cost_key, cost)
+                    charge(cost, spec.metric_attributes)
         if span is not None:
             if stream_closed:
                 span.set_attribute(semconv.MODELWATCH_STREAM, True)
@@ -430,22 +428,6 @@ class Call:
         if self._response_model is not None:
             extra[semconv.GEN_AI_RESPONSE_MODEL] = self._response_model
         return extra
-
-    def _record_model_metrics(
-        self,
-        spec: CallSpec,
-        duration: float,
-        kind: str | None,
-        input_tokens: int | None,
-        output_tokens: int | None,
-    ) -> None:
-        tel = telemetry()
-        attrs = self._metric_attributes(kind)
-        tel.defer(tel.duration, duration, attrs)
-        if input_tokens is not None:
-            tel.defer(tel.tokens, input_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "input"})
-        if output_tokens is not None:
-            tel.defer(tel.tokens, output_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "output"})
 
 
 def _price(model: str | None, input_tokens: int | None, output_tokens: int | None) -> float | None:

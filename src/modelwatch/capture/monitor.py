@@ -39,13 +39,8 @@ def _end(call: Call, exc: BaseException | None = None, *, closed: bool = False) 
     call._end(exc, stream_closed=closed)
 
 
-def _run_sync(spec: CallSpec, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    call = start_call(spec)
-    try:
-        result = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        _end(call, exc)
-        raise
+def _end_ok(spec: CallSpec, call: Call, result: Any) -> None:
+    """End a call that returned: usage from its result (never for plain values), then end."""
     call._detach()
     if spec.usage is not None or type(result) not in _NO_USAGE:
         try:
@@ -53,6 +48,16 @@ def _run_sync(spec: CallSpec, wrapped: Callable[..., Any], args: Any, kwargs: An
         except Exception as exc:
             report_internal_error("usage", exc)
     call._end()
+
+
+def _run_sync(spec: CallSpec, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    call = start_call(spec)
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        _end(call, exc)
+        raise
+    _end_ok(spec, call, result)
     return result
 
 
@@ -63,13 +68,7 @@ async def _run_async(spec: CallSpec, coro: Awaitable[Any]) -> Any:
     except BaseException as exc:
         _end(call, exc)
         raise
-    call._detach()
-    if spec.usage is not None or type(result) not in _NO_USAGE:
-        try:
-            call._usage_from_result(result)
-        except Exception as exc:
-            report_internal_error("usage", exc)
-    call._end()
+    _end_ok(spec, call, result)
     return result
 
 
