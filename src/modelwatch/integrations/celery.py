@@ -58,15 +58,8 @@ __all__ = [
     "uninstrument",
 ]
 
-# ------------------------------------------------------------------------ names (spans only)
-#: Span names: ``"send {task}"`` (PRODUCER) and ``"process {task}"`` (CONSUMER).
-SPAN_SEND: Final = semconv.SPAN_TASK_SEND
-SPAN_PROCESS: Final = semconv.SPAN_TASK_PROCESS
-MESSAGING_SYSTEM: Final = semconv.MESSAGING_SYSTEM
-MESSAGING_OPERATION_TYPE: Final = semconv.MESSAGING_OPERATION_TYPE
-MESSAGING_DESTINATION: Final = semconv.MESSAGING_DESTINATION
-MESSAGING_MESSAGE_ID: Final = semconv.MESSAGING_MESSAGE_ID
-TASK_RETRIES: Final = semconv.TASK_RETRIES
+# Span names (``"send {task}"`` PRODUCER, ``"process {task}"`` CONSUMER) and attributes
+# are in modelwatch.semconv.
 
 OUTCOME_SUCCESS: Final = "success"
 OUTCOME_FAILURE: Final = "failure"
@@ -182,19 +175,19 @@ def _before_publish(
         name = sender if isinstance(sender, str) else str(headers.get("task") or "unknown")
         task_id = headers.get("id")
         attributes: dict[str, Any] = {
-            MESSAGING_SYSTEM: "celery",
-            MESSAGING_OPERATION_TYPE: SPAN_SEND,
+            semconv.MESSAGING_SYSTEM: "celery",
+            semconv.MESSAGING_OPERATION_TYPE: semconv.SPAN_TASK_SEND,
             semconv.TASK_NAME: name,
         }
         if isinstance(routing_key, str) and routing_key:
-            attributes[MESSAGING_DESTINATION] = routing_key
+            attributes[semconv.MESSAGING_DESTINATION] = routing_key
         if isinstance(task_id, str):
-            attributes[MESSAGING_MESSAGE_ID] = task_id
+            attributes[semconv.MESSAGING_MESSAGE_ID] = task_id
         retries = headers.get("retries")
         if isinstance(retries, int) and retries:
-            attributes[TASK_RETRIES] = retries
+            attributes[semconv.TASK_RETRIES] = retries
         span = telemetry().tracer.start_span(
-            f"{SPAN_SEND} {name}", kind=SpanKind.PRODUCER, attributes=attributes
+            f"{semconv.SPAN_TASK_SEND} {name}", kind=SpanKind.PRODUCER, attributes=attributes
         )
         propagate.inject(headers, context=trace.set_span_in_context(span))
         if not isinstance(task_id, str):
@@ -234,19 +227,22 @@ def _start_run(task: Any, task_id: str) -> _Run:
     if not _contrib_owns_spans():
         parent = propagate.extract(request, getter=_getter) if request is not None else None
         attributes: dict[str, Any] = {
-            MESSAGING_SYSTEM: "celery",
-            MESSAGING_OPERATION_TYPE: SPAN_PROCESS,
-            MESSAGING_MESSAGE_ID: task_id,
+            semconv.MESSAGING_SYSTEM: "celery",
+            semconv.MESSAGING_OPERATION_TYPE: semconv.SPAN_TASK_PROCESS,
+            semconv.MESSAGING_MESSAGE_ID: task_id,
             semconv.TASK_NAME: name,
         }
         delivery = getattr(request, "delivery_info", None)
         if isinstance(delivery, dict) and isinstance(delivery.get("routing_key"), str):
-            attributes[MESSAGING_DESTINATION] = delivery["routing_key"]
+            attributes[semconv.MESSAGING_DESTINATION] = delivery["routing_key"]
         retries = getattr(request, "retries", None)
         if isinstance(retries, int) and retries:
-            attributes[TASK_RETRIES] = retries
+            attributes[semconv.TASK_RETRIES] = retries
         span = tel.tracer.start_span(
-            f"{SPAN_PROCESS} {name}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+            f"{semconv.SPAN_TASK_PROCESS} {name}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
         )
         run.span = span
         run.token = otel_context.attach(trace.set_span_in_context(span))
