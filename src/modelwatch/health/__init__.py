@@ -12,7 +12,8 @@
 See ``docs/health.md``.
 """
 
-from modelwatch.health._workers import Clock, Probe, SystemClock
+from modelwatch._clock import SystemClock
+from modelwatch.health._workers import Clock, Probe
 from modelwatch.health.asgi import HealthASGI
 from modelwatch.health.registry import Health
 from modelwatch.health.results import (

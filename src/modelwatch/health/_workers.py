@@ -15,9 +15,10 @@ import inspect
 import itertools
 import queue
 import threading
-import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any
+
+from modelwatch._clock import TimeSource
 
 Probe = Callable[[], Any]
 """A health probe: a function or ``async def`` taking no arguments.
@@ -29,28 +30,8 @@ It passes by returning ``None``, ``True`` or any other truthy value; fails by re
 _worker_ids = itertools.count(1)
 
 
-class Clock(Protocol):
-    """What the health registry reads the time from; inject a fake one in tests."""
-
-    def monotonic(self) -> float:
-        """Seconds on a monotonic clock (intervals, deadlines, latency)."""
-        ...
-
-    def time(self) -> float:
-        """Seconds since the epoch (the ``checked_at`` timestamps)."""
-        ...
-
-
-class SystemClock:
-    """The real clock: :func:`time.monotonic` and :func:`time.time`."""
-
-    def monotonic(self) -> float:
-        """:func:`time.monotonic`."""
-        return time.monotonic()
-
-    def time(self) -> float:
-        """:func:`time.time`."""
-        return time.time()
+#: What the health registry reads the time from; inject a fake one in tests.
+Clock = TimeSource
 
 
 def is_async_probe(probe: Callable[..., Any]) -> bool:

@@ -21,11 +21,12 @@ from typing import Any, Final
 import structlog
 
 from modelwatch import semconv
+from modelwatch._clock import SystemClock
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import allowed_metric_attributes, telemetry
 from modelwatch.capture.origin import probing
 from modelwatch.health._check import Check, Outcome, Run, describe, error_kind, interpret, threshold
-from modelwatch.health._workers import AsyncRunner, Clock, Probe, ProbePool, SystemClock
+from modelwatch.health._workers import AsyncRunner, Clock, Probe, ProbePool
 from modelwatch.health.results import Status
 
 __all__ = ["ProbeEngine"]
