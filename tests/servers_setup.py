@@ -3,7 +3,7 @@
 Checks for the Prometheus, Alertmanager and Redis binaries. When one is missing and we are root,
 installs the Debian packages with a `policy-rc.d` in place so that no service auto-starts (and binds
 0.0.0.0). Prints one line saying what it found or installed. It never fails the build: without the
-servers the tests skip, or fail when MODELWATCH_REQUIRE_SERVERS=1 (see tests/support/servers.py).
+servers the tests skip, or fail when MODELWATCH_REQUIRE_SERVERS=1 (see tests/support/servers/).
 """
 
 from __future__ import annotations

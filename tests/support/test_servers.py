@@ -1,4 +1,4 @@
-"""The server fixtures of tests/support/servers.py really start, answer and stop real servers."""
+"""The server fixtures of tests/support/servers/ really start, answer and stop real servers."""
 
 from __future__ import annotations
 
