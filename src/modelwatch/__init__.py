@@ -11,6 +11,7 @@ from modelwatch.capture.budget import Budget
 from modelwatch.capture.call import Call, current_call
 from modelwatch.capture.context import context_executor, propagate
 from modelwatch.capture.monitored import monitored
+from modelwatch.capture.quality import record_outcome, record_quality
 from modelwatch.errors import (
     AllBackendsFailedError,
     Attempt,
@@ -56,5 +57,7 @@ __all__ = [
     "flush",
     "monitored",
     "propagate",
+    "record_outcome",
+    "record_quality",
     "shutdown",
 ]

@@ -54,6 +54,23 @@ RATE_LIMIT_RESOURCE: Final = "modelwatch.rate_limit.resource"
 BUDGET: Final = "modelwatch.budget"
 TASK_NAME: Final = "modelwatch.task.name"
 TASK_OUTCOME: Final = "modelwatch.task.outcome"
+# model regressions (quality, outcomes, drift, anomalies, canary versions)
+QUALITY_METRIC: Final = "modelwatch.quality.metric"
+OUTCOME: Final = "modelwatch.outcome"
+LABEL: Final = "modelwatch.label"
+DRIFT: Final = "modelwatch.drift"
+FEATURE: Final = "modelwatch.feature"
+ANOMALY_SIGNAL: Final = "modelwatch.anomaly.signal"
+#: the version of a backend (``Backend(version=...)``): canary events and metrics
+MODELWATCH_VERSION: Final = "modelwatch.version"
+#: on the one attribute set that new attribute sets fold into past a registry's bound
+OTEL_METRIC_OVERFLOW: Final = "otel.metric.overflow"
+#: ``modelwatch.outcome`` values: the confusion-matrix cell of one label
+OUTCOMES: Final = ("tp", "fp", "fn", "tn")
+#: ``modelwatch.anomaly.signal`` values
+ANOMALY_SIGNALS: Final = ("latency", "error_rate")
+#: the label a predicted or actual value outside the declared labels is counted under
+LABEL_OTHER: Final = "_OTHER"
 
 TOKEN_TYPE_INPUT: Final = "input"  # noqa: S105
 TOKEN_TYPE_OUTPUT: Final = "output"  # noqa: S105
@@ -85,6 +102,14 @@ METRIC_ATTRIBUTE_ALLOWLIST: Final[frozenset[str]] = frozenset(
         BUDGET,
         TASK_NAME,
         TASK_OUTCOME,
+        QUALITY_METRIC,
+        OUTCOME,
+        LABEL,
+        DRIFT,
+        FEATURE,
+        ANOMALY_SIGNAL,
+        MODELWATCH_VERSION,
+        OTEL_METRIC_OVERFLOW,
     }
 )
 
@@ -115,6 +140,8 @@ EVENT_RETRY: Final = "modelwatch.retry"
 EVENT_REJECTED: Final = "modelwatch.circuit.rejected"
 EVENT_STATE_CHANGE: Final = "modelwatch.circuit.state_change"
 EVENT_FIRST_CHUNK: Final = "gen_ai.first_chunk"
+EVENT_CANARY_ROLLBACK: Final = "modelwatch.canary.rollback"
+EVENT_CANARY_PROMOTE: Final = "modelwatch.canary.promote"
 
 
 def model_span_name(operation: str, model: str) -> str:
@@ -327,6 +354,53 @@ TASK_QUEUE_WAIT: Final = MetricSpec(
     DURATION_BUCKETS,
 )
 
+#: 0.05 steps up to 1: quality scores are 0..1, and the alert thresholds sit on bucket bounds.
+QUALITY_BUCKETS: Final[tuple[float, ...]] = tuple(round(0.05 * i, 2) for i in range(1, 21))
+_QUALITY_KEYS: Final = (GEN_AI_REQUEST_MODEL, MODELWATCH_ANALYSIS)
+QUALITY_SCORE: Final = MetricSpec(
+    "modelwatch.quality.score",
+    "histogram",
+    "1",
+    "Quality scores of model answers (0..1: evaluator scores, user ratings), per metric.",
+    (*_QUALITY_KEYS, QUALITY_METRIC),
+    QUALITY_BUCKETS,
+)
+QUALITY_OUTCOMES: Final = MetricSpec(
+    "modelwatch.quality.outcomes",
+    "counter",
+    "{outcome}",
+    "Labelled feedback per declared label: modelwatch.outcome is tp, fp, fn or tn.",
+    (*_QUALITY_KEYS, LABEL, OUTCOME),
+)
+DRIFT_SCORE: Final = MetricSpec(
+    "modelwatch.drift.score",
+    "observable_gauge",
+    "1",
+    "Population stability index of the recent window against the reference, per feature.",
+    (DRIFT, GEN_AI_REQUEST_MODEL, FEATURE),
+)
+ANOMALY_SCORE: Final = MetricSpec(
+    "modelwatch.anomaly.score",
+    "observable_gauge",
+    "1",
+    "Robust z-score of latency or error rate against the learned (hour-of-day) baseline.",
+    (*_QUALITY_KEYS, ANOMALY_SIGNAL),
+)
+CANARY_WEIGHT: Final = MetricSpec(
+    "modelwatch.canary.weight",
+    "observable_gauge",
+    "1",
+    "Traffic share of a candidate version (0 once rolled back, 1 once promoted).",
+    (MODELWATCH_ROUTER, MODELWATCH_BACKEND, MODELWATCH_VERSION),
+)
+CANARY_ROLLBACKS: Final = MetricSpec(
+    "modelwatch.canary.rollbacks",
+    "counter",
+    "{rollback}",
+    "Candidate versions rolled back automatically (reason: the signal that regressed).",
+    (MODELWATCH_ROUTER, MODELWATCH_BACKEND, MODELWATCH_VERSION, REASON),
+)
+
 #: Every metric, in documentation order.
 METRICS: Final[tuple[MetricSpec, ...]] = (
     OPERATION_DURATION,
@@ -348,6 +422,12 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     BUDGET_USED,
     TASK_DURATION,
     TASK_QUEUE_WAIT,
+    QUALITY_SCORE,
+    QUALITY_OUTCOMES,
+    DRIFT_SCORE,
+    ANOMALY_SCORE,
+    CANARY_WEIGHT,
+    CANARY_ROLLBACKS,
 )
 
 # --------------------------------------------------------------------------- error kinds

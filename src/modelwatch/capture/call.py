@@ -250,6 +250,15 @@ class Call:
         with guard("record_usage"):
             self._set_usage(input_tokens, output_tokens, explicit=True)
 
+    def record_quality(self, score: float, metric: str = "quality") -> None:
+        """Record a 0..1 quality score of this call's answer (``modelwatch.quality.score``).
+
+        Raises ``ValueError`` for a score outside 0..1; see :mod:`modelwatch.capture.quality`.
+        """
+        from modelwatch.capture.quality import record_call_quality
+
+        record_call_quality(self, score, metric)
+
     def set_response_model(self, model: str) -> None:
         """Record the model that actually answered (``gen_ai.response.model``)."""
         if not isinstance(model, str):
