@@ -63,6 +63,9 @@ FEATURE: Final = "modelwatch.feature"
 ANOMALY_SIGNAL: Final = "modelwatch.anomaly.signal"
 #: the version of a backend (``Backend(version=...)``): canary events and metrics
 MODELWATCH_VERSION: Final = "modelwatch.version"
+_REGRESSION_KEYS: Final = (
+    QUALITY_METRIC, OUTCOME, LABEL, DRIFT, FEATURE, ANOMALY_SIGNAL, MODELWATCH_VERSION
+)  # fmt: skip
 #: on the one attribute set that new attribute sets fold into past a registry's bound
 OTEL_METRIC_OVERFLOW: Final = "otel.metric.overflow"
 #: ``modelwatch.outcome`` values: the confusion-matrix cell of one label
@@ -102,13 +105,7 @@ METRIC_ATTRIBUTE_ALLOWLIST: Final[frozenset[str]] = frozenset(
         BUDGET,
         TASK_NAME,
         TASK_OUTCOME,
-        QUALITY_METRIC,
-        OUTCOME,
-        LABEL,
-        DRIFT,
-        FEATURE,
-        ANOMALY_SIGNAL,
-        MODELWATCH_VERSION,
+        *_REGRESSION_KEYS,
         OTEL_METRIC_OVERFLOW,
     }
 )
