@@ -355,48 +355,36 @@ TASK_QUEUE_WAIT: Final = MetricSpec(
 QUALITY_BUCKETS: Final[tuple[float, ...]] = tuple(round(0.05 * i, 2) for i in range(1, 21))
 _QUALITY_KEYS: Final = (GEN_AI_REQUEST_MODEL, MODELWATCH_ANALYSIS)
 QUALITY_SCORE: Final = MetricSpec(
-    "modelwatch.quality.score",
-    "histogram",
-    "1",
+    "modelwatch.quality.score", "histogram", "1",
     "Quality scores of model answers (0..1: evaluator scores, user ratings), per metric.",
     (*_QUALITY_KEYS, QUALITY_METRIC),
     QUALITY_BUCKETS,
-)
+)  # fmt: skip
 QUALITY_OUTCOMES: Final = MetricSpec(
-    "modelwatch.quality.outcomes",
-    "counter",
-    "{outcome}",
+    "modelwatch.quality.outcomes", "counter", "{outcome}",
     "Labelled feedback per declared label: modelwatch.outcome is tp, fp, fn or tn.",
     (*_QUALITY_KEYS, LABEL, OUTCOME),
-)
+)  # fmt: skip
 DRIFT_SCORE: Final = MetricSpec(
-    "modelwatch.drift.score",
-    "observable_gauge",
-    "1",
+    "modelwatch.drift.score", "observable_gauge", "1",
     "Population stability index of the recent window against the reference, per feature.",
     (DRIFT, GEN_AI_REQUEST_MODEL, FEATURE),
-)
+)  # fmt: skip
 ANOMALY_SCORE: Final = MetricSpec(
-    "modelwatch.anomaly.score",
-    "observable_gauge",
-    "1",
+    "modelwatch.anomaly.score", "observable_gauge", "1",
     "Robust z-score of latency or error rate against the learned (hour-of-day) baseline.",
     (*_QUALITY_KEYS, ANOMALY_SIGNAL),
-)
+)  # fmt: skip
 CANARY_WEIGHT: Final = MetricSpec(
-    "modelwatch.canary.weight",
-    "observable_gauge",
-    "1",
+    "modelwatch.canary.weight", "observable_gauge", "1",
     "Traffic share of a candidate version (0 once rolled back, 1 once promoted).",
     (MODELWATCH_ROUTER, MODELWATCH_BACKEND, MODELWATCH_VERSION),
-)
+)  # fmt: skip
 CANARY_ROLLBACKS: Final = MetricSpec(
-    "modelwatch.canary.rollbacks",
-    "counter",
-    "{rollback}",
+    "modelwatch.canary.rollbacks", "counter", "{rollback}",
     "Candidate versions rolled back automatically (reason: the signal that regressed).",
     (MODELWATCH_ROUTER, MODELWATCH_BACKEND, MODELWATCH_VERSION, REASON),
-)
+)  # fmt: skip
 
 #: Every metric, in documentation order.
 METRICS: Final[tuple[MetricSpec, ...]] = (
