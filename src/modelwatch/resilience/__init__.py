@@ -9,6 +9,7 @@ from modelwatch.resilience._kinds import Classifier
 from modelwatch.resilience._shared import redis_storage
 from modelwatch.resilience.backend import Backend, BackendStatus
 from modelwatch.resilience.breaker import Breaker, Permit, Transition
+from modelwatch.resilience.canary import Canary, CanaryStatus
 from modelwatch.resilience.circuit import circuit, get_breaker
 from modelwatch.resilience.deadline import AttemptTimeoutError, WorkerPool
 from modelwatch.resilience.ordering import Candidate, LeastLatency, Ordering, Priority, Weighted
@@ -21,6 +22,8 @@ __all__ = [
     "BackendStatus",
     "Breaker",
     "BreakerPolicy",
+    "Canary",
+    "CanaryStatus",
     "Candidate",
     "Classifier",
     "Clock",

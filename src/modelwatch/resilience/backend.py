@@ -6,7 +6,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelwatch.resilience.canary import Canary
 
 from modelwatch import semconv
 from modelwatch.errors import ConfigurationError
@@ -22,7 +25,10 @@ class Backend:
     async iterable of chunks. ``timeout_s`` overrides the router's ``attempt_timeout_s``.
     ``probe`` (no arguments, sync or async) checks recovery in the background while the
     backend's breaker is open. ``weight`` is used by :class:`~modelwatch.resilience.Weighted`.
-    ``name`` defaults to ``model`` and must be unique in a router.
+    ``name`` defaults to ``model`` and must be unique in a router. ``version`` names the
+    model version it serves; ``canary`` makes it a candidate version tried on a share of
+    the traffic against a stable one, rolled back automatically on a regression
+    (:class:`~modelwatch.Canary`).
 
     >>> Backend(lambda text: text[:10], model="facebook/bart-large-cnn", provider="huggingface")
     Backend(model='facebook/bart-large-cnn', provider='huggingface')
@@ -30,6 +36,7 @@ class Backend:
 
     __slots__ = (
         "analysis",
+        "canary",
         "fn",
         "is_async",
         "model",
@@ -40,6 +47,7 @@ class Backend:
         "server_address",
         "timeout_s",
         "usage",
+        "version",
         "weight",
     )
 
@@ -57,6 +65,8 @@ class Backend:
         weight: float = 1.0,
         name: str | None = None,
         usage: Callable[[Any], Any] | None = None,
+        version: str | None = None,
+        canary: Canary | None = None,
     ) -> None:
         if not callable(fn):
             raise ConfigurationError(f"Backend fn must be callable, got {fn!r}")
@@ -80,6 +90,8 @@ class Backend:
         self.weight = weight
         self.name = name if name is not None else model
         self.usage = usage
+        self.version = version
+        self.canary = canary
         self.is_async = _is_async(fn)
 
     def __repr__(self) -> str:

@@ -48,6 +48,7 @@ from modelwatch.resilience._kinds import Classifier, default_classify, retry_aft
 from modelwatch.resilience._members import Member, Outcome, Plan, Req
 from modelwatch.resilience.backend import Backend, BackendStatus
 from modelwatch.resilience.breaker import Breaker, Permit
+from modelwatch.resilience.canary import CanaryStatus, canary_for
 from modelwatch.resilience.deadline import (
     AttemptTimeoutError,
     Deadline,
@@ -272,6 +273,7 @@ class Router:
                 m.breaker.set_probe(_sync_probe(m.backend.probe))
             elif probe_args is not None:
                 m.breaker.set_probe(_minimal_call(m.backend, probe_args))
+        self._canary = canary_for(name, self._members, self._clock)  # None: no canary
         _routers.add(self)
 
     # ------------------------------------------------------------------ introspection
@@ -312,6 +314,24 @@ class Router:
             )
         return out
 
+    def promote(self, backend: str) -> None:
+        """Promote the canary ``backend`` now: it serves every call (see :class:`Canary`)."""
+        self._canary_named(backend).promote()
+
+    def rollback(self, backend: str) -> None:
+        """Roll the canary ``backend`` back now: it serves no call until its cooldown ends."""
+        self._canary_named(backend).rollback()
+
+    def canary_status(self) -> CanaryStatus | None:
+        """The canary's state, weight and sample sizes (``None``: no canary)."""
+        return None if self._canary is None else self._canary.status()
+
+    def _canary_named(self, backend: str) -> Any:
+        c = self._canary
+        if c is None or backend not in (c.candidate.backend.name, c.candidate.backend.version):
+            raise KeyError(f"router {self.name!r} has no canary {backend!r}")
+        return c
+
     # ------------------------------------------------------------------ the policy
     def _plan(self, span: Span, deadline: Deadline, stream: bool = False) -> Plan:
         """Decide attempts, failovers and retries; the drivers run what it yields.
@@ -322,6 +342,8 @@ class Router:
         at the first chunk and leaves the breaker outcome to the stream driver.
         """
         members = self._members if self._priority else list(self._ordering(self._members))
+        if self._canary is not None:  # the candidate serves its share, and only that
+            members = self._canary.order(members)
         queue: Sequence[Member] = members
         walk = _Walk(self._clock.monotonic())
         retries = 0
@@ -342,6 +364,10 @@ class Router:
                 outcome = yield Req(m, permit, walk.number, deadline.cap(timeout))
                 assert outcome is not None
                 ok, value, duration = outcome
+                if self._canary is not None:
+                    self._canary.observe(
+                        m, ok, value, duration, None if ok else self._kind_of(value)
+                    )
                 if ok:
                     if walk.first_passed is not None:  # what failing over cost this call
                         _events.failover_duration(
