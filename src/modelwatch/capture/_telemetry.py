@@ -5,17 +5,17 @@ By default they come from the global OpenTelemetry providers (whatever the host 
 points modelwatch at other providers for a while (``modelwatch.testing.capture`` does this),
 without touching the globals.
 
-Instruments are created once per :class:`Telemetry` (one per provider pair) from the specs in
-:mod:`modelwatch.semconv`, so every module records with the same names, units and buckets.
-Observable instruments are declared once with :func:`register_observable`; each
-:class:`Telemetry` creates all of them, so callbacks survive a change of providers.
+Instruments are created once per *meter provider* (never twice: the SDK would drop the second
+holder's observable callbacks) from the specs in :mod:`modelwatch.semconv`, so every module
+records with the same names, units and buckets. Observable instruments are declared once with
+:func:`register_observable`; every meter provider's instruments observe all of them.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import deque
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -27,14 +27,20 @@ from opentelemetry.trace import Tracer, TracerProvider
 from modelwatch import semconv
 from modelwatch._safety import report_internal_error
 from modelwatch._version import __version__
+from modelwatch.capture._bounded import OVERFLOW_KEY, BoundedTotals
+from modelwatch.capture._deferred import DeferredRecords
+
+try:  # the API's stand-in until a provider is installed (private: tolerate its absence)
+    from opentelemetry.metrics import _internal as _metrics_api
+
+    _PROXY_METER_PROVIDER: object | None = _metrics_api._PROXY_METER_PROVIDER
+except (ImportError, AttributeError):  # pragma: no cover - another API version
+    _PROXY_METER_PROVIDER = None
 
 Attributes = Mapping[str, Any]
 ObservableCallback = Callable[[], Iterable[tuple[float, Attributes]]]
 
 _observables: dict[str, tuple[semconv.MetricSpec, ObservableCallback]] = {}
-#: The most histogram records waiting for a collection (per provider pair); beyond it they are
-#: recorded on the spot. ~16k * ~100 bytes: a bounded couple of MiB at worst.
-DEFER_CAP = 16_384
 _lock = threading.RLock()
 
 
@@ -47,92 +53,55 @@ def allowed_metric_attributes(attributes: Attributes) -> dict[str, Any]:
     }
 
 
-class Telemetry:
-    """A tracer and every modelwatch instrument, bound to one tracer and meter provider."""
+class _Meters:
+    """Everything modelwatch keeps per meter provider: instruments, cost totals, the queue of
+    deferred histogram records, and one registration of every observable instrument.
 
-    def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
-        self.tracer: Tracer = tracer_provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__)
+    Exactly one exists per meter provider (see :func:`_meters_for`): the SDK keeps the first
+    of two observable instruments of one name and drops the second one's callback, so a
+    second holder for the same provider would never be observed (its cost would freeze and
+    its deferred records would never be drained).
+    """
+
+    def __init__(self, meter_provider: MeterProvider) -> None:
         self.meter: Meter = meter_provider.get_meter(semconv.INSTRUMENTATION_SCOPE, __version__)
-        self._instruments: dict[str, Any] = {}
-        self._instrument_lock = threading.Lock()
-        # the hot path's instruments, created eagerly
-        self.duration = self.instrument(semconv.OPERATION_DURATION)
-        self.tokens = self.instrument(semconv.TOKEN_USAGE)
-        self.time_to_first_chunk = self.instrument(semconv.TIME_TO_FIRST_CHUNK)
-        # ``modelwatch.cost`` is an observable counter over running totals kept here, per
-        # provider pair: adding to a dict costs ~0.2 µs where ``Counter.add`` costs 7-12 µs.
-        self._cost_totals: dict[tuple[tuple[str, Any], ...], float] = {}
-        self._cost_lock = threading.Lock()
-        # Histogram records of the call path wait here and are replayed into their histograms
-        # at the start of the next collection (see ``defer``). Only with an SDK meter
-        # provider: without one nothing collects, and a no-op record costs nothing anyway.
-        self._deferred: deque[tuple[Any, float, Attributes]] = deque()
-        self.defers = type(meter_provider).__module__.startswith("opentelemetry.sdk")
+        self.instruments: dict[str, Any] = {}
+        self.instrument_lock = threading.Lock()
+        # ``modelwatch.cost`` is an observable counter over running totals kept here: adding to
+        # a dict costs ~0.2 µs where ``Counter.add`` costs 7-12 µs. Bounded by attribute set.
+        self.cost_totals: BoundedTotals[tuple[tuple[str, Any], ...]] = BoundedTotals(
+            "cost", overflow=OVERFLOW_KEY
+        )
+        self.deferred = DeferredRecords(meter_provider)
+        self.observed: set[str] = set()
         self.meter.create_observable_counter(
             semconv.COST.name,
             [self._observe_cost],
             unit=semconv.COST.unit,
             description=semconv.COST.description,
         )
-        with _lock:
-            for spec, callback in list(_observables.values()):
-                self._create_observable(spec, callback)
-
-    def add_cost(self, key: tuple[tuple[str, Any], ...], usd: float) -> None:
-        """Add ``usd`` to the running ``modelwatch.cost`` total of attribute set ``key``."""
-        with self._cost_lock:
-            self._cost_totals[key] = self._cost_totals.get(key, 0.0) + usd
-
-    def defer(self, histogram: Any, value: float, attributes: Attributes) -> None:
-        """Record ``value`` into ``histogram`` at the start of the next collection.
-
-        The SDK runs every observable callback (this holder's cost counter drains the queue)
-        before it reads the synchronous instruments, so the exported histogram is the same as
-        with a record on the spot, while the monitored call pays an append (~0.1 µs) instead
-        of ``Histogram.record`` (~8 µs). Bounded: past ``DEFER_CAP`` queued values, records
-        happen on the spot. (Exemplars are unaffected: the call path records after its span
-        is detached, so none were taken.)
-        """
-        if self.defers and len(self._deferred) < DEFER_CAP:
-            self._deferred.append((histogram, value, attributes))
-        else:
-            histogram.record(value, attributes)
-
-    def drain(self) -> None:
-        """Replay every deferred record into its histogram now (collection time)."""
-        pop = self._deferred.popleft
-        while True:
-            try:
-                histogram, value, attributes = pop()
-            except IndexError:
-                return
-            try:
-                histogram.record(value, attributes)
-            except Exception as exc:
-                report_internal_error("deferred_record", exc)
+        for spec, callback in list(_observables.values()):
+            self.create_observable(spec, callback)
 
     def _observe_cost(self, _options: CallbackOptions) -> Iterator[Observation]:
-        self.drain()  # first: the histograms are read after the observable callbacks
-        with self._cost_lock:
-            totals = list(self._cost_totals.items())
-        return iter([Observation(total, dict(key)) for key, total in totals])
+        self.deferred.drain()  # first: the histograms are read after the observable callbacks
+        return iter([Observation(total, dict(key)) for key, total in self.cost_totals.items()])
 
-    def _reset_after_fork(self) -> None:
-        self._cost_lock = threading.Lock()
-        self._instrument_lock = threading.Lock()
-        self._cost_totals.clear()  # the parent reports what it spent
-        self._deferred.clear()  # and records what it measured
+    def reset_after_fork(self) -> None:
+        self.instrument_lock = threading.Lock()
+        self.cost_totals.reset_after_fork()
+        self.cost_totals.clear()  # the parent reports what it spent
+        self.deferred.reset_after_fork()  # and records what it measured
 
     def instrument(self, spec: semconv.MetricSpec) -> Any:
-        """The synchronous instrument for ``spec`` (histogram, counter or up-down counter)."""
-        found = self._instruments.get(spec.name)
+        found = self.instruments.get(spec.name)
         if found is not None:
             return found
-        with self._instrument_lock:
-            found = self._instruments.get(spec.name)
+        with self.instrument_lock:
+            found = self.instruments.get(spec.name)
             if found is None:
                 found = self._create(spec)
-                self._instruments[spec.name] = found
+                self.instruments[spec.name] = found
             return found
 
     def _create(self, spec: semconv.MetricSpec) -> Any:
@@ -153,7 +122,11 @@ class Telemetry:
             )
         raise ValueError(f"{spec.name} is observable: declare it with register_observable()")
 
-    def _create_observable(self, spec: semconv.MetricSpec, callback: ObservableCallback) -> None:
+    def create_observable(self, spec: semconv.MetricSpec, callback: ObservableCallback) -> None:
+        if spec.name in self.observed:
+            return
+        self.observed.add(spec.name)
+
         def observe(_options: CallbackOptions) -> Iterator[Observation]:
             try:
                 points = list(callback())
@@ -180,6 +153,68 @@ class Telemetry:
             raise ValueError(f"{spec.name} is not observable")
 
 
+#: The one :class:`_Meters` of each meter provider (weakly: a dropped provider's goes too).
+_meters_by_provider: weakref.WeakKeyDictionary[Any, _Meters] = weakref.WeakKeyDictionary()
+
+
+def _meters_for(meter_provider: MeterProvider) -> _Meters:
+    """The :class:`_Meters` of ``meter_provider``, built on first use (lock held).
+
+    A holder built on the API's proxy provider (a call before any provider was installed)
+    has its instruments and observables forwarded to the provider installed later, so it is
+    *that* provider's holder too: building a second one there would be dropped by the SDK.
+    """
+    found = _meters_by_provider.get(meter_provider)
+    if found is not None:
+        return found
+    proxy = _PROXY_METER_PROVIDER
+    if proxy is not None and proxy is not meter_provider:
+        via_proxy = _meters_by_provider.get(proxy)
+        if via_proxy is not None and metrics.get_meter_provider() is meter_provider:
+            via_proxy.deferred.retarget(meter_provider)
+            _meters_by_provider[meter_provider] = via_proxy
+            return via_proxy
+    made = _Meters(meter_provider)
+    _meters_by_provider[meter_provider] = made
+    return made
+
+
+class Telemetry:
+    """A tracer and every modelwatch instrument, bound to one tracer and meter provider.
+
+    Cheap to build: the meter side (instruments, cost totals, deferred records) is shared by
+    every :class:`Telemetry` of one meter provider.
+    """
+
+    def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
+        self.tracer: Tracer = tracer_provider.get_tracer(semconv.INSTRUMENTATION_SCOPE, __version__)
+        with _lock:
+            meters = _meters_for(meter_provider)
+        self._meters = meters
+        self.meter: Meter = meters.meter
+        self.instrument: Callable[[semconv.MetricSpec], Any] = meters.instrument
+        # the hot path's instruments and operations, bound once
+        self.duration = meters.instrument(semconv.OPERATION_DURATION)
+        self.tokens = meters.instrument(semconv.TOKEN_USAGE)
+        self.time_to_first_chunk = meters.instrument(semconv.TIME_TO_FIRST_CHUNK)
+        self.defer: Callable[..., None] = meters.deferred.defer
+        self.drain: Callable[[], None] = meters.deferred.drain
+        self.add_cost: Callable[[tuple[tuple[str, Any], ...], float], None] = meters.cost_totals.add
+
+    @property
+    def defers(self) -> bool:
+        """Whether histogram records wait for the next collection (SDK meter providers)."""
+        return self._meters.deferred.defers
+
+    @property
+    def _deferred(self) -> Any:
+        return self._meters.deferred.queue
+
+    @property
+    def _cost_totals(self) -> BoundedTotals[tuple[tuple[str, Any], ...]]:
+        return self._meters.cost_totals
+
+
 _current: Telemetry | None = None
 _override: tuple[TracerProvider, MeterProvider] | None = None
 _configured: tuple[TracerProvider, MeterProvider] | None = None
@@ -196,6 +231,8 @@ def telemetry() -> Telemetry:
 def _rebuild() -> Telemetry:
     global _current
     with _lock:
+        if _current is not None:  # another thread built it while this one waited
+            return _current
         if _override is not None:
             tp, mp = _override
         elif _configured is not None:
@@ -207,7 +244,8 @@ def _rebuild() -> Telemetry:
 
 
 def invalidate() -> None:
-    """Forget the cached instruments; the next call builds them from the providers in use."""
+    """Forget the cached tracer; the next call binds to the providers in use then (each meter
+    provider keeps its one set of instruments)."""
     global _current
     with _lock:
         _current = None
@@ -216,8 +254,8 @@ def invalidate() -> None:
 def _reset_after_fork() -> None:
     global _lock
     _lock = threading.RLock()
-    if _current is not None:
-        _current._reset_after_fork()
+    for meters in list(_meters_by_provider.values()):
+        meters.reset_after_fork()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -237,7 +275,7 @@ def set_configured_providers(
 
 
 def register_observable(spec: semconv.MetricSpec, callback: ObservableCallback) -> None:
-    """Declare an observable instrument once; every :class:`Telemetry` will observe it.
+    """Declare an observable instrument once; every meter provider's instruments observe it.
 
     ``callback`` returns ``(value, attributes)`` pairs; attributes are filtered by the
     allow-list. Registering the same metric name again replaces nothing (first one wins).
@@ -246,8 +284,8 @@ def register_observable(spec: semconv.MetricSpec, callback: ObservableCallback) 
         if spec.name in _observables:
             return
         _observables[spec.name] = (spec, callback)
-        if _current is not None:
-            _current._create_observable(spec, callback)
+        for meters in list(_meters_by_provider.values()):
+            meters.create_observable(spec, callback)
 
 
 @contextmanager

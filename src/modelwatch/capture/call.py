@@ -28,6 +28,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from modelwatch import semconv
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture import _settings
+from modelwatch.capture._bounded import OVERFLOW_ATTRIBUTES, OVERFLOW_KEY, BoundedKeys
 from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
 from modelwatch.capture.budget import charge
 from modelwatch.capture.cost import cost_of
@@ -112,9 +113,7 @@ class CallSpec:
         self.operation = operation
         self.analysis = analysis
         self.usage = usage
-        self.inflight_key = tuple(metric_attributes.get(k) for k in _INFLIGHT_KEYS)
-        if is_model:  # in-flight gauges report 0 for a key once seen, not nothing
-            _seen_inflight_keys.add(self.inflight_key)
+        self.inflight_key = _inflight_key(metric_attributes, is_model)
         self.cost_key = tuple(
             (k, v) for k, v in metric_attributes.items() if k in semconv.COST.attributes
         )
@@ -122,7 +121,15 @@ class CallSpec:
 
 # ----------------------------------------------------------------------- in-flight registry
 _inflight: dict[int, Call] = {}
-_seen_inflight_keys: set[tuple[Any, ...]] = set()
+#: Every in-flight key seen (in-flight gauges report 0 for a key once seen, not nothing),
+#: bounded: past the limit, new keys share the overflow set.
+_seen_inflight_keys: BoundedKeys[tuple[Any, ...]] = BoundedKeys("in-flight", overflow=OVERFLOW_KEY)
+
+
+def _inflight_key(metric_attributes: Attributes, is_model: bool) -> tuple[Any, ...]:
+    """The low-cardinality in-flight key of a declaration (admitted to the bounded set)."""
+    key = tuple(metric_attributes.get(k) for k in _INFLIGHT_KEYS)
+    return _seen_inflight_keys.fold(key) if is_model else key
 
 
 def _inflight_groups() -> dict[tuple[Any, ...], tuple[int, float]]:
@@ -136,12 +143,14 @@ def _inflight_groups() -> dict[tuple[Any, ...], tuple[int, float]]:
 
 
 def _key_attributes(key: tuple[Any, ...]) -> Attributes:
+    if key is OVERFLOW_KEY:
+        return OVERFLOW_ATTRIBUTES
     return {k: v for k, v in zip(_INFLIGHT_KEYS, key, strict=True) if v is not None}
 
 
 def _observe_in_flight() -> Iterable[tuple[float, Attributes]]:
     groups = _inflight_groups()
-    for key in list(_seen_inflight_keys):
+    for key in _seen_inflight_keys.snapshot():
         count, _ = groups.get(key, (0, 0.0))
         yield float(count), _key_attributes(key)
 
@@ -149,7 +158,7 @@ def _observe_in_flight() -> Iterable[tuple[float, Attributes]]:
 def _observe_oldest() -> Iterable[tuple[float, Attributes]]:
     groups = _inflight_groups()
     now = time.perf_counter()
-    for key in list(_seen_inflight_keys):
+    for key in _seen_inflight_keys.snapshot():
         entry = groups.get(key)
         yield (now - entry[1] if entry else 0.0), _key_attributes(key)
 
@@ -345,7 +354,10 @@ class Call:
                 if self._owner is None and self._spec.is_model:
                     tel = telemetry()
                     tel.defer(
-                        tel.time_to_first_chunk, now - self._start, self._spec.metric_attributes
+                        tel.time_to_first_chunk,
+                        now - self._start,
+                        self._spec.metric_attributes,
+                        self._span,
                     )
         if self._spec.is_model and not isinstance(chunk, (str, bytes)):
             with guard("chunk_usage"):
@@ -400,15 +412,21 @@ class Call:
         else:
             tel = telemetry()
             attrs = self._metric_attributes(kind)
-            tel.defer(tel.instrument(spec.duration_instrument), end - self._start, attrs)
+            tel.defer(tel.instrument(spec.duration_instrument), end - self._start, attrs, span)
             if spec.is_model:
                 if input_tokens is not None:
                     tel.defer(
-                        tel.tokens, input_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "input"}
+                        tel.tokens,
+                        input_tokens,
+                        {**attrs, semconv.GEN_AI_TOKEN_TYPE: "input"},
+                        span,
                     )
                 if output_tokens is not None:
                     tel.defer(
-                        tel.tokens, output_tokens, {**attrs, semconv.GEN_AI_TOKEN_TYPE: "output"}
+                        tel.tokens,
+                        output_tokens,
+                        {**attrs, semconv.GEN_AI_TOKEN_TYPE: "output"},
+                        span,
                     )
                 # a failed call is priced only when it reported usage (providers bill those)
                 if kind is None or input_tokens is not None or output_tokens is not None:
