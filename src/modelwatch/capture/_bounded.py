@@ -75,7 +75,7 @@ class _Bounded(Generic[K]):
         self._lock = threading.Lock()
 
 
-class BoundedKeys(_Bounded[K]):
+class BoundedKeys(_Bounded[Hashable]):
     """At most ``limit`` distinct keys (plus the overflow key).
 
     :meth:`admit` says whether a key is kept; :meth:`fold` returns the key to record under
@@ -85,12 +85,16 @@ class BoundedKeys(_Bounded[K]):
     __slots__ = ("_keys",)
 
     def __init__(
-        self, name: str, limit: int = CARDINALITY_LIMIT, *, overflow: K = OVERFLOW_KEY  # type: ignore[assignment]
+        self,
+        name: str,
+        limit: int = CARDINALITY_LIMIT,
+        *,
+        overflow: K = OVERFLOW_KEY,  # type: ignore[assignment]
     ) -> None:
         super().__init__(name, limit, overflow=overflow)
-        self._keys: dict[K, None] = {}
+        self._keys: dict[Any, None] = {}
 
-    def admit(self, key: K) -> bool:
+    def admit(self, key: Hashable) -> bool:
         """``True`` if ``key`` is (or now becomes) one of the kept keys, ``False`` if it
         overflows (warned about once)."""
         if key in self._keys:
@@ -104,7 +108,7 @@ class BoundedKeys(_Bounded[K]):
             self._fold(key)
             return False
 
-    def fold(self, key: K) -> K:
+    def fold(self, key: Hashable) -> Any:
         """``key`` if it is kept, else the overflow key (which is then kept too)."""
         if self.admit(key):
             return key
@@ -112,7 +116,7 @@ class BoundedKeys(_Bounded[K]):
             self._keys[self.overflow] = None
         return self.overflow
 
-    def snapshot(self) -> list[K]:
+    def snapshot(self) -> list[Any]:
         """The kept keys, in admission order."""
         return list(self._keys)
 

@@ -123,7 +123,7 @@ class CallSpec:
 _inflight: dict[int, Call] = {}
 #: Every in-flight key seen (in-flight gauges report 0 for a key once seen, not nothing),
 #: bounded: past the limit, new keys share the overflow set.
-_seen_inflight_keys: BoundedKeys[tuple[Any, ...]] = BoundedKeys("in-flight", overflow=OVERFLOW_KEY)
+_seen_inflight_keys = BoundedKeys("in-flight", overflow=OVERFLOW_KEY)
 
 
 def _inflight_key(metric_attributes: Attributes, is_model: bool) -> tuple[Any, ...]:
