@@ -15,6 +15,7 @@ from modelwatch.capture.quality import record_outcome, record_quality
 from modelwatch.errors import (
     AllBackendsFailedError,
     Attempt,
+    BudgetExceededError,
     CircuitOpenError,
     ConfigurationError,
     ModelwatchError,
@@ -38,6 +39,7 @@ __all__ = [
     "BackendStatus",
     "BreakerPolicy",
     "Budget",
+    "BudgetExceededError",
     "Call",
     "Canary",
     "CircuitOpenError",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 __all__ = [
     "AllBackendsFailedError",
     "Attempt",
+    "BudgetExceededError",
     "CircuitOpenError",
     "ConfigurationError",
     "ModelwatchError",
@@ -83,3 +84,28 @@ class StreamInterruptedError(ModelwatchError):
         self.chunks = chunks
         self.kind = kind
         super().__init__(f"stream from {model!r} broke after {chunks} chunk(s): {kind}")
+
+
+class BudgetExceededError(ModelwatchError):
+    """A call was refused because a cost budget with ``enforce="refuse"`` is spent.
+
+    ``budget`` is the budget's name, ``spent_usd`` and ``limit_usd`` its spend and limit in
+    the current period, and ``period_end`` when that period ends (epoch seconds, UTC): the
+    budget admits calls again from then on.
+    """
+
+    def __init__(self, budget: str, spent_usd: float, limit_usd: float, period_end: float) -> None:
+        self.budget = budget
+        self.spent_usd = spent_usd
+        self.limit_usd = limit_usd
+        self.period_end = period_end
+        super().__init__(
+            f"budget {budget!r} is spent ({spent_usd:.4f} of {limit_usd:.4f} USD) "
+            f"until {_utc(period_end)}"
+        )
+
+
+def _utc(epoch_s: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -118,3 +118,12 @@ def test_forked_child_starts_without_the_parents_calls_cost_or_spend() -> None:
             _, status = os.waitpid(pid, 0)
         assert budget.spent_usd > 0  # the parent keeps its own
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_budget_exceeded_error_names_the_budget_spend_and_period_end() -> None:
+    end = datetime(2026, 12, 3, tzinfo=timezone.utc).timestamp()
+    exc = modelwatch.BudgetExceededError("daily", 50.25, 50.0, end)
+    assert isinstance(exc, modelwatch.ModelwatchError)
+    assert (exc.budget, exc.spent_usd, exc.limit_usd, exc.period_end) == ("daily", 50.25, 50.0, end)
+    assert "'daily'" in str(exc)
+    assert "2026-12-03T00:00:00Z" in str(exc)
