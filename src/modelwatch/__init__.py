@@ -10,6 +10,7 @@ from modelwatch.capture.agent import agent_step
 from modelwatch.capture.budget import Budget
 from modelwatch.capture.call import Call, current_call
 from modelwatch.capture.context import context_executor, propagate
+from modelwatch.capture.drift import Drift
 from modelwatch.capture.monitored import monitored
 from modelwatch.capture.quality import record_outcome, record_quality
 from modelwatch.errors import (
@@ -45,6 +46,7 @@ __all__ = [
     "CircuitOpenError",
     "Config",
     "ConfigurationError",
+    "Drift",
     "Health",
     "HealthReport",
     "ModelwatchError",

@@ -30,6 +30,7 @@ from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture import _settings
 from modelwatch.capture._bounded import OVERFLOW_ATTRIBUTES, OVERFLOW_KEY, BoundedKeys
 from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
+from modelwatch.capture.baseline import record_end
 from modelwatch.capture.budget import charge
 from modelwatch.capture.cost import cost_of
 from modelwatch.capture.origin import _PROBE
@@ -434,6 +435,15 @@ class Call:
                 if cost:
                     tel.add_cost(spec.cost_key, cost)
                     charge(cost, spec.metric_attributes)
+                if not self._probe:  # learned baselines and drift monitors (users' calls)
+                    record_end(
+                        spec.model,
+                        spec.analysis,
+                        kind,
+                        end - self._start,
+                        input_tokens,
+                        output_tokens,
+                    )
         if span is not None:
             if stream_closed:
                 span.set_attribute(semconv.MODELWATCH_STREAM, True)
