@@ -46,9 +46,8 @@ DEFAULT_METRIC: Final = "quality"
 #: ``listener(score, metric, model, analysis, version, call)``
 QualityListener = Callable[[float, str, str, "str | None", "str | None", "Call | None"], None]
 _listeners: list[QualityListener] = []
-_Key = tuple[str, "str | None", str]
-_score_keys: BoundedKeys[_Key] = BoundedKeys("modelwatch.quality.score", MAX_SERIES)
-_label_keys: BoundedKeys[_Key] = BoundedKeys("modelwatch.quality.outcomes", MAX_SERIES)
+_score_keys = BoundedKeys("modelwatch.quality.score", MAX_SERIES)
+_label_keys = BoundedKeys("modelwatch.quality.outcomes", MAX_SERIES)
 
 
 def add_quality_listener(listener: QualityListener) -> None:
