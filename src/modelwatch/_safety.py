@@ -17,6 +17,8 @@ from typing import ParamSpec, TypeVar
 
 import structlog
 
+from modelwatch.capture.scrub import scrub_line
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -45,7 +47,7 @@ def report_internal_error(site: str, exc: BaseException) -> None:
             "modelwatch.internal_error",
             site=site,
             error=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            message=str(exc)[:200],
+            message=scrub_line(str(exc)),
             suppressed_since_last=suppressed,
         )
     except Exception:  # noqa: S110 - the logger itself is broken: stay silent, never break the host

@@ -11,7 +11,7 @@ from typing import Any, Final, cast
 
 from modelwatch import semconv
 from modelwatch._classify import classify
-from modelwatch.health._scrub import scrub
+from modelwatch.capture.scrub import scrub_line as scrub
 from modelwatch.health._workers import Probe, ProbePool
 from modelwatch.health.results import CheckResult, CircuitState, Kind, Status, worse
 

@@ -22,11 +22,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span
 
 from modelwatch import semconv
 from modelwatch._safety import guard
 from modelwatch.capture.call import Call, start_call
+from modelwatch.capture.scrub import record_exception
 from modelwatch.errors import ConfigurationError, StreamInterruptedError
 from modelwatch.resilience._members import DONE, Member, Outcome, Req
 from modelwatch.resilience.breaker import Permit
@@ -92,8 +93,7 @@ def end_route_span(span: Span, exc: BaseException) -> None:
     """End a route span that is not managed by a ``with`` block, with the error on it."""
     with guard("router.stream_span"):
         if span.is_recording():
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            record_exception(span, exc, type(exc).__name__)  # scrubbed
         span.end()
 
 

@@ -29,12 +29,13 @@ from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind
 
 from modelwatch import semconv
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
 from modelwatch.capture.call import Call, start_call
+from modelwatch.capture.scrub import record_exception
 from modelwatch.errors import (
     AllBackendsFailedError,
     Attempt,
@@ -676,8 +677,7 @@ def _error_on_span(span: Span, exc: BaseException) -> None:
     """What ``start_as_current_span`` would do on an exception, without its overhead."""
     with guard("router.span_error"):
         if span.is_recording():
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            record_exception(span, exc)  # scrubbed message, status and stack trace
 
 
 def _detach(token: object) -> None:
