@@ -3,21 +3,33 @@ exporters, compact console output and a pull-only Prometheus endpoint."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
-from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+)
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 
-from modelwatch._resolve import Config
+from modelwatch._resolve import DEFAULT_EXPORT_TIMEOUT_S, Config
 from modelwatch._safety import log_due, report_internal_error
 from modelwatch.errors import ConfigurationError
 
 #: Spans buffered for export at most; beyond it they are dropped and counted, never blocking.
 SPAN_QUEUE_SIZE: Final = 2048
 #: How long one export may take before it is abandoned (a dead collector costs this, off-thread).
-EXPORT_TIMEOUT_S: Final = 5.0
-METRIC_EXPORT_INTERVAL_S: Final = 10.0
+EXPORT_TIMEOUT_S: Final = DEFAULT_EXPORT_TIMEOUT_S
 
 
 class _BoundedBatchSpanProcessor(BatchSpanProcessor):
@@ -66,9 +78,83 @@ def _metrics_lines(data: Any) -> str:
     return "".join(lines)
 
 
-def _otlp_exporters(config: Config) -> tuple[Any, Any]:
-    endpoint = config.otlp_endpoint
-    assert endpoint is not None
+class ExportResults:
+    """Counts exports the collector refused or that failed, so ``flush()`` can tell."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+
+class _TrackedSpanExporter(SpanExporter):
+    """Delegates to the OTLP span exporter and counts failed exports."""
+
+    def __init__(self, inner: SpanExporter, results: ExportResults) -> None:
+        self._inner = inner
+        self._results = results
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self._inner.export(spans)
+        if result is not SpanExportResult.SUCCESS:
+            self._results.failures += 1
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class _TrackedMetricExporter(MetricExporter):
+    """Delegates to the OTLP metric exporter (same temporality and aggregation preferences)
+    and counts failed exports."""
+
+    def __init__(self, inner: MetricExporter, results: ExportResults) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self._inner = inner
+        self._results = results
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        result = self._inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        if result is not MetricExportResult.SUCCESS:
+            self._results.failures += 1
+        return result
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._inner.force_flush(timeout_millis=timeout_millis)
+
+
+def make_sampler(config: Config) -> Sampler:
+    """The sampler ``OTEL_TRACES_SAMPLER`` names, or parent-based ``sample_ratio``."""
+    ratio = TraceIdRatioBased(config.sample_ratio)
+    samplers: dict[str, Sampler] = {
+        "always_on": ALWAYS_ON,
+        "always_off": ALWAYS_OFF,
+        "traceidratio": ratio,
+        "parentbased_always_on": ParentBased(ALWAYS_ON),
+        "parentbased_always_off": ParentBased(ALWAYS_OFF),
+        "parentbased_traceidratio": ParentBased(ratio),
+    }
+    return samplers[config.sampler]
+
+
+def otlp_exporters(config: Config, results: ExportResults) -> tuple[Any, Any]:
+    """(span exporter, metric exporter), each ``None`` when its signal has no endpoint."""
+    traces, metrics, timeout = (
+        config.otlp_traces_endpoint,
+        config.otlp_metrics_endpoint,
+        config.export_timeout_s,
+    )
+    span: Any
+    metric: Any
     if config.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcMetricExporter,
@@ -77,24 +163,30 @@ def _otlp_exporters(config: Config) -> tuple[Any, Any]:
             OTLPSpanExporter as GrpcSpanExporter,
         )
 
-        insecure = endpoint.startswith("http://")
-        return (
-            GrpcSpanExporter(endpoint=endpoint, insecure=insecure, timeout=EXPORT_TIMEOUT_S),
-            GrpcMetricExporter(endpoint=endpoint, insecure=insecure, timeout=EXPORT_TIMEOUT_S),
+        span = traces and GrpcSpanExporter(
+            endpoint=traces, insecure=traces.startswith("http://"), timeout=timeout
         )
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        metric = metrics and GrpcMetricExporter(
+            endpoint=metrics, insecure=metrics.startswith("http://"), timeout=timeout
+        )
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+        span = traces and OTLPSpanExporter(endpoint=traces, timeout=timeout)
+        metric = metrics and OTLPMetricExporter(endpoint=metrics, timeout=timeout)
     return (
-        OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S),
-        OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics", timeout=EXPORT_TIMEOUT_S),
+        _TrackedSpanExporter(span, results) if span else None,
+        _TrackedMetricExporter(metric, results) if metric else None,
     )
 
 
-def _prometheus_reader(config: Config) -> tuple[MetricReader, Any, int]:
+def prometheus_reader(registry: Any = None) -> tuple[MetricReader, Any]:
+    """A pull-only Prometheus reader on ``registry`` (a new one of its own by default):
+    (reader, registry)."""
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
     except ImportError as exc:
         raise ConfigurationError(
             "prometheus_port needs the optional dependencies: pip install 'modelwatch[prometheus]'"
@@ -107,16 +199,14 @@ def _prometheus_reader(config: Config) -> tuple[MetricReader, Any, int]:
         def force_flush(self, timeout_millis: float = 10_000) -> bool:
             return True
 
-    registry = CollectorRegistry()
-    reader = PullOnlyPrometheusReader(disable_target_info=False, registry=registry)
-    assert config.prometheus_port is not None
+    registry = CollectorRegistry() if registry is None else registry
+    return PullOnlyPrometheusReader(disable_target_info=False, registry=registry), registry
+
+
+def is_pull_reader(reader: object) -> bool:
+    """A reader that a scrape collects (Prometheus): flushing it would queue duplicates."""
     try:
-        server, thread = start_http_server(
-            config.prometheus_port, addr=config.prometheus_host, registry=registry
-        )
-    except OSError as exc:
-        raise ConfigurationError(
-            f"prometheus_port: cannot listen on "
-            f"{config.prometheus_host}:{config.prometheus_port}: {exc}"
-        ) from exc
-    return reader, (server, thread), int(server.server_port)
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    except ImportError:
+        return False
+    return isinstance(reader, PrometheusMetricReader)

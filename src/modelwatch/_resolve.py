@@ -8,6 +8,7 @@ Resolving applies nothing.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,20 @@ from modelwatch.capture.cost import Price, parse_prices
 from modelwatch.errors import ConfigurationError
 
 PROTOCOLS: Final = ("http/protobuf", "grpc")
+#: ``OTEL_TRACES_SAMPLER`` values (the SDK's own names).
+SAMPLERS: Final = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+DEFAULT_SAMPLER: Final = "parentbased_traceidratio"
+#: How long one export may take before it is abandoned, unless ``OTEL_EXPORTER_OTLP_TIMEOUT``.
+DEFAULT_EXPORT_TIMEOUT_S: Final = 5.0
+#: Between two metric exports, unless ``OTEL_METRIC_EXPORT_INTERVAL`` (milliseconds) says.
+DEFAULT_METRIC_EXPORT_INTERVAL_S: Final = 10.0
 DEFAULT_SERVICE_NAME: Final = "unknown_service"
 DEFAULT_PROTOCOL: Final = "http/protobuf"
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -29,8 +44,11 @@ _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 class Config:
     """The settings in force after :func:`configure`, each already resolved and validated.
 
-    ``prometheus_port`` is the port actually bound (useful with ``prometheus_port=0``);
-    ``host_providers`` is true when the host's own SDK providers are in use.
+    ``prometheus_port`` is the port actually bound by this process (useful with ``0`` or a
+    range), ``None`` when it serves no ``/metrics``; ``prometheus_ports`` is the range asked
+    for, ``(first, last)``. ``otlp_traces_endpoint`` / ``otlp_metrics_endpoint`` are the full
+    export URLs (HTTP) or addresses (gRPC) per signal. ``host_providers`` is true when the
+    host's own SDK providers are in use; ``disabled`` when ``OTEL_SDK_DISABLED=true``.
     """
 
     service_name: str = DEFAULT_SERVICE_NAME
@@ -43,6 +61,15 @@ class Config:
     prices: Mapping[str, Price] = field(default_factory=dict)
     sample_ratio: float = 1.0
     host_providers: bool = False
+    prometheus_ports: tuple[int, int] | None = None
+    prometheus_sd_dir: str | None = None
+    otlp_traces_endpoint: str | None = None
+    otlp_metrics_endpoint: str | None = None
+    export_timeout_s: float = DEFAULT_EXPORT_TIMEOUT_S
+    metric_export_interval_s: float = DEFAULT_METRIC_EXPORT_INTERVAL_S
+    sampler: str = DEFAULT_SAMPLER
+    system_metrics: bool = False
+    disabled: bool = False
 
 
 # ----------------------------------------------------------------------- resolution helpers
@@ -84,20 +111,50 @@ def _endpoint(setting: str, value: object) -> str:
 
 
 def _protocol(setting: str, value: object) -> str:
+    if value == "http/json":
+        raise ConfigurationError(
+            f"{setting}: 'http/json' is not supported: the OpenTelemetry Python exporters "
+            f"send OTLP as protobuf only; use 'http/protobuf' (port 4318) or 'grpc' (port 4317)"
+        )
     if value not in PROTOCOLS:
         raise ConfigurationError(f"{setting}: expected one of {list(PROTOCOLS)}, got {value!r}")
     assert isinstance(value, str)
     return value
 
 
-def _port(setting: str, value: object) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise ConfigurationError(
-            f"{setting}: expected a port number 0..65535 (0 picks a free port), got {value!r}"
-        )
-    return value
+def _positive_seconds(scale: float) -> Any:
+    def check(setting: str, value: object) -> float:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or not math.isfinite(number)
+            or number <= 0
+        ):
+            unit = "milliseconds" if scale != 1.0 else "seconds"
+            raise ConfigurationError(f"{setting}: expected a number of {unit} > 0, got {value!r}")
+        return float(number) * scale
+
+    return check
+
+
+def _sampler(setting: str, value: object) -> str:
+    lowered = value.strip().lower() if isinstance(value, str) else value
+    if lowered not in SAMPLERS:
+        raise ConfigurationError(f"{setting}: expected one of {list(SAMPLERS)}, got {value!r}")
+    assert isinstance(lowered, str)
+    return lowered
+
+
+def _directory(setting: str, value: object) -> str:
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise ConfigurationError(f"{setting}: expected a directory path, got {value!r}")
+    return str(value).strip()
 
 
 def _ratio(setting: str, value: object) -> float:
@@ -134,6 +191,14 @@ def _prices(setting: str, value: object) -> dict[str, Price]:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"{setting}: invalid JSON: {exc}") from exc
+    if isinstance(value, Mapping):
+        for model, entry in value.items():
+            for key, number in entry.items() if isinstance(entry, Mapping) else ():
+                if isinstance(number, float) and not math.isfinite(number):
+                    raise ConfigurationError(
+                        f"{setting}[{model!r}][{key!r}] must be a finite number >= 0 (USD), "
+                        f"got {number!r}"
+                    )
     try:
         return parse_prices(value, setting=setting)
     except ValueError as exc:
@@ -151,11 +216,58 @@ def _resolve(
     return default
 
 
-def _sample_ratio_from_otel_env() -> tuple[str, ...]:
-    sampler = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    if sampler in {"traceidratio", "parentbased_traceidratio"}:
-        return ("OTEL_TRACES_SAMPLER_ARG",)
-    return ()
+def _service_name_from_resource_env() -> tuple[str, str] | None:
+    """``service.name`` out of ``OTEL_RESOURCE_ATTRIBUTES``, parsed as the SDK parses it."""
+    if "service.name" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        return None
+    from opentelemetry.sdk.resources import OTELResourceDetector
+
+    saved = os.environ.pop("OTEL_SERVICE_NAME", None)  # only the attribute, here
+    try:
+        name = OTELResourceDetector().detect().attributes.get("service.name")
+    finally:
+        if saved is not None:
+            os.environ["OTEL_SERVICE_NAME"] = saved
+    return ("OTEL_RESOURCE_ATTRIBUTES", str(name)) if name else None
+
+
+def _sampling(sample_ratio: float | None) -> tuple[str, float]:
+    """(sampler name, ratio): ``sample_ratio`` > ``MODELWATCH_SAMPLE_RATIO`` >
+    ``OTEL_TRACES_SAMPLER`` (+ ``OTEL_TRACES_SAMPLER_ARG``) > parent-based, everything."""
+    if sample_ratio is not None:
+        return DEFAULT_SAMPLER, _ratio("sample_ratio", sample_ratio)
+    found = _env("MODELWATCH_SAMPLE_RATIO")
+    if found is not None:
+        return DEFAULT_SAMPLER, _ratio(*found)
+    found = _env("OTEL_TRACES_SAMPLER")
+    if found is None:
+        return DEFAULT_SAMPLER, 1.0
+    sampler = _sampler(*found)
+    ratio = {"always_off": 0.0, "parentbased_always_off": 0.0}.get(sampler, 1.0)
+    if sampler.endswith("traceidratio"):
+        arg = _env("OTEL_TRACES_SAMPLER_ARG")
+        ratio = _ratio(*arg) if arg is not None else 1.0
+    return sampler, ratio
+
+
+def _otlp_signal_endpoints(
+    base: str | None, explicit_base: bool, protocol: str
+) -> tuple[str | None, str | None]:
+    """Full per-signal endpoints: a base URL (argument, ``MODELWATCH_OTLP_ENDPOINT``) gets
+    ``/v1/traces`` and ``/v1/metrics`` (HTTP); otherwise ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT``
+    is used as it is, then ``OTEL_EXPORTER_OTLP_ENDPOINT`` as a base (the OTel rules)."""
+
+    def one(signal: str) -> str | None:
+        if not explicit_base:
+            name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"
+            found = _env(name)
+            if found is not None:
+                return _endpoint(*found)
+        if base is None:
+            return None
+        return base if protocol == "grpc" else f"{base}/v1/{signal}"
+
+    return one("traces"), one("metrics")
 
 
 def resolve(
@@ -163,40 +275,64 @@ def resolve(
     service_name: str | None = None,
     otlp_endpoint: str | None = None,
     otlp_protocol: str | None = None,
-    prometheus_port: int | None = None,
+    prometheus_port: int | str | None = None,
     console: bool | None = None,
     capture_content: bool | None = None,
     prices: Mapping[str, Mapping[str, float]] | None = None,
     sample_ratio: float | None = None,
+    prometheus_sd_dir: str | None = None,
+    system_metrics: bool | None = None,
 ) -> Config:
     """Resolve and validate every setting without applying anything."""
+    from modelwatch._fleet import parse_ports
+
+    explicit_base = otlp_endpoint is not None or _env("MODELWATCH_OTLP_ENDPOINT") is not None
+    endpoint = _resolve(
+        otlp_endpoint,
+        "otlp_endpoint",
+        ("MODELWATCH_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        None,
+        _endpoint,
+    )
+    protocol = _resolve(
+        otlp_protocol,
+        "otlp_protocol",
+        ("MODELWATCH_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        DEFAULT_PROTOCOL,
+        _protocol,
+    )
+    traces_endpoint, metrics_endpoint = _otlp_signal_endpoints(endpoint, explicit_base, protocol)
+    sampler, ratio = _sampling(sample_ratio)
+    name = service_name
+    if name is None and _env("MODELWATCH_SERVICE_NAME", "OTEL_SERVICE_NAME") is None:
+        found = _service_name_from_resource_env()
+        name = found[1] if found else None
+    ports = _resolve(
+        prometheus_port, "prometheus_port", ("MODELWATCH_PROMETHEUS_PORT",), None, parse_ports
+    )
     return Config(
         service_name=_resolve(
-            service_name,
+            name,
             "service_name",
             ("MODELWATCH_SERVICE_NAME", "OTEL_SERVICE_NAME"),
             DEFAULT_SERVICE_NAME,
             _service_name,
         ),
-        otlp_endpoint=_resolve(
-            otlp_endpoint,
-            "otlp_endpoint",
-            ("MODELWATCH_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
-            None,
-            _endpoint,
-        ),
-        otlp_protocol=_resolve(
-            otlp_protocol,
-            "otlp_protocol",
-            ("MODELWATCH_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
-            DEFAULT_PROTOCOL,
-            _protocol,
-        ),
-        prometheus_port=_resolve(
-            prometheus_port, "prometheus_port", ("MODELWATCH_PROMETHEUS_PORT",), None, _port
-        ),
+        otlp_endpoint=endpoint,
+        otlp_protocol=protocol,
+        otlp_traces_endpoint=traces_endpoint,
+        otlp_metrics_endpoint=metrics_endpoint,
+        prometheus_port=None,
+        prometheus_ports=ports,
         prometheus_host=_resolve(
             None, "prometheus_host", ("MODELWATCH_PROMETHEUS_HOST",), "127.0.0.1", _service_name
+        ),
+        prometheus_sd_dir=_resolve(
+            prometheus_sd_dir,
+            "prometheus_sd_dir",
+            ("MODELWATCH_PROMETHEUS_SD_DIR",),
+            None,
+            _directory,
         ),
         console=_resolve(
             console if console else None, "console", ("MODELWATCH_CONSOLE",), False, _bool
@@ -209,11 +345,24 @@ def resolve(
             _bool,
         ),
         prices=_resolve(prices, "prices", ("MODELWATCH_PRICES",), {}, _prices),
-        sample_ratio=_resolve(
-            sample_ratio,
-            "sample_ratio",
-            ("MODELWATCH_SAMPLE_RATIO", *_sample_ratio_from_otel_env()),
-            1.0,
-            _ratio,
+        sample_ratio=ratio,
+        sampler=sampler,
+        export_timeout_s=_resolve(
+            None,
+            "export_timeout",
+            ("OTEL_EXPORTER_OTLP_TIMEOUT",),  # seconds, as the Python OTLP exporters read it
+            DEFAULT_EXPORT_TIMEOUT_S,
+            _positive_seconds(1.0),
         ),
+        metric_export_interval_s=_resolve(
+            None,
+            "metric_export_interval",
+            ("OTEL_METRIC_EXPORT_INTERVAL",),  # milliseconds
+            DEFAULT_METRIC_EXPORT_INTERVAL_S,
+            _positive_seconds(0.001),
+        ),
+        system_metrics=_resolve(
+            system_metrics, "system_metrics", ("MODELWATCH_SYSTEM_METRICS",), False, _bool
+        ),
+        disabled=_resolve(None, "OTEL_SDK_DISABLED", ("OTEL_SDK_DISABLED",), False, _bool),
     )

@@ -1,0 +1,199 @@
+"""One process of a fleet (issue 12): identity, port ranges, file_sd discovery, fork after
+configure(). Each case runs in a fresh interpreter (global providers, fork)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from support.fresh import run_fresh
+from support.otlp import OtlpReceiver
+from support.servers import free_port
+
+FORK_AND_CALL = """
+import json, os, sys, time, urllib.request, modelwatch
+config = modelwatch.configure({args})
+
+def calls(n):
+    for _ in range(n):
+        with modelwatch.monitored(model="m", provider="p") as call:
+            call.set_attribute("pid", os.getpid())
+
+def scrape(port):
+    if port is None:
+        return None
+    return urllib.request.urlopen(f"http://127.0.0.1:{{port}}/metrics", timeout=5).read().decode()
+
+calls(2)  # recorded by the parent before the fork: never re-exported by the child
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    calls(3)
+    child = modelwatch._config.current_config()
+    page = scrape(child.prometheus_port)
+    ok = modelwatch.flush(timeout_s=10)
+    os.write(write, json.dumps({{"port": child.prometheus_port, "page": page, "ok": ok}}).encode())
+    sys.exit(0)  # a normal exit: atexit removes the child's discovery file
+os.close(write)
+child = json.loads(os.fdopen(read).read())
+_, status = os.waitpid(pid, 0)
+page = scrape(config.prometheus_port)
+modelwatch.flush(timeout_s=10)
+print(json.dumps({{"parent": os.getpid(), "child_pid": pid, "status": status,
+                  "parent_port": config.prometheus_port, "child": child, "page": page}}))
+"""
+
+
+def test_every_process_is_its_own_resource_and_a_child_never_recounts_the_parent(
+    otlp_receiver: OtlpReceiver,
+) -> None:
+    ran = run_fresh(
+        FORK_AND_CALL.format(args=f"otlp_endpoint={otlp_receiver.http_endpoint!r}"),
+        env={"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test"},
+    )
+    out = ran.out
+    assert out["status"] == 0
+    assert out["child"]["ok"] is True
+    spans = otlp_receiver.wait_for_spans(5, name="chat m")
+    by_pid: dict[int, set[str]] = {}
+    for span in spans:
+        assert span.resource["process.pid"] == span.attributes["pid"]
+        assert span.resource["host.name"] == socket.gethostname()
+        assert span.resource["deployment.environment"] == "test"
+        by_pid.setdefault(span.attributes["pid"], set()).add(span.resource["service.instance.id"])
+    assert set(by_pid) == {out["parent"], out["child_pid"]}
+    assert all(len(ids) == 1 for ids in by_pid.values())  # stable for the process's life
+    assert by_pid[out["parent"]] != by_pid[out["child_pid"]]  # new after fork
+    # cumulative counts per resource: the parent's 2 and the child's 3, never 2 + 3 in the child
+    points = otlp_receiver.wait_for_metric("gen_ai.client.operation.duration")
+    latest: dict[str, int] = {}
+    for point in points:
+        key = str(point.resource["service.instance.id"])
+        latest[key] = max(latest.get(key, 0), point.count or 0)
+    assert sorted(latest.values()) == [2, 3]
+
+
+def test_otel_resource_attributes_may_set_the_instance_id(otlp_receiver: OtlpReceiver) -> None:
+    ran = run_fresh(
+        FORK_AND_CALL.format(args=f"otlp_endpoint={otlp_receiver.http_endpoint!r}"),
+        env={"OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=pod-7,service.name=svc-b"},
+    )
+    spans = otlp_receiver.wait_for_spans(5, name="chat m")
+    ids = {s.attributes["pid"]: s.resource["service.instance.id"] for s in spans}
+    assert ids[ran.out["parent"]] == "pod-7"
+    assert ids[ran.out["child_pid"]] not in ("pod-7", "")  # never shared: the SDK renews it
+    assert {s.resource["service.name"] for s in spans} == {"svc-b"}
+
+
+def test_a_port_range_gives_each_process_its_own_port_and_discovery_file(tmp_path: Path) -> None:
+    first = free_port()
+    sd_dir = tmp_path / "sd"
+    sd_dir.mkdir()
+    host = socket.gethostname()
+    stale = sd_dir / f"modelwatch-{host}-999999.json"  # a dead process's target
+    stale.write_text("[]")
+    other_host = sd_dir / "modelwatch-elsewhere-999999.json"  # not ours to judge
+    other_host.write_text("[]")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first))
+        taken.listen()
+        ran = run_fresh(
+            FORK_AND_CALL.format(args=f"prometheus_port='{first}-{first + 5}'"),
+            env={"MODELWATCH_PROMETHEUS_SD_DIR": str(sd_dir), "MODELWATCH_SERVICE_NAME": "eng"},
+        )
+    out = ran.out
+    assert out["parent_port"] == first + 1  # the first free one of the range
+    assert out["child"]["port"] not in (None, first, first + 1)
+    assert first < out["child"]["port"] <= first + 5
+    # each page carries its own process's counts only
+    assert "gen_ai_client_operation_duration_seconds_count{" in out["page"]
+    assert "gen_ai_client_operation_duration_seconds_count{" in out["child"]["page"]
+    assert _count(out["page"]) == 2
+    assert _count(out["child"]["page"]) == 3
+    # discovery: stale entry of a dead pid cleaned, the child's file removed at its exit,
+    # the parent's file there until the parent exits (it has exited by now)
+    assert not stale.exists()
+    assert other_host.exists()
+    assert list(sd_dir.glob(f"modelwatch-{host}-*.json")) == []
+
+
+def test_discovery_file_content(tmp_path: Path) -> None:
+    ran = run_fresh(
+        """
+        import json, os, modelwatch
+        config = modelwatch.configure(prometheus_port="0", service_name="eng")
+        sd = os.environ["MODELWATCH_PROMETHEUS_SD_DIR"]
+        files = {name: json.load(open(os.path.join(sd, name))) for name in os.listdir(sd)}
+        print(json.dumps({"port": config.prometheus_port, "files": files, "pid": os.getpid()}))
+        """,
+        env={"MODELWATCH_PROMETHEUS_SD_DIR": str(tmp_path)},
+    )
+    name = f"modelwatch-{socket.gethostname()}-{ran.out['pid']}.json"
+    ((target,),) = [ran.out["files"][name]]
+    assert target["targets"] == [f"127.0.0.1:{ran.out['port']}"]
+    assert target["labels"]["service_name"] == "eng"
+    assert target["labels"] == {"service_name": "eng", "pid": str(ran.out["pid"])}
+    assert list(tmp_path.iterdir()) == []  # removed at exit
+
+
+def test_fork_with_a_fixed_port_child_logs_one_error_and_parent_keeps_it() -> None:
+    port = free_port()
+    ran = run_fresh(FORK_AND_CALL.format(args=f"prometheus_port={port}"))
+    out = ran.out
+    assert out["status"] == 0
+    assert out["parent_port"] == port
+    assert out["child"]["port"] is None
+    assert _count(out["page"]) == 2  # the parent still serves, its own counts
+    logs = ran.stdout + ran.stderr
+    assert logs.count("modelwatch.prometheus.no_free_port") == 1
+
+
+def test_range_exhausted_at_configure_logs_once_and_continues() -> None:
+    first = free_port()
+    socks = []
+    try:
+        for port in (first, first + 1):
+            s = socket.socket()
+            s.bind(("127.0.0.1", port))
+            s.listen()
+            socks.append(s)
+        ran = run_fresh(
+            f"""
+            import json, modelwatch
+            config = modelwatch.configure(prometheus_port="{first}-{first + 1}")
+            with modelwatch.monitored(model="m", provider="p"):
+                pass
+            print(json.dumps({{"port": config.prometheus_port}}))
+            """
+        )
+    finally:
+        for s in socks:
+            s.close()
+    assert ran.out == {"port": None}
+    assert (ran.stdout + ran.stderr).count("modelwatch.prometheus.no_free_port") == 1
+
+
+def _count(page: str) -> int:
+    total = 0.0
+    for line in page.splitlines():
+        if line.startswith("gen_ai_client_operation_duration_seconds_count{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def test_env_port_range_is_honoured() -> None:
+    first = free_port()
+    ran = run_fresh(
+        """
+        import json, modelwatch
+        config = modelwatch.configure()
+        print(json.dumps({"port": config.prometheus_port, "ports": config.prometheus_ports}))
+        """,
+        env={"MODELWATCH_PROMETHEUS_PORT": f"{first}-{first + 3}"},
+    )
+    assert ran.out["ports"] == [first, first + 3]
+    assert first <= ran.out["port"] <= first + 3
+    assert json.dumps(ran.out)
+    assert os.environ.get("MODELWATCH_PROMETHEUS_PORT") is None
