@@ -135,8 +135,8 @@ def test_flush_never_duplicates_a_host_prometheus_reader() -> None:
         modelwatch.flush()
         url = f"http://127.0.0.1:{server.server_port}/metrics"
         text = urllib.request.urlopen(url, timeout=5).read().decode()
-        print(json.dumps({"counts": [l for l in text.splitlines()
-                                     if l.startswith("gen_ai_client_operation_duration_seconds_count")]}))
+        name = "gen_ai_client_operation_duration_seconds_count"
+        print(json.dumps({"counts": [l for l in text.splitlines() if l.startswith(name)]}))
         """
     )
     assert len(ran.out["counts"]) == 1, ran.out["counts"]

@@ -4,8 +4,9 @@ version requires-python admits (up to the newest classifier listed), project URL
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import modelwatch
 
