@@ -3,12 +3,14 @@
 The public surface is declared here once; everything else is internal.
 """
 
+from modelwatch import lifecycle
 from modelwatch._classify import classify
 from modelwatch._config import Config, configure, flush, shutdown
 from modelwatch._version import __version__
+from modelwatch.capture._record import CallRecord
 from modelwatch.capture.agent import agent_step
 from modelwatch.capture.budget import Budget
-from modelwatch.capture.call import Call, current_call
+from modelwatch.capture.call import Call, CallSpec, current_call
 from modelwatch.capture.context import context_executor, propagate
 from modelwatch.capture.drift import Drift
 from modelwatch.capture.monitored import monitored
@@ -42,6 +44,8 @@ __all__ = [
     "Budget",
     "BudgetExceededError",
     "Call",
+    "CallRecord",
+    "CallSpec",
     "Canary",
     "CircuitOpenError",
     "Config",
@@ -61,6 +65,7 @@ __all__ = [
     "context_executor",
     "current_call",
     "flush",
+    "lifecycle",
     "monitored",
     "propagate",
     "record_outcome",

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 import modelwatch
 from modelwatch import _safety
-from modelwatch.capture import _telemetry, call, cost, usage
+from modelwatch.capture import _details, _record, _telemetry, call, cost, usage
 from modelwatch.integrations import logging as log_correlation
 from modelwatch.testing import Captured
 
@@ -82,8 +82,9 @@ def _break_classification(mp: pytest.MonkeyPatch) -> None:
 
 
 def _break_attribute_scrubbing(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(call, "scrub", explode)
-    mp.setattr(call, "scrub_value", explode)
+    mp.setattr(_details, "scrub", explode)
+    mp.setattr(_details, "scrub_value", explode)
+    mp.setattr(_record, "scrub", explode)
 
 
 def _break_span_end(mp: pytest.MonkeyPatch) -> None:

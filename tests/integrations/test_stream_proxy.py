@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 import modelwatch
-from modelwatch.capture.call import Call, start_call
+from modelwatch import lifecycle
 from modelwatch.capture.streams import (
     AsyncStreamProxy,
     StreamProxy,
@@ -29,9 +29,9 @@ class StreamError(Exception):
     pass
 
 
-def started() -> Call:
-    call = start_call(modelwatch.monitored(model="m", provider="p")._spec)
-    call._detach()
+def started() -> lifecycle.Call:
+    call = lifecycle.start(modelwatch.monitored(model="m", provider="p").spec)
+    call.detach()
     return call
 
 

@@ -19,6 +19,8 @@ class agent_step(Monitor):  # noqa: N801 - used like a function, as in DESIGN.md
     :class:`modelwatch.monitored`. Emits an INTERNAL span ``"invoke_agent {name}"`` or
     ``"execute_tool {name}"`` and the ``gen_ai.invoke_agent.duration`` /
     ``gen_ai.execute_tool.duration`` histogram. Model calls inside become its children.
+    ``provider`` (an agent's ``gen_ai.provider.name``, e.g. ``openai`` for an OpenAI
+    Assistants agent) goes on the span only.
 
     >>> import modelwatch
     >>> @modelwatch.agent_step("planner")
@@ -30,32 +32,57 @@ class agent_step(Monitor):  # noqa: N801 - used like a function, as in DESIGN.md
 
     __slots__ = ()
 
-    def __init__(self, name: str, kind: Literal["agent", "tool"] = "agent") -> None:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"agent_step(): name must be a non-empty string, got {name!r}")
-        if kind not in ("agent", "tool"):
-            raise ValueError(f"agent_step(): kind must be 'agent' or 'tool', got {kind!r}")
-        if kind == "agent":
-            attributes: dict[str, Any] = {
-                semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_AGENT,
-                semconv.GEN_AI_AGENT_NAME: name,
-            }
-            instrument = semconv.INVOKE_AGENT_DURATION
-        else:
-            attributes = {
-                semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_EXECUTE_TOOL,
-                semconv.GEN_AI_TOOL_NAME: name,
-            }
-            instrument = semconv.EXECUTE_TOOL_DURATION
-        self._spec = CallSpec(
-            span_name=semconv.agent_span_name(kind, name),
-            span_kind=SpanKind.INTERNAL,
-            span_attributes=attributes,
-            metric_attributes=allowed_metric_attributes(attributes),
-            duration_instrument=instrument,
-            is_model=False,
-            operation=attributes[semconv.GEN_AI_OPERATION_NAME],
-        )
+    def __init__(
+        self, name: str, kind: Literal["agent", "tool"] = "agent", *, provider: str | None = None
+    ) -> None:
+        self._spec = _agent_spec("agent_step()", name, kind, provider)
 
     def __repr__(self) -> str:
         return f"agent_step({self._spec.span_name!r})"
+
+
+def agent_spec(
+    name: str, kind: Literal["agent", "tool"] = "agent", *, provider: str | None = None
+) -> CallSpec:
+    """The :class:`CallSpec` of an agent or tool step, with the arguments of :class:`agent_step`.
+
+    Raises ``ValueError`` for an empty name, a kind other than ``agent``/``tool``, or an
+    empty provider.
+    """
+    return _agent_spec("agent_spec()", name, kind, provider)
+
+
+def _agent_spec(
+    who: str, name: str, kind: Literal["agent", "tool"], provider: str | None
+) -> CallSpec:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{who}: name must be a non-empty string, got {name!r}")
+    if kind not in ("agent", "tool"):
+        raise ValueError(f"{who}: kind must be 'agent' or 'tool', got {kind!r}")
+    if provider is not None and (not isinstance(provider, str) or not provider.strip()):
+        raise ValueError(f"{who}: provider must be a non-empty string or None, got {provider!r}")
+    if kind == "agent":
+        attributes: dict[str, Any] = {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_INVOKE_AGENT,
+            semconv.GEN_AI_AGENT_NAME: name,
+        }
+        instrument = semconv.INVOKE_AGENT_DURATION
+    else:
+        attributes = {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_EXECUTE_TOOL,
+            semconv.GEN_AI_TOOL_NAME: name,
+        }
+        instrument = semconv.EXECUTE_TOOL_DURATION
+    metric_attributes = allowed_metric_attributes(attributes)  # the provider is span-only
+    if provider is not None:
+        attributes[semconv.GEN_AI_PROVIDER_NAME] = provider
+    return CallSpec(
+        span_name=semconv.agent_span_name(kind, name),
+        span_kind=SpanKind.INTERNAL,
+        span_attributes=attributes,
+        metric_attributes=metric_attributes,
+        duration_instrument=instrument,
+        is_model=False,
+        provider=provider,
+        operation=attributes[semconv.GEN_AI_OPERATION_NAME],
+    )

@@ -13,29 +13,35 @@ and cost are never counted twice.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind
 
 from modelwatch import semconv
 from modelwatch._safety import guard, report_internal_error
-from modelwatch.capture import _settings
 from modelwatch.capture._bounded import OVERFLOW_ATTRIBUTES, OVERFLOW_KEY, BoundedKeys
+from modelwatch.capture._details import CallDetails
+from modelwatch.capture._record import LISTENERS, coerce_usage, notify, record_error_on_span
 from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
 from modelwatch.capture.baseline import record_end
 from modelwatch.capture.budget import charge
 from modelwatch.capture.cost import cost_of
 from modelwatch.capture.origin import _PROBE
-from modelwatch.capture.scrub import scrub, scrub_value
 from modelwatch.capture.usage import Usage, extract_usage
+
+#: Result types that carry no usage: skip extraction (unless a ``usage=`` callable is given).
+_NO_USAGE: Final[frozenset[type]] = frozenset({str, bytes, type(None), int, float, bool})
+#: ``Call.stop()`` without a result: nothing to read usage from.
+_NO_RESULT: Final[Any] = object()
+
+_coerce_usage = coerce_usage
+_record_error_on_span = record_error_on_span  # a module global: tests replace it
 
 _CURRENT: ContextVar[Call | None] = ContextVar("modelwatch_current_call", default=None)
 
@@ -69,7 +75,10 @@ class CallSpec:
     """What a ``monitored(...)`` or ``agent_step(...)`` declaration fixes once, at decoration.
 
     Precomputes the span name and the span and metric attribute dicts, so the hot path
-    builds nothing it can reuse.
+    builds nothing it can reuse. Build one with :func:`modelwatch.lifecycle.model_spec` or
+    :func:`modelwatch.lifecycle.agent_spec` (or take ``monitored(...).spec``), once per
+    distinct model/operation/endpoint, and start calls from it with
+    :func:`modelwatch.lifecycle.start`. Treat it as immutable.
     """
 
     __slots__ = (
@@ -168,7 +177,7 @@ register_observable(semconv.CALLS_IN_FLIGHT, _observe_in_flight)
 register_observable(semconv.CALLS_OLDEST_IN_FLIGHT, _observe_oldest)
 
 
-class Call:
+class Call(CallDetails):
     """One running monitored call (a model call, or an agent or tool step).
 
     Obtain it from ``with modelwatch.monitored(...) as call`` or :func:`current_call`.
@@ -183,16 +192,11 @@ class Call:
         "_ctx_token",
         "_error_kind",
         "_first_chunk_at",
-        "_input_tokens",
         "_once",
-        "_output_tokens",
         "_owner",
         "_probe",
-        "_response_model",
-        "_span",
         "_spec",
         "_start",
-        "_usage_explicit",
     )
 
     def __init__(self, spec: CallSpec) -> None:
@@ -244,22 +248,6 @@ class Call:
         """USD cost from the price table for the usage so far, or ``None`` if unpriced."""
         return _price(self._spec.model, self.input_tokens, self.output_tokens)
 
-    def record_usage(
-        self, input_tokens: int | None = None, output_tokens: int | None = None
-    ) -> None:
-        """Record token usage; overrides what would be read from the return value.
-
-        Raises ``ValueError`` for a negative or non-integer count (bad input to the API);
-        nothing is recorded in that case.
-        """
-        for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
-            ):
-                raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
-        with guard("record_usage"):
-            self._set_usage(input_tokens, output_tokens, explicit=True)
-
     def record_quality(self, score: float, metric: str = "quality") -> None:
         """Record a 0..1 quality score of this call's answer (``modelwatch.quality.score``).
 
@@ -269,62 +257,51 @@ class Call:
 
         record_call_quality(self, score, metric)
 
-    def set_response_model(self, model: str) -> None:
-        """Record the model that actually answered (``gen_ai.response.model``)."""
-        if not isinstance(model, str):
-            raise TypeError(f"response model must be a str, got {type(model).__name__}")
-        with guard("set_response_model"):
-            self._response_model = model or None
-            if self._span is not None and model:
-                self._span.set_attribute(semconv.GEN_AI_RESPONSE_MODEL, model)
+    # ------------------------------------------------------------------ lifecycle
+    def detach(self) -> None:
+        """Stop being the current call (and span) in this context; idempotent.
 
-    def set_attribute(self, key: str, value: Any) -> None:
-        """Set an attribute on this call's span (strings are scrubbed of secrets).
-
-        Span only: metrics carry the allow-listed attributes alone.
+        :func:`~modelwatch.lifecycle.start` makes the call current so that work done inside
+        it (nested calls, the client's own spans) is its child. Detach in the context that
+        started the call, before handing the call to code that runs elsewhere (a stream
+        consumer, another thread). :meth:`stop` and :meth:`fail` detach first themselves.
         """
-        if not isinstance(key, str) or not key:
-            raise TypeError(f"attribute key must be a non-empty str, got {key!r}")
-        with guard("set_attribute"):
-            if self._span is not None:
-                self._span.set_attribute(key, scrub_value(value))  # type: ignore[arg-type]
+        self._detach()
 
-    def record_messages(self, input: Any = None, output: Any = None) -> None:
-        """Record prompt and completion content, only if content capture is enabled.
+    def stop(self, result: Any = _NO_RESULT, *, closed: bool = False) -> None:
+        """End the call as a success, exactly once (later ``stop``/``fail`` do nothing).
 
-        Content capture is off unless ``configure(capture_content=True)`` or
-        ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``; secrets are scrubbed.
+        Detaches, reads token usage and the response model from ``result`` when given
+        (unless usage was recorded by hand, or ``result`` is a plain value), records the
+        metrics and ends the span. ``closed=True`` ends a stream the consumer stopped
+        reading early (``modelwatch.stream=true`` marks it cut short). Never raises.
         """
-        if not _settings.capture_content or self._span is None:
-            return
-        with guard("record_messages"):
-            for key, value in (
-                (semconv.GEN_AI_INPUT_MESSAGES, input),
-                (semconv.GEN_AI_OUTPUT_MESSAGES, output),
-            ):
-                if value is not None:
-                    text = value if isinstance(value, str) else json.dumps(value, default=str)
-                    self._span.set_attribute(key, scrub(text))
+        self._detach()
+        if result is not _NO_RESULT and (
+            self._spec.usage is not None or type(result) not in _NO_USAGE
+        ):
+            try:
+                self._usage_from_result(result)
+            except Exception as exc:  # a try, not guard(): this runs on every call
+                report_internal_error("usage", exc)
+        self._end(stream_closed=closed)
+
+    def fail(self, exc: BaseException) -> None:
+        """End the call as a failure, exactly once: ``error.type`` from :func:`classify`,
+        the error status and the scrubbed exception event on the span. Never raises; the
+        caller re-raises ``exc`` itself."""
+        self._detach()
+        self._end(exc)
+
+    def record_chunk(self, chunk: Any) -> None:
+        """A stream produced ``chunk``: the first one is timed (``time_to_first_chunk``),
+        and usage is read from any chunk that carries it. Never raises."""
+        try:
+            self._on_chunk(chunk)
+        except Exception as exc:  # inline: a guard() context manager per chunk costs ~1 µs
+            report_internal_error("stream_chunk", exc)
 
     # ------------------------------------------------------------------ internal
-    def _set_usage(
-        self, input_tokens: int | None, output_tokens: int | None, *, explicit: bool
-    ) -> None:
-        if not explicit and self._usage_explicit:
-            return
-        if explicit:
-            self._usage_explicit = True
-        if input_tokens is not None:
-            self._input_tokens = input_tokens
-        if output_tokens is not None:
-            self._output_tokens = output_tokens
-        span = self._span
-        if span is not None:
-            if input_tokens is not None:
-                span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
-            if output_tokens is not None:
-                span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
-
     def _absorb_usage(self, found: Usage) -> None:
         if found.input_tokens is not None or found.output_tokens is not None:
             self._set_usage(found.input_tokens, found.output_tokens, explicit=False)
@@ -389,16 +366,23 @@ class Call:
             return
         end = time.perf_counter()
         _inflight.pop(id(self), None)
+        cost = None
         try:
-            self._finish(exc, end, stream_closed)
+            cost = self._finish(exc, end, stream_closed)
         except Exception as internal:
             report_internal_error("end_call", internal)
-            span = self._span
-            if span is not None:
-                with guard("end_span"):
-                    span.end()
+        span = self._span
+        if span is not None:
+            # ended here, once, even when recording failed: a host span processor whose
+            # on_end raises must not make us end the span a second time
+            try:
+                span.end()
+            except Exception as internal:
+                report_internal_error("end_span", internal)
+        if LISTENERS and self._owner is None:
+            notify(self, end - self._start, cost, stream_closed)
 
-    def _finish(self, exc: BaseException | None, end: float, stream_closed: bool) -> None:
+    def _finish(self, exc: BaseException | None, end: float, stream_closed: bool) -> float | None:
         spec = self._spec
         span = self._span
         kind = None
@@ -451,7 +435,7 @@ class Call:
                 _record_error_on_span(span, exc, kind)  # type: ignore[arg-type]
             elif cost is not None:
                 span.set_attribute(semconv.MODELWATCH_COST, cost)
-            span.end()
+        return cost
 
     def _metric_attributes(self, kind: str | None) -> Attributes:
         attrs = self._spec.metric_attributes
@@ -486,47 +470,12 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def _record_error_on_span(span: Span, exc: BaseException, kind: str) -> None:
-    message = scrub(str(exc))
-    exc_type = type(exc)
-    span.set_attribute(semconv.ERROR_TYPE, kind)
-    span.set_status(Status(StatusCode.ERROR, message[:500] or exc_type.__name__))
-    stack = scrub("".join(traceback.format_exception(exc_type, exc, exc.__traceback__)))
-    # the event Span.record_exception writes, built here so the traceback is formatted once
-    # (record_exception formats its own before taking ours) and scrubbed before it is kept
-    span.add_event(
-        "exception",
-        {
-            "exception.type": f"{exc_type.__module__}.{exc_type.__qualname__}",
-            "exception.message": message,
-            "exception.stacktrace": stack,
-            "exception.escaped": "True",
-        },
-    )
-
-
-def _coerce_usage(value: Any) -> Usage:
-    """What a user ``usage=`` callable returned, as :class:`Usage`.
-
-    Accepts ``(input, output)``, a mapping with ``input_tokens``/``output_tokens``
-    (and optionally ``response_model``), a :class:`Usage`, or anything
-    :func:`extract_usage` understands.
-    """
-    if value is None:
-        return Usage()
-    if isinstance(value, Usage):
-        return value
-    if isinstance(value, tuple) and len(value) == 2:
-        return Usage(value[0], value[1])
-    if isinstance(value, Mapping) and ("input_tokens" in value or "output_tokens" in value):
-        return Usage(
-            value.get("input_tokens"), value.get("output_tokens"), value.get("response_model")
-        )
-    return extract_usage(value)
-
-
 def start_call(spec: CallSpec) -> Call:
-    """Start a call: span, context, in-flight entry. Never raises; returns a :class:`Call`."""
+    """Start a call from ``spec`` and make it current: span, context, in-flight entry.
+
+    Never raises; returns the :class:`Call`, to be ended with :meth:`Call.stop` or
+    :meth:`Call.fail` (public as :func:`modelwatch.lifecycle.start`).
+    """
     call = Call(spec)
     try:
         parent = _CURRENT.get()

@@ -25,29 +25,9 @@ from typing import Any, TypeVar, overload
 import wrapt
 from opentelemetry import context as otel_context
 
-from modelwatch._safety import report_internal_error
 from modelwatch.capture.call import _CURRENT, Call, CallSpec, start_call
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: Result types that carry no usage: skip extraction (unless a ``usage=`` callable is given).
-_NO_USAGE: frozenset[type] = frozenset({str, bytes, type(None), int, float, bool})
-
-
-def _end(call: Call, exc: BaseException | None = None, *, closed: bool = False) -> None:
-    call._detach()
-    call._end(exc, stream_closed=closed)
-
-
-def _end_ok(spec: CallSpec, call: Call, result: Any) -> None:
-    """End a call that returned: usage from its result (never for plain values), then end."""
-    call._detach()
-    if spec.usage is not None or type(result) not in _NO_USAGE:
-        try:
-            call._usage_from_result(result)
-        except Exception as exc:
-            report_internal_error("usage", exc)
-    call._end()
 
 
 def _run_sync(spec: CallSpec, wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
@@ -55,9 +35,9 @@ def _run_sync(spec: CallSpec, wrapped: Callable[..., Any], args: Any, kwargs: An
     try:
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
-        _end(call, exc)
+        call.fail(exc)
         raise
-    _end_ok(spec, call, result)
+    call.stop(result)
     return result
 
 
@@ -66,15 +46,15 @@ async def _run_async(spec: CallSpec, coro: Awaitable[Any]) -> Any:
     try:
         result = await coro
     except BaseException as exc:
-        _end(call, exc)
+        call.fail(exc)
         raise
-    _end_ok(spec, call, result)
+    call.stop(result)
     return result
 
 
 def _step_context(call: Call) -> tuple[otel_context.Context, Call]:
     ctx = otel_context.get_current()
-    call._detach()
+    call.detach()
     return ctx, call
 
 
@@ -92,22 +72,22 @@ def _drive(spec: CallSpec, gen: Generator[Any, Any, Any]) -> Generator[Any, Any,
             else:
                 item = gen.send(to_send)
         except StopIteration as stop:
-            call._end()
+            call.stop()
             return stop.value
         except BaseException as exc:
-            call._end(exc)
+            call.fail(exc)
             raise
         finally:
             _CURRENT.reset(call_token)
             otel_context.detach(token)
-        call._on_chunk(item)
+        call.record_chunk(item)
         try:
             to_send = yield item
         except GeneratorExit:
             try:
                 gen.close()
             finally:
-                call._end(stream_closed=True)
+                call.stop(closed=True)
             raise
         except BaseException as exc:
             to_send, to_throw = None, exc
@@ -127,22 +107,22 @@ async def _adrive(spec: CallSpec, agen: AsyncGenerator[Any, Any]) -> AsyncGenera
             else:
                 item = await agen.asend(to_send)
         except StopAsyncIteration:
-            call._end()
+            call.stop()
             return
         except BaseException as exc:
-            call._end(exc)
+            call.fail(exc)
             raise
         finally:
             _CURRENT.reset(call_token)
             otel_context.detach(token)
-        call._on_chunk(item)
+        call.record_chunk(item)
         try:
             to_send = yield item
         except GeneratorExit:
             try:
                 await agen.aclose()
             finally:
-                call._end(stream_closed=True)
+                call.stop(closed=True)
             raise
         except BaseException as exc:
             to_send, to_throw = None, exc
@@ -165,6 +145,12 @@ class Monitor:
     __slots__ = ("_spec",)
 
     _spec: CallSpec
+
+    @property
+    def spec(self) -> CallSpec:
+        """The :class:`CallSpec` every call of this declaration starts from (to drive calls
+        by hand with :func:`modelwatch.lifecycle.start`)."""
+        return self._spec
 
     @overload
     def __call__(self, fn: F) -> F: ...
@@ -216,9 +202,11 @@ class Monitor:
         if call is None or call._spec is not self._spec:
             return
         if isinstance(exc, GeneratorExit):
-            _end(call, closed=True)
+            call.stop(closed=True)
+        elif exc is not None:
+            call.fail(exc)
         else:
-            _end(call, exc)
+            call.stop()
 
     async def __aenter__(self) -> Call:
         return self.__enter__()

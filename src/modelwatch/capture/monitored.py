@@ -14,12 +14,12 @@ from modelwatch.capture.call import CallSpec
 from modelwatch.capture.monitor import Monitor
 
 
-def _require_str(name: str, value: object, *, optional: bool = False) -> None:
+def _require_str(who: str, name: str, value: object, *, optional: bool = False) -> None:
     if optional and value is None:
         return
     if not isinstance(value, str) or not value.strip():
         raise ValueError(
-            f"monitored(): {name} must be a non-empty string"
+            f"{who}: {name} must be a non-empty string"
             + (" or None" if optional else "")
             + f", got {value!r}"
         )
@@ -80,41 +80,77 @@ class monitored(Monitor):  # noqa: N801 - used like a function, as in DESIGN.md
         usage: Callable[[Any], Any] | None = None,
         router: str | None = None,
     ) -> None:
-        _require_str("model", model)
-        _require_str("provider", provider)
-        _require_str("operation", operation)
-        _require_str("analysis", analysis, optional=True)
-        _require_str("server_address", server_address, optional=True)
-        _require_str("router", router, optional=True)
-        if usage is not None and not callable(usage):
-            raise ValueError(f"monitored(): usage must be callable or None, got {usage!r}")
-        host, port = _split_server(server_address)
-        span_attributes: dict[str, Any] = {
-            semconv.GEN_AI_OPERATION_NAME: operation,
-            semconv.GEN_AI_PROVIDER_NAME: provider,
-            semconv.GEN_AI_REQUEST_MODEL: model,
-        }
-        if host:
-            span_attributes[semconv.SERVER_ADDRESS] = host
-        if port is not None:
-            span_attributes[semconv.SERVER_PORT] = port
-        if analysis:
-            span_attributes[semconv.MODELWATCH_ANALYSIS] = analysis
-        if router:
-            span_attributes[semconv.MODELWATCH_ROUTER] = router
-        self._spec = CallSpec(
-            span_name=semconv.model_span_name(operation, model),
-            span_kind=SpanKind.CLIENT,
-            span_attributes=span_attributes,
-            metric_attributes=allowed_metric_attributes(span_attributes),
-            duration_instrument=semconv.OPERATION_DURATION,
-            is_model=True,
-            model=model,
-            provider=provider,
-            operation=operation,
-            analysis=analysis,
-            usage=usage,
+        self._spec = _model_spec(
+            "monitored()", model, provider, operation, analysis, server_address, usage, router
         )
 
     def __repr__(self) -> str:
         return f"monitored(model={self._spec.model!r}, provider={self._spec.provider!r})"
+
+
+def model_spec(
+    *,
+    model: str,
+    provider: str,
+    operation: str = semconv.OPERATION_CHAT,
+    analysis: str | None = None,
+    server_address: str | None = None,
+    usage: Callable[[Any], Any] | None = None,
+    router: str | None = None,
+) -> CallSpec:
+    """The :class:`CallSpec` of a model call, with the arguments of :class:`monitored`.
+
+    Build it once per distinct model, operation and endpoint (it precomputes the span name
+    and attribute dicts) and start each call from it with :func:`modelwatch.lifecycle.start`.
+    Raises ``ValueError`` for an empty or non-string name, like :class:`monitored`.
+    """
+    return _model_spec(
+        "model_spec()", model, provider, operation, analysis, server_address, usage, router
+    )
+
+
+def _model_spec(  # noqa: PLR0917 - private; both callers pass every argument in order
+    who: str,
+    model: str,
+    provider: str,
+    operation: str,
+    analysis: str | None,
+    server_address: str | None,
+    usage: Callable[[Any], Any] | None,
+    router: str | None,
+) -> CallSpec:
+    _require_str(who, "model", model)
+    _require_str(who, "provider", provider)
+    _require_str(who, "operation", operation)
+    _require_str(who, "analysis", analysis, optional=True)
+    _require_str(who, "server_address", server_address, optional=True)
+    _require_str(who, "router", router, optional=True)
+    if usage is not None and not callable(usage):
+        raise ValueError(f"{who}: usage must be callable or None, got {usage!r}")
+    host, port = _split_server(server_address)
+    span_attributes: dict[str, Any] = {
+        semconv.GEN_AI_OPERATION_NAME: operation,
+        semconv.GEN_AI_PROVIDER_NAME: provider,
+        semconv.GEN_AI_REQUEST_MODEL: model,
+    }
+    if host:
+        span_attributes[semconv.SERVER_ADDRESS] = host
+    if port is not None:
+        span_attributes[semconv.SERVER_PORT] = port
+    if analysis:
+        span_attributes[semconv.MODELWATCH_ANALYSIS] = analysis
+    if router:
+        span_attributes[semconv.MODELWATCH_ROUTER] = router
+    return CallSpec(
+        span_name=semconv.model_span_name(operation, model),
+        span_kind=SpanKind.CLIENT,
+        span_attributes=span_attributes,
+        metric_attributes=allowed_metric_attributes(span_attributes),
+        duration_instrument=semconv.OPERATION_DURATION,
+        is_model=True,
+        model=model,
+        provider=provider,
+        operation=operation,
+        analysis=analysis,
+        usage=usage,
+    )

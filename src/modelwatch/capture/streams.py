@@ -5,29 +5,35 @@ A client method called with ``stream=True`` (``InferenceClient.text_generation``
 iterator the caller drains later, maybe in another function. The call must therefore outlive
 the method: :func:`monitor_stream` ends it when the stream does.
 
-Protocol for callers (integrations, the router)::
+Protocol for callers (integrations, the router), on the public lifecycle::
 
-    call = start_call(spec)
+    call = lifecycle.start(spec)
     try:
         stream = client_method(...)          # request sent, stream returned
     except BaseException as exc:
-        call._detach(); call._end(exc); raise
-    call._detach()                           # never current across the consumer's loop
-    return monitor_stream(call, stream)      # or amonitor_stream for async iterators
+        call.fail(exc)
+        raise
+    return lifecycle.wrap_stream(call, stream)   # or wrap_async_stream for async iterators
 
-The proxy forwards every attribute and method of the wrapped stream (``response``, ``close``,
-context-manager use...), calls ``call._on_chunk`` per chunk (time to first chunk, usage from
+:func:`wrap_stream` detaches the call (it is never current across the consumer's loop). The
+proxy forwards every attribute and method of the wrapped stream (``response``, ``close``,
+context-manager use...), calls ``call.record_chunk`` per chunk (time to first chunk, usage from
 chunks that carry it), and ends the call exactly once: at exhaustion, on an error raised by the
 stream, on ``close()``/``aclose()``/``with``-exit, or when the proxy is garbage collected
 unfinished (then ``modelwatch.stream=true`` marks the span as cut short).
+
+Hooks let an integration follow the stream without writing a proxy: ``on_chunk(call, chunk)``
+after each chunk (accumulate text, finish reasons), ``on_end(call)`` just before the call ends
+as a success or cut short, ``on_error(call, exc)`` just before it ends as a failure. Hooks run
+guarded: one that raises is reported and the stream goes on.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import wrapt
 
@@ -36,39 +42,78 @@ from modelwatch.capture.call import Call
 
 T = TypeVar("T")
 
-__all__ = ["AsyncStreamProxy", "StreamProxy", "amonitor_stream", "monitor_stream"]
+__all__ = [
+    "AsyncStreamProxy",
+    "StreamHooks",
+    "StreamProxy",
+    "amonitor_stream",
+    "monitor_stream",
+    "wrap_async_stream",
+    "wrap_stream",
+]
+
+ChunkHook = Callable[[Call, Any], None]
+EndHook = Callable[[Call], None]
+ErrorHook = Callable[[Call, BaseException], None]
 
 
-def _finish(call: Call, exc: BaseException | None = None, *, closed: bool = False) -> None:
+class StreamHooks(NamedTuple):
+    """The optional callbacks of :func:`wrap_stream` (see the module docstring)."""
+
+    on_chunk: ChunkHook | None = None
+    on_end: EndHook | None = None
+    on_error: ErrorHook | None = None
+
+
+def _finish(
+    call: Call,
+    hooks: StreamHooks | None,
+    exc: BaseException | None = None,
+    *,
+    closed: bool = False,
+) -> None:
+    if hooks is not None:
+        with guard("stream_hook"):
+            if exc is not None:
+                if hooks.on_error is not None:
+                    hooks.on_error(call, exc)
+            elif hooks.on_end is not None:
+                hooks.on_end(call)
     with guard("stream_end"):
-        call._end(exc, stream_closed=closed)
+        if exc is not None:
+            call.fail(exc)
+        else:
+            call.stop(closed=closed)
 
 
-def _chunk(call: Call, item: Any) -> None:
-    try:
-        call._on_chunk(item)
-    except Exception as exc:  # inline: a guard() context manager per chunk costs ~1 µs
-        report_internal_error("stream_chunk", exc)
+def _chunk(call: Call, hooks: StreamHooks | None, item: Any) -> None:
+    call.record_chunk(item)
+    if hooks is not None and hooks.on_chunk is not None:
+        try:
+            hooks.on_chunk(call, item)
+        except Exception as exc:  # inline: a guard() context manager per chunk costs ~1 µs
+            report_internal_error("stream_hook", exc)
 
 
-def _abandoned(call: Call) -> None:
+def _abandoned(call: Call, hooks: StreamHooks | None) -> None:
     """Finalizer: the proxy was collected before the stream ended."""
-    _finish(call, closed=True)
+    _finish(call, hooks, closed=True)
 
 
 class StreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
     """A transparent proxy around a sync stream that ends its :class:`Call` exactly once."""
 
-    def __init__(self, wrapped: Any, call: Call) -> None:
+    def __init__(self, wrapped: Any, call: Call, hooks: StreamHooks | None = None) -> None:
         super().__init__(wrapped)
         self._self_call = call
+        self._self_hooks = hooks
         self._self_iterator: Iterator[T] | None = None
-        self._self_finalizer = weakref.finalize(self, _abandoned, call)
+        self._self_finalizer = weakref.finalize(self, _abandoned, call, hooks)
         self._self_finalizer.atexit = False
 
     def _self_end(self, exc: BaseException | None = None, *, closed: bool = False) -> None:
-        self._self_finalizer.detach()
-        _finish(self._self_call, exc, closed=closed)
+        if self._self_finalizer.detach() is not None:
+            _finish(self._self_call, self._self_hooks, exc, closed=closed)
 
     def __iter__(self) -> StreamProxy[T]:
         return self
@@ -88,7 +133,7 @@ class StreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
         except BaseException as exc:
             self._self_end(exc)
             raise
-        _chunk(self._self_call, item)
+        _chunk(self._self_call, self._self_hooks, item)
         return item
 
     def send(self, value: Any) -> T:
@@ -108,7 +153,7 @@ class StreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
         except BaseException as exc:
             self._self_end(exc)
             raise
-        _chunk(self._self_call, item)
+        _chunk(self._self_call, self._self_hooks, item)
         return item
 
     def close(self) -> None:
@@ -151,16 +196,17 @@ class StreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
 class AsyncStreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
     """A transparent proxy around an async stream that ends its :class:`Call` exactly once."""
 
-    def __init__(self, wrapped: Any, call: Call) -> None:
+    def __init__(self, wrapped: Any, call: Call, hooks: StreamHooks | None = None) -> None:
         super().__init__(wrapped)
         self._self_call = call
+        self._self_hooks = hooks
         self._self_iterator: AsyncIterator[T] | None = None
-        self._self_finalizer = weakref.finalize(self, _abandoned, call)
+        self._self_finalizer = weakref.finalize(self, _abandoned, call, hooks)
         self._self_finalizer.atexit = False
 
     def _self_end(self, exc: BaseException | None = None, *, closed: bool = False) -> None:
-        self._self_finalizer.detach()
-        _finish(self._self_call, exc, closed=closed)
+        if self._self_finalizer.detach() is not None:
+            _finish(self._self_call, self._self_hooks, exc, closed=closed)
 
     def __aiter__(self) -> AsyncStreamProxy[T]:
         return self
@@ -180,7 +226,7 @@ class AsyncStreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
         except BaseException as exc:
             self._self_end(exc)
             raise
-        _chunk(self._self_call, item)
+        _chunk(self._self_call, self._self_hooks, item)
         return item
 
     async def _self_close_wrapped(self) -> None:
@@ -230,25 +276,68 @@ class AsyncStreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
         return f"<modelwatch async stream of {self.__wrapped__!r}>"
 
 
-def monitor_stream(call: Call, stream: Any) -> Any:
-    """Return ``stream`` wrapped so ``call`` follows it (see the module docstring).
+def _hooks(
+    on_chunk: ChunkHook | None, on_end: EndHook | None, on_error: ErrorHook | None
+) -> StreamHooks | None:
+    if on_chunk is None and on_end is None and on_error is None:
+        return None
+    for name, hook in (("on_chunk", on_chunk), ("on_end", on_end), ("on_error", on_error)):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{name} must be callable or None, got {hook!r}")
+    return StreamHooks(on_chunk, on_end, on_error)
 
-    ``call`` must already be detached from the current context. If ``stream`` is not
-    iterable the call is ended now and ``stream`` is returned unchanged.
+
+def wrap_stream(
+    call: Call,
+    stream: Any,
+    *,
+    on_chunk: ChunkHook | None = None,
+    on_end: EndHook | None = None,
+    on_error: ErrorHook | None = None,
+) -> Any:
+    """Return ``stream`` wrapped so ``call`` follows it and ends exactly once.
+
+    Detaches ``call`` first. A ``stream`` that is not iterable (the client answered without
+    streaming) ends the call now, with usage read from it, and is returned unchanged.
+    Hooks: see the module docstring.
     """
+    hooks = _hooks(on_chunk, on_end, on_error)
+    call.detach()
     if not hasattr(stream, "__iter__") and not hasattr(stream, "__next__"):
-        with guard("usage"):
-            call._usage_from_result(stream)
-        _finish(call)
+        _finish_with(call, hooks, stream)
         return stream
-    return StreamProxy(stream, call)
+    return StreamProxy(stream, call, hooks)
 
 
-def amonitor_stream(call: Call, stream: Any) -> Any:
-    """Like :func:`monitor_stream` for async iterators (``__aiter__``/``__anext__``)."""
+def wrap_async_stream(
+    call: Call,
+    stream: Any,
+    *,
+    on_chunk: ChunkHook | None = None,
+    on_end: EndHook | None = None,
+    on_error: ErrorHook | None = None,
+) -> Any:
+    """The async twin of :func:`wrap_stream`, for async iterators (``__aiter__``/``__anext__``)."""
+    hooks = _hooks(on_chunk, on_end, on_error)
+    call.detach()
     if not hasattr(stream, "__aiter__") and not hasattr(stream, "__anext__"):
-        with guard("usage"):
-            call._usage_from_result(stream)
-        _finish(call)
+        _finish_with(call, hooks, stream)
         return stream
-    return AsyncStreamProxy(stream, call)
+    return AsyncStreamProxy(stream, call, hooks)
+
+
+def _finish_with(call: Call, hooks: StreamHooks | None, result: Any) -> None:
+    """End a call whose "stream" turned out to be a whole answer (usage read from it)."""
+    if hooks is not None and hooks.on_chunk is not None:
+        with guard("stream_hook"):
+            hooks.on_chunk(call, result)
+    if hooks is not None and hooks.on_end is not None:
+        with guard("stream_hook"):
+            hooks.on_end(call)
+    with guard("stream_end"):
+        call.stop(result)
+
+
+#: The names the router used before the public lifecycle; same functions.
+monitor_stream = wrap_stream
+amonitor_stream = wrap_async_stream

@@ -22,12 +22,9 @@ from urllib.parse import urlsplit
 
 import wrapt
 
-from modelwatch import semconv
+from modelwatch import lifecycle, semconv
 from modelwatch._safety import report_internal_error
-from modelwatch.capture.call import CallSpec, start_call
-from modelwatch.capture.monitor import _run_async, _run_sync
-from modelwatch.capture.monitored import monitored
-from modelwatch.capture.streams import amonitor_stream, monitor_stream
+from modelwatch.lifecycle import CallSpec
 
 __all__ = ["METHODS", "PROVIDER", "instrument", "is_instrumented", "uninstrument"]
 
@@ -109,9 +106,9 @@ def _spec_for(operation: str, client: Any, kwargs: dict[str, Any]) -> CallSpec |
         key = (operation, model, url)
         spec = _specs.get(key)
         if spec is None:
-            spec = monitored(
+            spec = lifecycle.model_spec(
                 model=model, provider=PROVIDER, operation=operation, server_address=url
-            )._spec
+            )
             if len(_specs) >= _SPEC_CACHE_SIZE:
                 _specs.clear()
             _specs[key] = spec
@@ -127,40 +124,38 @@ def _sync_wrapper(operation: str) -> Callable[..., Any]:
         spec = _spec_for(operation, instance, kwargs)
         if spec is None:
             return wrapped(*args, **kwargs)
-        if not kwargs.get("stream"):
-            return _run_sync(spec, wrapped, args, kwargs)
-        call = start_call(spec)
+        call = lifecycle.start(spec)
         try:
-            stream = wrapped(*args, **kwargs)
+            result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            call._detach()
-            call._end(exc)
+            call.fail(exc)
             raise
-        call._detach()
-        return monitor_stream(call, stream)
+        if kwargs.get("stream"):
+            return lifecycle.wrap_stream(call, result)
+        call.stop(result)
+        return result
 
     return wrapper
 
 
 def _async_wrapper(operation: str) -> Callable[..., Any]:
-    async def streamed(spec: CallSpec, wrapped: Any, args: Any, kwargs: Any) -> Any:
-        call = start_call(spec)
+    async def run(spec: CallSpec, wrapped: Any, args: Any, kwargs: Any) -> Any:
+        call = lifecycle.start(spec)
         try:
-            stream = await wrapped(*args, **kwargs)
+            result = await wrapped(*args, **kwargs)
         except BaseException as exc:
-            call._detach()
-            call._end(exc)
+            call.fail(exc)
             raise
-        call._detach()
-        return amonitor_stream(call, stream)
+        if kwargs.get("stream"):
+            return lifecycle.wrap_async_stream(call, result)
+        call.stop(result)
+        return result
 
     def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         spec = _spec_for(operation, instance, kwargs)
         if spec is None:
             return wrapped(*args, **kwargs)
-        if kwargs.get("stream"):
-            return streamed(spec, wrapped, args, kwargs)
-        return _run_async(spec, wrapped(*args, **kwargs))
+        return run(spec, wrapped, args, kwargs)
 
     return wrapper
 
