@@ -15,6 +15,10 @@ Run it (everything on 127.0.0.1; with no ``HF_BASE_URL`` it starts a local fake 
 Point it at real endpoints with ``HF_BASE_URL`` (models are served at
 ``{HF_BASE_URL}/models/{model}``, as the Hugging Face Inference API does), ``HF_TOKEN``,
 ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``.
+
+``modelwatch demo`` runs this very engine (``modelwatch.demo``): it passes shorter timeouts and
+breaker settings, and a ``wrap`` hook that records every model call, through the keyword
+arguments of :func:`build_routers` and :func:`build_health`.
 """
 
 from __future__ import annotations
@@ -55,15 +59,25 @@ PROMPTS = {
 }
 
 
+#: a hook around each model function: ``wrap(analysis, model, fn)`` returns the function to call
+Wrap = Callable[[str, str, Callable[[str], str]], Callable[[str], str]]
+
+
 def model_function(
-    model: str, operation: str, provider: str, hf_base_url: str, openai_base_url: str
+    model: str,
+    operation: str,
+    provider: str,
+    hf_base_url: str,
+    openai_base_url: str,
+    *,
+    timeout_s: float = 20.0,
 ) -> Callable[[str], str]:
     """A function that sends a prompt to ``model`` through its real client."""
     if provider == "openai":
         client = openai.OpenAI(
             base_url=openai_base_url,
             api_key=os.environ.get("OPENAI_API_KEY", "sk-local-fake"),
-            timeout=20.0,
+            timeout=timeout_s,
             max_retries=0,  # the router retries and fails over, not the client
         )
 
@@ -80,7 +94,7 @@ def model_function(
         return openai_chat
 
     hf = InferenceClient(
-        model=f"{hf_base_url}/models/{model}", token=os.environ.get("HF_TOKEN"), timeout=20.0
+        model=f"{hf_base_url}/models/{model}", token=os.environ.get("HF_TOKEN"), timeout=timeout_s
     )
     if operation == "summarization":
         return lambda text: hf.summarization(text).summary_text
@@ -94,13 +108,30 @@ def model_function(
     return lambda prompt: hf.text_generation(prompt, max_new_tokens=64)
 
 
-def build_routers(hf_base_url: str, openai_base_url: str) -> dict[str, modelwatch.Router]:
-    """One router per analysis: the primary first, then its backup."""
+def build_routers(
+    hf_base_url: str,
+    openai_base_url: str,
+    *,
+    breaker: modelwatch.BreakerPolicy | None = None,
+    retry: modelwatch.RetryPolicy | None = None,
+    timeout_s: float = 30.0,
+    attempt_timeout_s: float = 25.0,
+    client_timeout_s: float = 20.0,
+    wrap: Wrap | None = None,
+) -> dict[str, modelwatch.Router]:
+    """One router per analysis: the primary first, then its backup.
+
+    The keyword arguments are the production settings; ``modelwatch demo`` passes shorter ones.
+    """
     routers = {}
     for analysis, models in ANALYSES.items():
         backends = []
         for model, provider, operation in models:
-            fn = model_function(model, operation, provider, hf_base_url, openai_base_url)
+            fn = model_function(
+                model, operation, provider, hf_base_url, openai_base_url, timeout_s=client_timeout_s
+            )
+            if wrap is not None:
+                fn = wrap(analysis, model, fn)
             backends.append(
                 modelwatch.Backend(
                     fn,
@@ -114,26 +145,34 @@ def build_routers(hf_base_url: str, openai_base_url: str) -> dict[str, modelwatc
         routers[analysis] = modelwatch.Router(
             analysis,
             backends,
-            breaker=modelwatch.BreakerPolicy(consecutive_failures=3, open_s=10.0),
-            retry=modelwatch.RetryPolicy(max_retries=1),
-            timeout_s=30.0,
-            attempt_timeout_s=25.0,
+            breaker=breaker or modelwatch.BreakerPolicy(consecutive_failures=3, open_s=10.0),
+            retry=retry or modelwatch.RetryPolicy(max_retries=1),
+            timeout_s=timeout_s,
+            attempt_timeout_s=attempt_timeout_s,
         )
     return routers
 
 
-def build_health(routers: dict[str, modelwatch.Router]) -> modelwatch.Health:
+def build_health(
+    routers: dict[str, modelwatch.Router],
+    *,
+    health: modelwatch.Health | None = None,
+    model_interval_s: float = 30.0,
+    analysis_interval_s: float = 60.0,
+    model_timeout_s: float = 5.0,
+    timeout_s: float = 30.0,
+) -> modelwatch.Health:
     """A model check per backend (fed by its breaker) and a synthetic check per analysis."""
-    health = modelwatch.Health()
+    health = health if health is not None else modelwatch.Health()
     for analysis, router in routers.items():
-        health.add_router(router, interval_s=30.0)
+        health.add_router(router, timeout_s=model_timeout_s, interval_s=model_interval_s)
         health.add(
             analysis,
             probe=synthetic(router.call, PROMPTS[analysis].format("ping"), expect=bool),
             kind="analysis",
             critical=True,
-            timeout_s=30.0,
-            interval_s=60.0,
+            timeout_s=timeout_s,
+            interval_s=analysis_interval_s,
         )
     return health
 

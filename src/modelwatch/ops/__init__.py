@@ -6,8 +6,7 @@
   ``dashboards``);
 - :mod:`modelwatch.ops.runbooks`: ``docs/runbooks/``, one page per alert;
 - :mod:`modelwatch.ops.deploy`: ``examples/deploy/``;
-- :mod:`modelwatch.ops.promnames`: the OpenTelemetry -> Prometheus name translation they share;
-- :mod:`modelwatch.ops.demo`: ``modelwatch demo``, a simulated AI engine under failure.
+- :mod:`modelwatch.ops.promnames`: the OpenTelemetry -> Prometheus name translation they share.
 
 Nothing is imported here, so ``modelwatch <command>`` loads only what it runs.
 """

@@ -14,16 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, TextIO
 
-from modelwatch.ops._demo_alerts import Verdict
-from modelwatch.ops._demo_engine import AnalysisSpec, Engine, Timing
-from modelwatch.ops._demo_record import (
+from modelwatch.demo.alerts import SCRAPE_S, Verdict
+from modelwatch.demo.engine import AnalysisSpec, Engine, Timing
+from modelwatch.demo.record import (
     AttemptRecord,
     Recorder,
     RequestRecord,
     error_counts,
     percentile,
 )
-from modelwatch.ops._demo_scenario import Scenario
+from modelwatch.demo.scenario import Scenario
 
 __all__ = [
     "Endpoints",
@@ -46,6 +46,10 @@ class Endpoints:
     health: str
     metrics: str | None
     otlp: str | None = None
+    #: the Prometheus server evaluating the generated rules (``None``: not running)
+    prometheus_server: str | None = None
+    #: why no Prometheus runs
+    alerts_note: str = ""
 
     def lines(self) -> list[str]:
         """The endpoint list printed at the start."""
@@ -58,6 +62,13 @@ class Endpoints:
             out.append(f"    prometheus         {self.metrics}")
         else:
             out.append("    prometheus         not served (the application owns the providers)")
+        if self.prometheus_server is not None:
+            out.append(
+                f"    Prometheus server  {self.prometheus_server}/alerts   "
+                "(the generated rules, evaluated on that /metrics)"
+            )
+        else:
+            out.append(f"    Prometheus server  not running ({self.alerts_note})")
         if self.otlp is not None:
             out.append(f"    OTLP export        {self.otlp}")
         return out
@@ -150,7 +161,7 @@ class _Frame:
         self.requests = [r for r in recorder.requests() if r.end > since]
         self.attempts = [a for a in recorder.attempts() if a.end > since]
         self.all_requests = recorder.requests()
-        self.all_calls = recorder.attempts("user", "health", "probe")
+        self.all_calls = recorder.attempts("user", "probe")
         self.status = {
             (name, s.model): s for name, router in engine.routers.items() for s in router.status()
         }
@@ -237,7 +248,8 @@ class LiveView:
         lines += ["", s.dim(f"numbers over the last {self._window:g} s; recent events:")]
         events = self._recorder.recent_events(_EVENT_LINES)
         for event in events:
-            lines.append(f"  {event.at:6.1f}s  {_event_text(s, event.kind, event.text)}")
+            text = _event_text(s, event.kind, f"{event.kind:<8} {event.text}")
+            lines.append(f"  {event.at:6.1f}s  {text}")
         lines += [""] * (_EVENT_LINES - len(events))
         return lines
 
@@ -311,6 +323,8 @@ def _event_text(s: Style, kind: str, text: str) -> str:
         return s.bold(text)
     if kind in ("users", "internal"):
         return s.red(text)
+    if kind == "alert":
+        return s.yellow(text) if " firing: " in text else s.green(text)
     return text
 
 
@@ -417,7 +431,7 @@ def summarize(
     """Compute the summary of a run from what the recorder saw."""
     requests = recorder.requests()
     user = recorder.attempts("user")
-    every = recorder.attempts("user", "health", "probe")
+    every = recorder.attempts("user", "probe")
     failing = scenario.failing
     incident, healed = scenario.incident_at, scenario.recover_at
     first_failover = min(
@@ -430,7 +444,7 @@ def summarize(
     by_analysis: dict[str, list[float]] = defaultdict(list)
     for r in requests:
         by_analysis[r.analysis].append(r.duration)
-    calls = Counter(a.model for a in recorder.attempts("user", "health") if a.error is None)
+    calls = Counter(a.model for a in every if a.error is None)
     return Summary(
         elapsed_s=elapsed_s,
         requests=len(requests),
@@ -500,11 +514,18 @@ def render_summary(
         )
     lines.append(f"    {'total':<36} ${total:8.4f}")
     fired = [v for v in summary.verdicts if v.outcome == "fired"]
-    lines.append(
-        f"  alerts that would have fired: {len(fired)} of {len(summary.verdicts)} generated "
-        f"rules (`modelwatch rules`; windows and `for` scaled 1/{scale:g}, conditions "
-        "evaluated on what the demo recorded)"
-    )
+    skipped = [v for v in summary.verdicts if v.outcome == "not evaluated"]
+    if summary.verdicts and len(skipped) == len(summary.verdicts):
+        lines.append(
+            f"  alerts           not evaluated ({skipped[0].note}): {len(skipped)} generated rules"
+        )
+        skipped = []
+    else:
+        lines.append(
+            f"  alerts that fired: {len(fired)} of {len(summary.verdicts)} generated rules "
+            f"(`modelwatch rules`, windows and `for` scaled 1/{scale:g}), evaluated by "
+            f"Prometheus scraping the demo's /metrics every {SCRAPE_S} s"
+        )
     for verdict in fired:
         subject, at, value = verdict.fired[0]
         more = f" (+{len(verdict.fired) - 1} more)" if len(verdict.fired) > 1 else ""
@@ -515,9 +536,8 @@ def render_summary(
     quiet = [v.name.removeprefix("Modelwatch") for v in summary.verdicts if v.outcome == "quiet"]
     if quiet:
         lines.append(f"    {s.green('quiet')}  {', '.join(quiet)}")
-    for verdict in summary.verdicts:
-        if verdict.outcome == "not evaluated":
-            lines.append(f"    {s.dim('n/a')}    {verdict.name}: {verdict.note}")
+    for verdict in skipped:
+        lines.append(f"    {s.dim('error')}  {verdict.name}: {verdict.note}")
     lines.append(s.dim(f"  ({timing.describe()})"))
     lines += [f"  {note}" for note in summary.notes]
     return lines

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from modelwatch.ops._demo_record import Recorder
+from modelwatch.demo.record import Recorder
 from modelwatch.testing.fake_server import FakeModelServer, FaultName
 
 __all__ = ["FaultStep", "Phase", "Scenario", "ScenarioRunner", "Step"]

@@ -1,49 +1,42 @@
-"""The demo's "AI engine": three analysis types, each a :class:`modelwatch.Router` over real
-model clients pointed at a local :class:`~modelwatch.testing.fake_server.FakeModelServer`.
+"""The demo's AI engine: ``examples/engine.py`` itself, with demo timings and a recorder.
 
-==========================  ===================================  ==============================
-analysis                    primary                              backup
-==========================  ===================================  ==============================
-``code_review``             ``google/flan-t5-large``             ``Llama-3.1-8B-Instruct``
-                            (HF text generation)                 (HF chat completion)
-``requirement_extraction``  ``facebook/bart-large-cnn``          ``distilbart-cnn-12-6``
-                            (HF summarization)                   (HF summarization)
-``tech_recommendation``     ``google/flan-t5-xl``                ``gpt-4o-mini``
-                            (HF text generation)                 (``openai`` chat completions)
-==========================  ===================================  ==============================
-
-Every model call goes through the real ``huggingface_hub.InferenceClient`` or ``openai.OpenAI``
-client, so the errors the router classifies are the errors those clients really raise.
-The engine also keeps its own record of every attempt (:mod:`modelwatch.ops._demo_record`),
-independent of modelwatch's telemetry, for the live view and the summary.
+The engine (three analysis types, each a :class:`modelwatch.Router` over the real
+``huggingface_hub`` and ``openai`` clients, and its :class:`modelwatch.Health`) is the one in
+``examples/engine.py``, the file users copy; the demo only passes it shorter timeouts and
+breaker settings (:class:`Timing`) and a ``wrap`` hook that writes every model call into the
+demo's own record (:mod:`modelwatch.demo.record`), independent of modelwatch's telemetry, for
+the live view and the summary. Calls made inside :func:`modelwatch.capture.origin.probing`
+(health checks, breaker probes) are recorded as probes, as the telemetry labels them.
 """
 
 from __future__ import annotations
 
-import contextvars
+import contextlib
+import functools
+import importlib
+import importlib.util
 import random
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from pathlib import Path
+from types import ModuleType
+from typing import Final
 
-from modelwatch.errors import AllBackendsFailedError
-from modelwatch.ops._demo_record import (
+from modelwatch._classify import classify
+from modelwatch.capture.origin import in_probe
+from modelwatch.demo.record import (
     AttemptRecord,
     Origin,
     Recorder,
     RequestRecord,
     TransitionRecord,
 )
-from modelwatch.resilience import (
-    Backend,
-    Breaker,
-    BreakerPolicy,
-    RetryPolicy,
-    Router,
-    Transition,
-)
-from modelwatch.resilience._kinds import default_classify
+from modelwatch.errors import AllBackendsFailedError, ConfigurationError
+from modelwatch.health import Health
+from modelwatch.resilience import Breaker, BreakerPolicy, RetryPolicy, Router, Transition
 from modelwatch.testing.fake_server import FakeModelServer
 
 __all__ = [
@@ -51,32 +44,44 @@ __all__ = [
     "FAILING_MODEL",
     "SLOW_MODEL",
     "AnalysisSpec",
-    "Answer",
     "Engine",
     "ModelSpec",
     "Timing",
     "TrafficGenerator",
+    "example_engine",
 ]
 
-ClientKind = Literal["text_generation", "summarization", "hf_chat", "openai_chat"]
+#: where a source checkout keeps the engine; wheels ship it as ``modelwatch.demo._example_engine``
+_EXAMPLE: Final = Path(__file__).resolve().parents[3] / "examples" / "engine.py"
 
-#: Never a real key: the fake server accepts anything, and the scrubber would hide it anyway.
-DEMO_API_KEY: Final = "sk-modelwatch-demo-not-a-real-key"
-MAX_NEW_TOKENS: Final = 48
 
-_origin: contextvars.ContextVar[Origin] = contextvars.ContextVar(
-    "modelwatch_demo_origin", default="probe"
-)
+@functools.cache
+def example_engine() -> ModuleType:
+    """``examples/engine.py`` as a module: the engine the demo runs.
+
+    Raises:
+        ConfigurationError: neither an installed copy nor the source checkout's file exists.
+    """
+    try:
+        return importlib.import_module("modelwatch.demo._example_engine")
+    except ModuleNotFoundError:
+        pass
+    spec = importlib.util.spec_from_file_location("modelwatch_example_engine", _EXAMPLE)
+    if spec is None or spec.loader is None or not _EXAMPLE.is_file():
+        raise ConfigurationError(f"the demo runs examples/engine.py; not found at {_EXAMPLE}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model the engine calls, and through which client."""
+    """A model the engine calls (from ``examples/engine.py``'s ``ANALYSES``)."""
 
     model: str
     provider: str
     operation: str
-    client: ClientKind
 
     @property
     def short(self) -> str:
@@ -86,10 +91,9 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class AnalysisSpec:
-    """An analysis type: its instruction, its models (primary first) and sample inputs."""
+    """An analysis type: its models (primary first, from the engine) and the demo's inputs."""
 
     name: str
-    instruction: str
     primary: ModelSpec
     backup: ModelSpec
     inputs: tuple[str, ...]
@@ -102,15 +106,10 @@ class AnalysisSpec:
         return (self.primary, self.backup)
 
 
-FAILING_MODEL: Final = "google/flan-t5-large"
-SLOW_MODEL: Final = "facebook/bart-large-cnn"
-
-ANALYSES: Final[tuple[AnalysisSpec, ...]] = (
-    AnalysisSpec(
-        "code_review",
-        "Review this code and list its problems:",
-        ModelSpec(FAILING_MODEL, "huggingface", "text_generation", "text_generation"),
-        ModelSpec("meta-llama/Llama-3.1-8B-Instruct", "huggingface", "chat", "hf_chat"),
+#: what the demo's users send to each analysis, and how often (the engine decides the rest)
+_TRAFFIC: Final[dict[str, tuple[float, tuple[str, ...]]]] = {
+    "code_review": (
+        1.2,
         (
             "def add(a, b): return a - b",
             "for i in range(len(items)): print(items[i])",
@@ -118,13 +117,9 @@ ANALYSES: Final[tuple[AnalysisSpec, ...]] = (
             "except Exception: pass",
             "query = f\"SELECT * FROM users WHERE name = '{name}'\"",
         ),
-        weight=1.2,
     ),
-    AnalysisSpec(
-        "requirement_extraction",
-        "",
-        ModelSpec(SLOW_MODEL, "huggingface", "summarization", "summarization"),
-        ModelSpec("sshleifer/distilbart-cnn-12-6", "huggingface", "summarization", "summarization"),
+    "requirement_extraction": (
+        1.0,
         (
             "The system shall let users reset their password by e-mail. Links expire in an hour.",
             "Reports must export to CSV and PDF within five seconds. Exports are audited.",
@@ -132,20 +127,32 @@ ANALYSES: Final[tuple[AnalysisSpec, ...]] = (
             "Administrators can suspend accounts. Suspended users cannot log in or call the API.",
         ),
     ),
-    AnalysisSpec(
-        "tech_recommendation",
-        "Recommend a technology for:",
-        ModelSpec("google/flan-t5-xl", "huggingface", "text_generation", "text_generation"),
-        ModelSpec("gpt-4o-mini", "openai", "chat", "openai_chat"),
+    "tech_recommendation": (
+        0.8,
         (
             "a message queue for 10k events per second with at-least-once delivery",
             "a cache in front of a slow inventory service",
             "full-text search over two million product descriptions",
             "scheduling nightly batch jobs across three data centres",
         ),
-        weight=0.8,
     ),
-)
+}
+
+
+def _analyses() -> tuple[AnalysisSpec, ...]:
+    table: dict[str, tuple[tuple[str, str, str], ...]] = example_engine().ANALYSES
+    specs = []
+    for name, (primary, backup) in table.items():
+        weight, inputs = _TRAFFIC.get(name, (1.0, ("ping",)))
+        specs.append(AnalysisSpec(name, ModelSpec(*primary), ModelSpec(*backup), inputs, weight))
+    return tuple(specs)
+
+
+ANALYSES: Final = _analyses()
+#: the scenario's failing model: the first analysis' primary
+FAILING_MODEL: Final = ANALYSES[0].primary.model
+#: the scenario's slow model: the second analysis' primary
+SLOW_MODEL: Final = ANALYSES[1].primary.model
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,11 @@ class Timing:
         return round(min(3.0, max(0.5, self.duration * 0.03)), 2)
 
     @property
+    def max_open_s(self) -> float:
+        """The longest an opened breaker stays open: each failed trial doubles the open time."""
+        return self.open_s * 4
+
+    @property
     def probe_interval_s(self) -> float:
         """How often an open breaker probes its backend in the background."""
         return round(min(1.0, max(0.25, self.duration * 0.01)), 2)
@@ -205,7 +217,7 @@ class Timing:
             window_s=max(2.0, self.duration * 0.1),
             slow_call_s=self.attempt_timeout_s,
             open_s=self.open_s,
-            max_open_s=self.open_s * 4,
+            max_open_s=self.max_open_s,
             backoff_factor=2.0,
             jitter=0.0,  # deterministic with --seed
             trial_lease_s=self.client_timeout_s * 2,
@@ -228,138 +240,45 @@ class Timing:
         )
 
 
-@dataclass(frozen=True)
-class Answer:
-    """What a backend returns: the text, which model wrote it, and its token usage.
-
-    ``usage`` and ``model`` are read by modelwatch's usage extraction, so cost and tokens
-    reach the telemetry without the backend touching it.
-    """
-
-    text: str
-    model: str
-    #: a dict with ``input_tokens``/``output_tokens``, or the client's own usage object
-    usage: Any = None
-
-
-def _usage(input_tokens: int | None, output_tokens: int | None) -> dict[str, int]:
-    usage = {}
-    if input_tokens is not None:
-        usage["input_tokens"] = int(input_tokens)
-    if output_tokens is not None:
-        usage["output_tokens"] = int(output_tokens)
-    return usage
-
-
-def _model_caller(
-    spec: ModelSpec, server: FakeModelServer, timeout_s: float
-) -> Callable[[str], Answer]:
-    """A function that sends one prompt to ``spec.model`` through its real client."""
-    if spec.client == "openai_chat":
-        import openai
-
-        oai = openai.OpenAI(
-            base_url=server.openai_base_url,
-            api_key=DEMO_API_KEY,
-            timeout=timeout_s,
-            max_retries=0,  # the router decides about retries, not the client
-        )
-
-        def openai_chat(prompt: str) -> Answer:
-            out = oai.chat.completions.create(
-                model=spec.model,
-                messages=[{"role": "user", "content": prompt}],
-                max_tokens=MAX_NEW_TOKENS,
-            )
-            return Answer(out.choices[0].message.content or "", out.model, out.usage)
-
-        return openai_chat
-
-    from huggingface_hub import InferenceClient
-
-    client = InferenceClient(model=server.model_url(spec.model), timeout=timeout_s)
-
-    if spec.client == "text_generation":
-
-        def text_generation(prompt: str) -> Answer:
-            out = client.text_generation(prompt, max_new_tokens=MAX_NEW_TOKENS, details=True)
-            generated = out.details.generated_tokens if out.details is not None else None
-            return Answer(out.generated_text, spec.model, _usage(len(prompt.split()), generated))
-
-        return text_generation
-
-    if spec.client == "summarization":
-
-        def summarization(text: str) -> Answer:
-            out = client.summarization(text)
-            return Answer(out.summary_text, spec.model)
-
-        return summarization
-
-    def hf_chat(prompt: str) -> Answer:
-        out = client.chat_completion(
-            messages=[{"role": "user", "content": prompt}], max_tokens=MAX_NEW_TOKENS
-        )
-        return Answer(out.choices[0].message.content or "", spec.model, out.usage)
-
-    return hf_chat
-
-
 class Engine:
-    """The three analyses, each behind a router with a primary and a backup model.
+    """``examples/engine.py``'s routers and health, with demo timings, every call recorded.
 
-    ``analyze(name, text)`` is what a service would expose; every backend call is also
-    written to ``recorder`` (origin ``"user"`` inside :meth:`analyze_for_user`, ``"health"``
-    inside :meth:`analyze_for_health`, ``"probe"`` for model probes).
+    ``analyze_for_user(name, text)`` is a user's request; every backend call is written to
+    ``recorder`` (origin ``"probe"`` inside health checks and breaker probes).
     """
 
-    def __init__(
-        self,
-        server: FakeModelServer,
-        recorder: Recorder,
-        timing: Timing,
-        analyses: tuple[AnalysisSpec, ...] = ANALYSES,
-    ) -> None:
+    def __init__(self, server: FakeModelServer, recorder: Recorder, timing: Timing, *, seed: int):
+        example = example_engine()
         self.server = server
         self.recorder = recorder
         self.timing = timing
-        self.analyses = {a.name: a for a in analyses}
-        self.routers: dict[str, Router] = {}
+        self.analyses = {a.name: a for a in ANALYSES}
+        self._prompts: dict[str, str] = example.PROMPTS
         self._transitions_lock = threading.Lock()
         self._failed_trials: dict[str, int] = {}
         self._last_reopen_log: dict[str, float] = {}
-        breaker, retry = timing.breaker_policy(), timing.retry_policy()
-        for analysis in analyses:
-            backends = []
-            for spec in analysis.models:
-                call = self._recorded(
-                    analysis.name,
-                    spec,
-                    _model_caller(spec, server, timing.client_timeout_s),
-                )
-                probe_input = analysis.inputs[0]
-                backends.append(
-                    Backend(
-                        call,
-                        model=spec.model,
-                        provider=spec.provider,
-                        operation=spec.operation,
-                        analysis=analysis.name,
-                        server_address=server.url,
-                        probe=self._probe(call, probe_input),
-                    )
-                )
-            router = Router(
-                analysis.name,
-                backends,
-                breaker=breaker,
-                retry=retry,
-                timeout_s=timing.call_timeout_s,
-                attempt_timeout_s=timing.attempt_timeout_s,
-            )
-            for spec in analysis.models:
+        self.routers: dict[str, Router] = example.build_routers(
+            server.url,
+            server.openai_base_url,
+            breaker=timing.breaker_policy(),
+            retry=timing.retry_policy(),
+            timeout_s=timing.call_timeout_s,
+            attempt_timeout_s=timing.attempt_timeout_s,
+            client_timeout_s=timing.client_timeout_s,
+            wrap=self._recorded,
+        )
+        for name, router in self.routers.items():
+            for spec in self.analyses[name].models:
                 router.breaker(spec.model).add_listener(self._on_transition)
-            self.routers[analysis.name] = router
+        interval = timing.health_interval_s
+        self.health: Health = example.build_health(
+            self.routers,
+            health=Health(rng=random.Random(seed)),
+            model_interval_s=interval,
+            analysis_interval_s=interval,
+            model_timeout_s=timing.attempt_timeout_s,
+            timeout_s=timing.call_timeout_s,
+        )
 
     def close(self) -> None:
         """Release the routers' worker threads and background probes."""
@@ -367,85 +286,52 @@ class Engine:
             router.close()
 
     # ------------------------------------------------------------------ calls
-    def prompt(self, analysis: str, text: str) -> str:
-        """The prompt an analysis sends for ``text``."""
-        instruction = self.analyses[analysis].instruction
-        return f"{instruction} {text}" if instruction else text
-
-    def analyze(self, analysis: str, text: str) -> Answer:
-        """Run one analysis through its router; raises what the router raises."""
-        result: Answer = self.routers[analysis].call(self.prompt(analysis, text))
-        return result
-
     def analyze_for_user(self, analysis: str, text: str) -> RequestRecord:
-        """Run one analysis as a user request and record how it went."""
-        token = _origin.set("user")
+        """Run one analysis as a user request, as the engine's HTTP route does; record it."""
+        served: list[str] = []
         start = self.recorder.now()
         primary = self.analyses[analysis].primary.model
-        try:
-            answer = self.analyze(analysis, text)
-        except Exception as exc:
-            kind = _request_error_kind(exc)
-            record = RequestRecord(start, self.recorder.now(), analysis, None, kind, primary)
-        else:
-            record = RequestRecord(
-                start, self.recorder.now(), analysis, answer.model, None, primary
-            )
-        finally:
-            _origin.reset(token)
+        prompt = self._prompts[analysis].format(text)
+        with _serving(served):
+            try:
+                self.routers[analysis].call(prompt)
+            except Exception as exc:
+                kind = _request_error_kind(exc)
+                record = RequestRecord(start, self.recorder.now(), analysis, None, kind, primary)
+            else:
+                who = served[-1] if served else None
+                record = RequestRecord(start, self.recorder.now(), analysis, who, None, primary)
         self.recorder.request(record)
         return record
 
     def _recorded(
-        self, analysis: str, spec: ModelSpec, fn: Callable[[str], Answer]
-    ) -> Callable[[str], Answer]:
+        self, analysis: str, model: str, fn: Callable[[str], str]
+    ) -> Callable[[str], str]:
+        """``examples/engine.py``'s ``wrap`` hook: record each call of ``fn``."""
         recorder = self.recorder
 
-        def call(prompt: str) -> Answer:
-            token = recorder.attempt_started(spec.model)
+        def call(prompt: str) -> str:
+            token = recorder.attempt_started(model)
             start = recorder.now()
+            origin: Origin = "probe" if in_probe() else "user"
             try:
-                answer = fn(prompt)
+                text = fn(prompt)
             except BaseException as exc:
+                kind = classify(exc)
                 recorder.attempt(
-                    token,
-                    AttemptRecord(
-                        start,
-                        recorder.now(),
-                        analysis,
-                        spec.model,
-                        _origin.get(),
-                        default_classify(exc),
-                    ),
+                    token, AttemptRecord(start, recorder.now(), analysis, model, origin, kind)
                 )
                 raise
             recorder.attempt(
-                token,
-                AttemptRecord(start, recorder.now(), analysis, spec.model, _origin.get(), None),
+                token, AttemptRecord(start, recorder.now(), analysis, model, origin, None)
             )
-            return answer
+            holder = _SERVED.get()
+            if holder is not None:
+                holder.append(model)
+            return text
 
-        call.__name__ = call.__qualname__ = f"call_{spec.short.replace('-', '_').replace('.', '_')}"
+        call.__name__ = call.__qualname__ = getattr(fn, "__name__", "call")
         return call
-
-    @staticmethod
-    def _probe(call: Callable[[str], Answer], text: str) -> Callable[[], bool]:
-        def probe() -> bool:
-            token = _origin.set("probe")
-            try:
-                return bool(call(text).text)
-            finally:
-                _origin.reset(token)
-
-        return probe
-
-    def analyze_for_health(self, analysis: str, text: str) -> Answer:
-        """Run one analysis as a synthetic health check (recorded with origin ``"health"``)."""
-        token = _origin.set("health")
-        try:
-            return self.analyze(analysis, text)
-        finally:
-            _origin.reset(token)
 
     def _on_transition(self, breaker: Breaker, event: Transition) -> None:
         """Record every breaker transition; log the telling ones as events.
@@ -473,8 +359,13 @@ class Engine:
                 retry = event.retry_after_s
                 self.recorder.event(
                     "circuit",
-                    f"circuit {model}: still open, {failed} more trial(s) failed"
-                    + (f" (open {retry:.1f} s more)" if retry else ""),
+                    f"{model}: still open, {failed} more trial(s) failed"
+                    + (
+                        f" (open {retry:.1f} s more: the open time doubles with each failed "
+                        f"trial, to at most {self.timing.max_open_s:g} s)"
+                        if retry
+                        else ""
+                    ),
                     at=now,
                 )
                 return
@@ -483,7 +374,7 @@ class Engine:
         reason = event.reason.replace("_", " ")
         self.recorder.event(
             "circuit",
-            f"circuit {model}: {event.from_state.replace('_', '-')} -> "
+            f"{model}: {event.from_state.replace('_', '-')} -> "
             f"{event.to_state.replace('_', '-')} ({reason})",
             at=now,
         )
@@ -493,7 +384,21 @@ def _request_error_kind(exc: BaseException) -> str:
     if isinstance(exc, AllBackendsFailedError):
         kinds = [a.error_kind for a in exc.attempts]
         return kinds[-1] if kinds else "unavailable"
-    return default_classify(exc)
+    return classify(exc)
+
+
+_SERVED: ContextVar[list[str] | None] = ContextVar("modelwatch_demo_served", default=None)
+
+
+@contextlib.contextmanager
+def _serving(holder: list[str]) -> Iterator[None]:
+    """Collect, in ``holder``, the model of every successful attempt of the request (the
+    router runs attempts on its own threads with a copy of this context: the list is shared)."""
+    token = _SERVED.set(holder)
+    try:
+        yield
+    finally:
+        _SERVED.reset(token)
 
 
 class TrafficGenerator:
@@ -566,8 +471,3 @@ class TrafficGenerator:
             recorder.event("failover", f"{record.analysis}: answered again, by {now_serving}")
         else:
             recorder.event("failover", f"{record.analysis}: failing over {before} -> {now_serving}")
-
-
-def is_answer(value: Any) -> bool:
-    """A synthetic probe's ``expect``: the router answered with some text."""
-    return isinstance(value, Answer) and bool(value.text)

@@ -1,11 +1,12 @@
 """What the demo saw: every user request, every model attempt, every circuit state, in time order.
 
-The engine, the traffic workers and the scenario write here from their threads; the live view,
-the summary and the alert evaluation read consistent copies. Times are seconds since the demo
+The engine, the traffic workers and the scenario write here from their threads; the live view
+and the summary read consistent copies. Times are seconds since the demo
 started (:attr:`Recorder.now`), so the records read like the demo's own timeline.
 
 Nothing here talks to modelwatch's telemetry: the demo keeps its own, independent account
-of what happened so the summary can be checked against ``/metrics`` instead of echoing it.
+of what happened so the summary can be checked against ``/metrics`` and Prometheus instead
+of echoing them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Literal
 
 __all__ = [
@@ -23,14 +24,13 @@ __all__ = [
     "Event",
     "Recorder",
     "RequestRecord",
-    "StateSample",
     "TransitionRecord",
     "percentile",
 ]
 
-#: Where a model attempt came from: user traffic, a synthetic health check routed like user
-#: traffic, or a probe of one model (health model checks, breaker recovery probes).
-Origin = Literal["user", "health", "probe"]
+#: Where a model attempt came from: user traffic, or a probe (health checks and breaker
+#: recovery probes: what modelwatch labels ``modelwatch.origin="probe"``).
+Origin = Literal["user", "probe"]
 #: How many events the recorder keeps for the live view (the summary needs far fewer).
 MAX_EVENTS: Final = 500
 
@@ -84,23 +84,6 @@ class RequestRecord:
 
 
 @dataclass(frozen=True)
-class StateSample:
-    """The circuit state of every backend at one moment (polled from ``router.status()``)."""
-
-    at: float
-    #: ``(analysis, model) -> "closed" | "half_open" | "open"``
-    states: dict[tuple[str, str], str]
-    #: health check name -> ``"ok" | "degraded" | "down" | "unknown"``
-    health: dict[str, str] = field(default_factory=dict)
-    #: seconds the oldest still-running attempt of each model has been running
-    oldest_in_flight: dict[str, float] = field(default_factory=dict)
-    #: per model, the lowest ``remaining/limit`` rate-limit ratio the router has seen
-    rate_limits: dict[str, float] = field(default_factory=dict)
-    #: whether no critical health check is down (what ``/ready`` answers)
-    ready: bool = True
-
-
-@dataclass(frozen=True)
 class TransitionRecord:
     """A circuit breaker changed state."""
 
@@ -135,10 +118,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self._t0 = time.monotonic()
+        #: the epoch time of second 0 (Prometheus' timestamps are wall-clock)
+        self.wall_t0 = time.time()
         self._lock = threading.Lock()
         self._attempts: list[AttemptRecord] = []
         self._requests: list[RequestRecord] = []
-        self._samples: list[StateSample] = []
         self._events: list[Event] = []
         self._transitions: list[TransitionRecord] = []
         self._events_seen = 0
@@ -154,6 +138,7 @@ class Recorder:
         """Start the demo's clock now (after the slow set-up: imports, servers)."""
         with self._lock:
             self._t0 = time.monotonic()
+            self.wall_t0 = time.time()
 
     # ------------------------------------------------------------------ writers
     def attempt_started(self, model: str) -> int:
@@ -174,11 +159,6 @@ class Recorder:
         with self._lock:
             self._requests.append(record)
 
-    def sample(self, record: StateSample) -> None:
-        """Record a circuit/health state sample."""
-        with self._lock:
-            self._samples.append(record)
-
     def transition(self, record: TransitionRecord) -> None:
         """Record a breaker transition."""
         with self._lock:
@@ -195,15 +175,6 @@ class Recorder:
         return item
 
     # ------------------------------------------------------------------ readers
-    def oldest_in_flight(self) -> dict[str, float]:
-        """Per model, how long its oldest running attempt has been running."""
-        now = self.now()
-        oldest: dict[str, float] = {}
-        with self._lock:
-            for model, started in self._running.values():
-                oldest[model] = max(oldest.get(model, 0.0), now - started)
-        return oldest
-
     def attempts(self, *origins: Origin) -> list[AttemptRecord]:
         """Finished attempts of the given origins (default: user traffic only)."""
         wanted = set(origins or ("user",))
@@ -219,11 +190,6 @@ class Recorder:
         """Breaker transitions, oldest first."""
         with self._lock:
             return list(self._transitions)
-
-    def samples(self) -> list[StateSample]:
-        """State samples, oldest first."""
-        with self._lock:
-            return list(self._samples)
 
     def events(self, since: int = 0) -> tuple[list[Event], int]:
         """Events after the ``since``-th one ever recorded, and the new count to pass next."""

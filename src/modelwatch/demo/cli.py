@@ -4,24 +4,26 @@ Everything runs in this process, on 127.0.0.1 only:
 
 * a :class:`~modelwatch.testing.fake_server.FakeModelServer` serving FLAN-T5, BART and their
   backups (Hugging Face Inference API and OpenAI-compatible routes);
-* the "AI engine" (:mod:`modelwatch.ops._demo_engine`): three analysis types, each behind a
-  :class:`modelwatch.Router` with a primary and a backup model, called through the real
-  ``huggingface_hub`` and ``openai`` clients;
+* the "AI engine": ``examples/engine.py`` itself (:mod:`modelwatch.demo.engine`), three
+  analysis types, each behind a :class:`modelwatch.Router` with a primary and a backup model,
+  called through the real ``huggingface_hub`` and ``openai`` clients;
 * a bounded traffic generator (a few worker threads, one request each at a time);
 * the health endpoints (:meth:`modelwatch.Health.wsgi` on a ``wsgiref`` server) and
   modelwatch's Prometheus ``/metrics`` endpoint (``configure(prometheus_port=...)``);
-* a scripted incident (:mod:`modelwatch.ops._demo_scenario`) whose phases are fractions of
+* a real Prometheus (:mod:`modelwatch.demo.prometheus`) scraping that endpoint every second
+  and evaluating the generated alert rules (:mod:`modelwatch.demo.alerts`);
+* a scripted incident (:mod:`modelwatch.demo.scenario`) whose phases are fractions of
   ``--duration``.
 
 It shows a live table in a terminal (plain periodic lines otherwise, or with ``--no-live``)
 and ends with a summary: what users saw against what the models did, time to fail over and
-to recover, cost by model, and which generated alert rules would have fired.
+to recover, cost by model, and which generated alert rules Prometheus fired.
 It stops by itself, or on Ctrl-C, and leaves no server or thread of its own behind.
 
 Usage::
 
     modelwatch demo [--duration 60] [--no-live] [--seed 7] [--port-base 0]
-                    [--otlp-endpoint http://127.0.0.1:4318]
+                    [--otlp-endpoint http://127.0.0.1:4318] [--no-prometheus]
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import signal
 import socketserver
 import sys
@@ -48,21 +49,26 @@ import structlog
 from modelwatch import semconv
 from modelwatch._config import configure, shutdown
 from modelwatch.capture.cost import cost_of
-from modelwatch.errors import ConfigurationError
-from modelwatch.health import Health, synthetic
-from modelwatch.ops._demo_alerts import demo_rule_options, evaluate
-from modelwatch.ops._demo_engine import (
+from modelwatch.demo.alerts import (
+    AlertWatcher,
+    Verdict,
+    demo_rule_options,
+    not_evaluated,
+    prometheus_config,
+    rule_file,
+)
+from modelwatch.demo.engine import (
     ANALYSES,
     FAILING_MODEL,
     SLOW_MODEL,
     Engine,
     Timing,
     TrafficGenerator,
-    is_answer,
 )
-from modelwatch.ops._demo_record import Recorder, StateSample
-from modelwatch.ops._demo_scenario import Scenario, ScenarioRunner
-from modelwatch.ops._demo_view import (
+from modelwatch.demo.prometheus import Prometheus, PrometheusError, find_or_install
+from modelwatch.demo.record import Recorder
+from modelwatch.demo.scenario import Scenario, ScenarioRunner
+from modelwatch.demo.view import (
     Endpoints,
     LiveView,
     PlainView,
@@ -72,7 +78,10 @@ from modelwatch.ops._demo_view import (
     render_summary,
     summarize,
 )
+from modelwatch.errors import ConfigurationError
+from modelwatch.health import Health
 from modelwatch.ops.promnames import SDK, label_name, metric_name
+from modelwatch.ops.rules import RuleOptions
 from modelwatch.testing.fake_server import FakeModelServer
 
 __all__ = ["main", "parse_args", "run"]
@@ -83,8 +92,6 @@ DEFAULT_DURATION_S: Final = 60.0
 MIN_DURATION_S: Final = 5.0
 DEFAULT_SEED: Final = 7
 TRAFFIC_WORKERS: Final = 4
-#: How often the circuit/health/in-flight state is sampled for the alert evaluation.
-SAMPLE_INTERVAL_S: Final = 0.1
 #: How often the live view redraws.
 FRAME_INTERVAL_S: Final = 0.25
 #: How long the demo waits, at exit, for the health probe threads to leave.
@@ -128,6 +135,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="PORT",
         help="listen on PORT (fake model server), PORT+1 (health) and PORT+2 (/metrics); "
         "default 0: free ports chosen by the system",
+    )
+    parser.add_argument(
+        "--no-prometheus",
+        action="store_true",
+        help="do not run Prometheus: no alert evaluation (by default the demo runs a real "
+        "Prometheus on 127.0.0.1 with the generated rules, installing it first when it is "
+        "missing and this is root)",
     )
     parser.add_argument(
         "--seed",
@@ -220,55 +234,6 @@ class _HealthServer:
         self._server.server_close()
 
 
-class _Sampler:
-    """Samples circuit states, health and in-flight ages for the alert evaluation."""
-
-    def __init__(self, engine: Engine, health: Health, recorder: Recorder) -> None:
-        self._engine = engine
-        self._health = health
-        self._recorder = recorder
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="modelwatch-demo-sampler")
-
-    def start(self) -> None:
-        """Start sampling."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop and join."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def sample(self) -> None:
-        """Take one sample now."""
-        states: dict[tuple[str, str], str] = {}
-        rate_limits: dict[str, float] = {}
-        for name, router in self._engine.routers.items():
-            for status in router.status():
-                states[(name, status.model)] = status.state
-                if status.rate_limit_remaining:
-                    rate_limits[status.model] = min(status.rate_limit_remaining.values())
-        report = self._health.report()
-        self._recorder.sample(
-            StateSample(
-                at=self._recorder.now(),
-                states=states,
-                health={c.name: c.status for c in report.checks},
-                oldest_in_flight=self._recorder.oldest_in_flight(),
-                rate_limits=rate_limits,
-                ready=not any(c.critical and c.status == "down" for c in report.checks),
-            )
-        )
-
-    def _run(self) -> None:
-        while not self._stop.wait(SAMPLE_INTERVAL_S):
-            try:
-                self.sample()
-            except Exception as exc:  # a broken sample must not end the sampling
-                self._recorder.event("internal", f"demo sampler: {type(exc).__name__}: {exc}")
-
-
 @contextlib.contextmanager
 def _library_logs(recorder: Recorder) -> Iterator[None]:
     """Route modelwatch's structlog events into the demo's event log for the run.
@@ -286,7 +251,7 @@ def _library_logs(recorder: Recorder) -> Iterator[None]:
                 raise structlog.DropEvent  # a check's first result, as expected
             recorder.event(
                 "health",
-                f"health {event.get('kind')} check {event.get('check')}: "
+                f"{event.get('kind')} check {event.get('check')}: "
                 f"{event.get('previous')} -> {event.get('status')}",
             )
         elif name == "modelwatch.internal_error":
@@ -445,6 +410,13 @@ class _Demo:
         self.stop = threading.Event()
         self._costs: tuple[dict[str, float], str] = ({}, "not read")
         self._failovers_metric: float | None = None
+        self.options: RuleOptions = demo_rule_options(
+            self.duration,
+            latency_threshold_s=self.timing.latency_alert_s,
+            hung_s=self.timing.attempt_timeout_s,
+        )
+        self._prometheus: Prometheus | None = None
+        self._verdicts: list[Verdict] = not_evaluated(self.options, "--no-prometheus")
 
     def run(self) -> int:
         """Run the demo end to end; returns the exit code."""
@@ -452,8 +424,8 @@ class _Demo:
         with _stop_on_signals(self.stop):
             with contextlib.ExitStack() as stack:
                 stack.enter_context(_library_logs(self.recorder))
-                engine, sampler, metrics_url = self._start_services(stack)
-                self._start_run(stack, engine, sampler)
+                engine, metrics_url = self._start_services(stack)
+                self._start_run(stack, engine)
                 _watch(self.out, engine, self.recorder, self.scenario, self.stop, live=self.live)
                 elapsed = self.recorder.now()
             # traffic, scenario, servers and telemetry are stopped; the last /metrics page
@@ -467,8 +439,9 @@ class _Demo:
 
     def _start_services(
         self, stack: contextlib.ExitStack[bool | None]
-    ) -> tuple[Engine, _Sampler, str | None]:
-        """Start the model server, telemetry, engine and health; print the endpoints."""
+    ) -> tuple[Engine, str | None]:
+        """Start the model server, telemetry, engine, health and Prometheus; print the
+        endpoints."""
         port = self.args.port_base
         models = [m.model for spec in ANALYSES for m in spec.models]
         server = FakeModelServer(HOST, port, models=models)
@@ -487,36 +460,90 @@ class _Demo:
         )
         # read the last /metrics page just before the telemetry shuts down (LIFO order)
         stack.callback(self._read_metrics, metrics_url)
-        engine = Engine(server, self.recorder, self.timing)
+        engine = Engine(server, self.recorder, self.timing, seed=self.args.seed)
         stack.callback(engine.close)
-        health = _build_health(engine, server, self.timing, self.args.seed)
+        health = engine.health
+        health.add(
+            "fake-model-server",
+            lambda: _fetch(f"{server.url}/health", self.timing.attempt_timeout_s) is not None,
+            kind="dependency",
+            critical=True,
+            timeout_s=self.timing.attempt_timeout_s,
+            interval_s=self.timing.health_interval_s,
+        )
         health.start()
         stack.callback(health.stop)
         health_server = _HealthServer(health, port + 1 if port else 0)
         health_server.start()
         stack.callback(health_server.stop)
-        sampler = _Sampler(engine, health, self.recorder)
-        stack.callback(sampler.stop)
-        endpoints = Endpoints(server.url, health_server.url, metrics_url, self.args.otlp_endpoint)
+        self._start_prometheus(stack, config.prometheus_port)
+        prometheus = self._prometheus.url if self._prometheus is not None else None
+        alerts_note = self._verdicts[0].note if self._verdicts else ""
+        endpoints = Endpoints(
+            server.url,
+            health_server.url,
+            metrics_url,
+            self.args.otlp_endpoint,
+            prometheus_server=prometheus,
+            alerts_note=alerts_note,
+        )
         out, style = self.out, self.style
         out.write(style.bold("  endpoints (127.0.0.1 only):") + "\n")
         out.write("\n".join(endpoints.lines()) + "\n")
         out.write(style.dim("  Ctrl-C stops early; the summary is printed either way.") + "\n\n")
         out.flush()
-        return engine, sampler, metrics_url
+        return engine, metrics_url
 
-    def _start_run(
-        self, stack: contextlib.ExitStack[bool | None], engine: Engine, sampler: _Sampler
+    def _start_prometheus(
+        self, stack: contextlib.ExitStack[bool | None], metrics_port: int | None
     ) -> None:
-        """Start the clock, the sampler, the scenario and the traffic."""
+        """Start a real Prometheus scraping ``/metrics`` with the generated rules, unless
+        ``--no-prometheus``; when it cannot run, the alerts are "not evaluated" with why."""
+        if self.args.no_prometheus:
+            return
+        if metrics_port is None:
+            self._verdicts = not_evaluated(self.options, "no /metrics endpoint to scrape")
+            return
+        try:
+            prometheus = Prometheus(
+                find_or_install(self.out),
+                prometheus_config([f"{HOST}:{metrics_port}"]),
+                {"rules.yml": rule_file(self.options)},
+            )
+            stack.callback(prometheus.stop)
+            prometheus.start()
+            self.out.write(self.style.dim("  waiting for Prometheus' first scrape...") + "\n")
+            self.out.flush()
+            prometheus.wait_for_first_scrape()
+        except PrometheusError as exc:
+            self._verdicts = not_evaluated(self.options, f"no Prometheus: {exc}")
+            return
+        self._prometheus = prometheus
+
+    def _start_run(self, stack: contextlib.ExitStack[bool | None], engine: Engine) -> None:
+        """Start the clock, the alert watcher, the scenario and the traffic."""
         self.recorder.start_clock()
+        if self._prometheus is not None:
+            watcher = AlertWatcher(
+                self._prometheus, self.options, self.recorder.wall_t0, self._on_alert
+            )
+            watcher.start()
+            stack.callback(self._stop_watcher, watcher)
         runner = ScenarioRunner(self.scenario, engine.server, self.recorder)
         traffic = TrafficGenerator(engine, workers=TRAFFIC_WORKERS, seed=self.args.seed)
-        sampler.start()
         runner.start()
         stack.callback(runner.stop)
         traffic.start()
         stack.callback(traffic.stop)
+
+    def _on_alert(self, state: str, name: str, subject: str, value: str) -> None:
+        detail = f" ({value})" if value else ""
+        self.recorder.event("alert", f"{name} {state}: {subject}{detail}")
+
+    def _stop_watcher(self, watcher: AlertWatcher) -> None:
+        """Take the last alert poll and the verdicts, before Prometheus stops."""
+        watcher.stop()
+        self._verdicts = watcher.verdicts()
 
     def _read_metrics(self, metrics_url: str | None) -> None:
         """Read cost and failovers from the last ``/metrics`` page, before it closes."""
@@ -524,7 +551,7 @@ class _Demo:
         if text is not None:
             self._costs = (
                 _metric_by(text, semconv.COST, semconv.GEN_AI_REQUEST_MODEL),
-                "modelwatch_cost_total from the demo's own /metrics",
+                f"{metric_name(semconv.COST, SDK)} from the demo's own /metrics",
             )
             self._failovers_metric = _metric_by(text, semconv.FAILOVERS, None).get("", 0.0)
         else:
@@ -542,14 +569,11 @@ class _Demo:
         metrics_url: str | None,
     ) -> None:
         duration, timing = self.duration, self.timing
-        options = demo_rule_options(
-            duration, latency_threshold_s=timing.latency_alert_s, hung_s=timing.attempt_timeout_s
-        )
         summary = summarize(
             self.recorder,
             self.scenario,
             elapsed_s=elapsed,
-            verdicts=evaluate(self.recorder, options, min(elapsed, duration)),
+            verdicts=self._verdicts,
             cost_by_model=costs,
             cost_source=source,
         )
@@ -564,8 +588,9 @@ class _Demo:
             summary.notes.append(f"threads still running at exit: {', '.join(stragglers)}")
         else:
             summary.notes.append(
-                "shut down cleanly: model server, health and "
-                + ("/metrics endpoints closed, " if metrics_url else "endpoints closed, ")
+                "shut down cleanly: model server, health"
+                + (", Prometheus" if self._prometheus is not None else "")
+                + (" and /metrics endpoints closed, " if metrics_url else " endpoints closed, ")
                 + "demo threads stopped"
             )
         lines = render_summary(
@@ -584,33 +609,6 @@ def run(args: argparse.Namespace, out: TextIO | None = None, *, live: bool | Non
     out = out if out is not None else default_stream()
     live = (not args.no_live and is_terminal(out)) if live is None else live
     return _Demo(args, out, live).run()
-
-
-def _build_health(engine: Engine, server: FakeModelServer, timing: Timing, seed: int) -> Health:
-    """Model checks fed by each router's breakers, one synthetic check per analysis, and
-    the model server as a dependency."""
-    health = Health(rng=random.Random(seed))
-    interval = timing.health_interval_s
-    for router in engine.routers.values():
-        health.add_router(router, timeout_s=timing.attempt_timeout_s, interval_s=interval)
-    for name, spec in engine.analyses.items():
-        health.add(
-            name,
-            synthetic(engine.analyze_for_health, name, spec.inputs[0], expect=is_answer),
-            kind="analysis",
-            critical=True,
-            timeout_s=timing.call_timeout_s,
-            interval_s=interval,
-        )
-    health.add(
-        "fake-model-server",
-        lambda: _fetch(f"{server.url}/health", timing.attempt_timeout_s) is not None,
-        kind="dependency",
-        critical=True,
-        timeout_s=timing.attempt_timeout_s,
-        interval_s=interval,
-    )
-    return health
 
 
 def _watch(
