@@ -63,6 +63,13 @@ PROMPTS = {
 Wrap = Callable[[str, str, Callable[[str], str]], Callable[[str], str]]
 
 
+def _record_usage(usage: Any) -> None:
+    """Tell modelwatch a chat call's token counts: prices per token need them."""
+    call = modelwatch.current_call()
+    if call is not None and usage is not None:
+        call.record_usage(usage.prompt_tokens, usage.completion_tokens)
+
+
 def model_function(
     model: str,
     operation: str,
@@ -85,10 +92,7 @@ def model_function(
             out = client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": prompt}], max_tokens=64
             )
-            usage = out.usage  # cost per token needs the tokens: tell modelwatch
-            call = modelwatch.current_call()
-            if call is not None and usage is not None:
-                call.record_usage(usage.prompt_tokens, usage.completion_tokens)
+            _record_usage(out.usage)
             return out.choices[0].message.content or ""
 
         return openai_chat
@@ -99,12 +103,13 @@ def model_function(
     if operation == "summarization":
         return lambda text: hf.summarization(text).summary_text
     if operation == "chat":
-        return lambda prompt: (
-            hf.chat_completion(messages=[{"role": "user", "content": prompt}], max_tokens=64)
-            .choices[0]
-            .message.content
-            or ""
-        )
+
+        def hf_chat(prompt: str) -> str:
+            out = hf.chat_completion(messages=[{"role": "user", "content": prompt}], max_tokens=64)
+            _record_usage(out.usage)
+            return out.choices[0].message.content or ""
+
+        return hf_chat
     return lambda prompt: hf.text_generation(prompt, max_new_tokens=64)
 
 

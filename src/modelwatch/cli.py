@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 #: subcommand -> (module with ``main(argv) -> int``, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("modelwatch.demo.cli", "run a simulated AI engine under failure, watched live"),
+    "demo": ("modelwatch.demo", "run a simulated AI engine under failure, watched live"),
     "rules": ("modelwatch.ops.rules_cli", "print Prometheus alert rules (YAML)"),
     "dashboard": ("modelwatch.ops.dashboard_cli", "print a Grafana dashboard (JSON)"),
     "check": (

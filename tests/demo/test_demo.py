@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from support.otlp import OtlpReceiver  # type: ignore[import-not-found]
+from support.servers import require_server  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.slow
 
@@ -117,6 +118,7 @@ def rate(output: str, label: str) -> float:
 
 
 def test_demo_runs_fails_over_serves_endpoints_and_cleans_up() -> None:
+    require_server("prometheus")  # the alerts are what a real Prometheus fires
     started = time.monotonic()
     run = start_demo("--duration", "10", "--no-live", "--seed", "7")
     try:
@@ -167,22 +169,30 @@ def test_demo_runs_fails_over_serves_endpoints_and_cleans_up() -> None:
     assert users_ok > models_ok, output
     assert re.search(r"time to failover\s+[\d.]+ s", output), output
     assert re.search(r"time to recover\s+[\d.]+ s", output), output
+    # Prometheus evaluated the generated rules on the demo's /metrics while it ran
+    assert re.search(r"Prometheus server\s+http://127\.0\.0\.1:\d+/alerts", output), output
+    assert re.search(r"^\[\s*[\d.]+s\] alert\s+ModelwatchCircuitOpen firing: ", output, re.M)
     assert "FIRED  ModelwatchCircuitOpen" in output
     assert "FIRED  ModelwatchFailovers" in output
+    assert re.search(r"alerts that fired: \d+ of 18 generated rules", output), output
+    # the event log names each thing once: "circuit  <model>", not "circuit  circuit <model>"
+    assert "circuit  circuit" not in output
+    assert "health   health" not in output
     assert re.search(r"google/flan-t5-large\s+\$\s*[\d.]+", output), output
     assert "shut down cleanly" in output
 
     # nothing is left listening
     for url in run.endpoints.values():
         assert port_is_closed(url), url
-    assert elapsed < 20, f"the demo test took {elapsed:.1f} s"
+    # 10 s of scenario, the first scrape (Prometheus applies new targets every 5 s), start-up
+    assert elapsed < 30, f"the demo test took {elapsed:.1f} s"
 
 
 def test_ctrl_c_stops_early_with_a_summary_and_exit_0() -> None:
-    run = start_demo("--duration", "20", "--no-live", "--seed", "3")
+    run = start_demo("--duration", "20", "--no-live", "--seed", "3", "--no-prometheus")
     try:
         assert run.ready.wait(20), run.output
-        assert run.wait_for(r"circuit google/flan-t5-large: closed -> open", 15), run.output
+        assert run.wait_for(r"circuit\s+google/flan-t5-large: closed -> open", 15), run.output
         run.proc.send_signal(signal.SIGINT)
         assert run.proc.wait(10) == 0, run.output
     finally:
@@ -204,10 +214,10 @@ def test_in_process_run_leaves_no_threads_but_the_prober() -> None:
     """
     code = """
 import io, json, threading
-from modelwatch.ops import demo
+from modelwatch import demo
 before = {t.ident for t in threading.enumerate()}
 out = io.StringIO()
-rc = demo.run(demo.parse_args(["--duration", "6", "--seed", "5"]), out=out)
+rc = demo.run(demo.parse_args(["--duration", "6", "--seed", "5", "--no-prometheus"]), out=out)
 left = [(t.name, t.daemon) for t in threading.enumerate() if t.ident not in before]
 print(json.dumps({"rc": rc, "left": left, "out": out.getvalue()}))
 """
@@ -238,6 +248,7 @@ def test_otlp_endpoint_ships_the_same_telemetry(otlp_receiver: OtlpReceiver) -> 
         "7",
         "--otlp-endpoint",
         otlp_receiver.http_endpoint,
+        "--no-prometheus",
     )
     try:
         assert run.proc.wait(30) == 0, run.output
@@ -286,6 +297,7 @@ def test_a_taken_port_is_a_readable_error_and_nothing_stays_open() -> None:
                 "--no-live",
                 "--port-base",
                 str(base),
+                "--no-prometheus",
             ],
             cwd=ROOT,
             capture_output=True,
@@ -306,7 +318,17 @@ def test_in_a_terminal_the_table_redraws_in_place() -> None:
     master, slave = pty.openpty()
     env = {**os.environ, "COLUMNS": "100", "LINES": "40"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modelwatch.cli", "demo", "--duration", "5", "--seed", "2"],
+        [
+            sys.executable,
+            "-m",
+            "modelwatch.cli",
+            "demo",
+            "--duration",
+            "5",
+            "--seed",
+            "2",
+            "--no-prometheus",
+        ],
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,

@@ -1,17 +1,17 @@
-"""The demo's parts that need no servers: the scenario, the alert evaluation, the view helpers,
-the command line."""
+"""The demo's parts that need no servers: the scenario, the rule options, the engine it runs,
+the view helpers, the command line."""
 
 from __future__ import annotations
 
 import pytest
 
-from modelwatch.ops import demo
-from modelwatch.ops._demo_alerts import demo_rule_options, evaluate
-from modelwatch.ops._demo_engine import FAILING_MODEL, SLOW_MODEL, Timing
-from modelwatch.ops._demo_record import AttemptRecord, Recorder, RequestRecord, StateSample
-from modelwatch.ops._demo_scenario import Scenario
-from modelwatch.ops._demo_view import _fit, _strip
-from modelwatch.ops.rules import build_alerts
+from modelwatch import demo
+from modelwatch.demo.alerts import MIN_WINDOW_S, demo_rule_options, not_evaluated, rule_file
+from modelwatch.demo.engine import ANALYSES, FAILING_MODEL, SLOW_MODEL, Timing, example_engine
+from modelwatch.demo.scenario import Scenario
+from modelwatch.demo.view import _fit, _strip
+from modelwatch.ops import rules
+from modelwatch.ops.rules import AlertRule, build_alerts
 
 
 def scenario(duration: float, seed: int) -> Scenario:
@@ -51,83 +51,38 @@ def test_demo_timing_stays_within_its_timeouts() -> None:
         assert "production default" in t.describe()
 
 
-def _records() -> Recorder:
-    """Two seconds of a model failing with its breaker open, then healthy again."""
-    rec = Recorder()
-    for i in range(40):
-        t = i * 0.1
-        failing = 1.0 <= t < 3.0
-        rec.attempt(
-            rec.attempt_started("m"),
-            AttemptRecord(t, t + 0.05, "a", "m", "user", "unavailable" if failing else None),
-        )
-        served = "backup" if failing else "m"
-        rec.request(RequestRecord(t, t + 0.06, "a", served, None, "m"))
-        rec.sample(
-            StateSample(
-                at=t,
-                states={("a", "m"): "open" if failing else "closed", ("a", "backup"): "closed"},
-                health={"m": "down" if failing else "ok"},
-            )
-        )
-    return rec
+def test_the_demo_runs_the_example_engine() -> None:
+    """The analyses and their models are examples/engine.py's, not a copy of them."""
+    table = example_engine().ANALYSES
+    assert [a.name for a in ANALYSES] == list(table)
+    for spec in ANALYSES:
+        primary, backup = table[spec.name]
+        assert (spec.primary.model, spec.backup.model) == (primary[0], backup[0])
+    assert table["code_review"][0][0] == FAILING_MODEL
 
 
-def test_alerts_fire_on_what_was_recorded_and_name_every_generated_rule() -> None:
-    options = demo_rule_options(4.0, latency_threshold_s=1.0, hung_s=1.0)
-    verdicts = {v.name: v for v in evaluate(_records(), options, 4.0)}
-    assert set(verdicts) == {rule.name for rule in build_alerts(options)}
-    for name in (
-        "ModelwatchCircuitOpen",
-        "ModelwatchFailovers",
-        "ModelwatchHealthCheckDown",
-        "ModelwatchErrorRateHigh",
-    ):
-        assert verdicts[name].outcome == "fired", verdicts[name]
-    circuit = verdicts["ModelwatchCircuitOpen"].fired[0]
-    assert circuit[0] == "m in a"
-    assert 1.0 <= circuit[1] < 1.5
-    for name in ("ModelwatchHighLatency", "ModelwatchAllCircuitsOpen", "ModelwatchNotReady"):
-        assert verdicts[name].outcome == "quiet", verdicts[name]
-    assert verdicts["ModelwatchBudgetExhausted"].outcome == "not evaluated"
+def test_rule_options_stand_one_run_for_an_hour_with_windows_rate_can_use() -> None:
+    minute = demo_rule_options(60.0, latency_threshold_s=0.5, hung_s=1.0)
+    assert (minute.latency_window_s, minute.latency_for_s) == (5, 5)  # 5m -> 5s
+    assert minute.slo_fast_burn[0].long_s == 60  # 1h -> 1m
+    assert (minute.latency_threshold_s, minute.hung_call_threshold_s) == (0.5, 1.0)
+    short = demo_rule_options(10.0, latency_threshold_s=0.5, hung_s=1.0)
+    assert short.latency_window_s == short.error_rate_window_s == MIN_WINDOW_S  # not 1 s
+    assert all(w.short_s >= MIN_WINDOW_S for w in (*short.slo_fast_burn, *short.slo_slow_burn))
+    assert short.latency_for_s == 1  # `for` is scaled, not floored
 
 
-def _burn_fast(origin: str, model: str, primary: str) -> str:
-    rec = Recorder()
-    for i in range(40):
-        t = i * 0.1
-        error = "unavailable" if 1.0 <= t < 3.0 else None
-        rec.attempt(
-            rec.attempt_started(model), AttemptRecord(t, t + 0.05, "a", model, origin, error)
-        )  # type: ignore[arg-type]
-        rec.request(
-            RequestRecord(t, t + 0.06, "a", model if error is None else None, error, primary)
-        )
-        rec.sample(StateSample(at=t, states={("a", model): "closed"}, health={model: "ok"}))
-    options = demo_rule_options(4.0, latency_threshold_s=1.0, hung_s=1.0)
-    verdicts = {v.name: v for v in evaluate(rec, options, 4.0)}
-    return verdicts["ModelwatchErrorBudgetBurnFast"].outcome
-
-
-def test_error_budget_burns_only_on_users_failures_no_failover_rescued() -> None:
-    options = demo_rule_options(4.0, latency_threshold_s=1.0, hung_s=1.0)
-    # the primary "m" fails, the backup answers: rescued, the budget does not burn
-    rescued = {v.name: v for v in evaluate(_records(), options, 4.0)}
-    assert rescued["ModelwatchErrorBudgetBurnFast"].outcome == "quiet"
-    # a backup failing for users (nothing after it) burns it...
-    assert _burn_fast("user", "backup", primary="m") == "fired"
-    # ...but the same failures of health checks do not: they are not users' calls
-    assert _burn_fast("health", "backup", primary="m") == "quiet"
-
-
-def test_quiet_run_fires_nothing() -> None:
-    rec = Recorder()
-    for i in range(40):
-        t = i * 0.1
-        rec.attempt(rec.attempt_started("m"), AttemptRecord(t, t + 0.05, "a", "m", "user", None))
-        rec.sample(StateSample(at=t, states={("a", "m"): "closed"}, health={"m": "ok"}))
-    options = demo_rule_options(4.0, latency_threshold_s=1.0, hung_s=1.0)
-    assert not [v.name for v in evaluate(rec, options, 4.0) if v.outcome == "fired"]
+def test_a_new_rule_reaches_the_demo_without_demo_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = AlertRule(
+        "ModelwatchSomethingNew", "modelwatch.telemetry", "vector(1)", 0, "info", "", ""
+    )
+    original = rules._telemetry_alerts
+    monkeypatch.setattr(rules, "_telemetry_alerts", lambda q: [*original(q), extra])
+    options = demo_rule_options(60.0, latency_threshold_s=0.5, hung_s=1.0)
+    assert "alert: ModelwatchSomethingNew" in rule_file(options)  # what Prometheus loads
+    names = [v.name for v in not_evaluated(options, "no Prometheus")]
+    assert names == [r.name for r in build_alerts(options)]
+    assert "ModelwatchSomethingNew" in names
 
 
 def test_live_lines_are_cut_to_the_terminal_width_keeping_colours() -> None:
@@ -145,6 +100,7 @@ def test_command_line() -> None:
     assert demo.main(["--port-base", "80"]) == 2
     args = demo.parse_args([])
     assert (args.duration, args.seed, args.port_base, args.no_live) == (60.0, 7, 0, False)
+    assert args.no_prometheus is False
 
 
 def test_missing_optional_clients_are_named(

@@ -21,6 +21,64 @@ module                        what it does
 
 from __future__ import annotations
 
-from modelwatch.demo.cli import main, parse_args, run
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Final, TextIO
 
 __all__ = ["main", "parse_args", "run"]
+
+#: What the demo imports beyond modelwatch's core, and the extra that installs it.
+_NEEDS: Final = {
+    "huggingface_hub": "huggingface",
+    "openai": "openai",
+    "prometheus_client": "prometheus",
+    "opentelemetry.exporter.prometheus": "prometheus",
+}
+
+
+def _missing_extras() -> list[str]:
+    import importlib.util
+
+    missing = []
+    for module, extra in _NEEDS.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a missing parent package
+            found = False
+        if not found and extra not in missing:
+            missing.append(extra)
+    return missing
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``modelwatch demo``: run the demo; returns the exit code (0 unless misused).
+
+    The engine imports the real model clients, so a missing extra is named before anything
+    imports them.
+    """
+    missing = _missing_extras()
+    if missing:
+        print(
+            f"modelwatch demo needs the real model clients and the Prometheus exporter: "
+            f"pip install 'modelwatch[{','.join(missing)}]'",
+            file=sys.stderr,
+        )
+        return 2
+    from modelwatch.demo import cli
+
+    return cli.main(argv)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``modelwatch demo`` options (:func:`modelwatch.demo.cli.parse_args`)."""
+    from modelwatch.demo import cli
+
+    return cli.parse_args(argv)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, *, live: bool | None = None) -> int:
+    """Run the demo with parsed ``args`` (:func:`modelwatch.demo.cli.run`)."""
+    from modelwatch.demo import cli
+
+    return cli.run(args, out, live=live)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
+from modelwatch.demo._background import Background
 from modelwatch.demo.prometheus import Prometheus, PrometheusError
 from modelwatch.ops.promnames import PromNames
 from modelwatch.ops.rules import AlertRule, BurnWindow, RuleOptions, build_alerts, render_rules
@@ -145,18 +146,15 @@ class AlertWatcher:
         self._fired: dict[str, dict[str, tuple[float, str]]] = {}
         self._active: set[tuple[str, str]] = set()
         self._errors: dict[str, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="modelwatch-demo-alerts")
+        self._poller = Background("modelwatch-demo-alerts", self._run)
 
     def start(self) -> None:
         """Start polling."""
-        self._thread.start()
+        self._poller.start()
 
     def stop(self) -> None:
         """Stop polling (after one last poll) and read the rules' health."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._poller.stop()
         self.poll()
         try:
             groups = self._prometheus.api("rules")["groups"]
@@ -167,8 +165,8 @@ class AlertWatcher:
                 if rule.get("health") == "err":
                     self._errors[rule["name"]] = str(rule.get("lastError", "error"))
 
-    def _run(self) -> None:
-        while not self._stop.wait(POLL_S):
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(POLL_S):
             self.poll()
 
     def _subject(self, labels: dict[str, str]) -> str:

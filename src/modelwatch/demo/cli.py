@@ -30,25 +30,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import logging
 import os
-import signal
-import socketserver
 import sys
 import threading
-import time
-import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
-from types import FrameType
-from typing import Any, Final, TextIO
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-import structlog
+from collections.abc import Sequence
+from typing import Final, TextIO
 
 from modelwatch import semconv
 from modelwatch._config import configure, shutdown
 from modelwatch.capture.cost import cost_of
+from modelwatch.demo._services import (
+    HOST,
+    SERVICE_NAME,
+    HealthServer,
+    fetch,
+    library_logs,
+    stop_on_signals,
+    wait_for_threads,
+)
 from modelwatch.demo.alerts import (
     AlertWatcher,
     Verdict,
@@ -68,6 +67,7 @@ from modelwatch.demo.engine import (
 from modelwatch.demo.prometheus import Prometheus, PrometheusError, find_or_install
 from modelwatch.demo.record import Recorder
 from modelwatch.demo.scenario import Scenario, ScenarioRunner
+from modelwatch.demo.summary import render_summary, summarize
 from modelwatch.demo.view import (
     Endpoints,
     LiveView,
@@ -75,19 +75,14 @@ from modelwatch.demo.view import (
     Style,
     default_stream,
     is_terminal,
-    render_summary,
-    summarize,
 )
 from modelwatch.errors import ConfigurationError
-from modelwatch.health import Health
 from modelwatch.ops.promnames import SDK, label_name, metric_name
 from modelwatch.ops.rules import RuleOptions
 from modelwatch.testing.fake_server import FakeModelServer
 
 __all__ = ["main", "parse_args", "run"]
 
-HOST: Final = "127.0.0.1"
-SERVICE_NAME: Final = "modelwatch-demo"
 DEFAULT_DURATION_S: Final = 60.0
 MIN_DURATION_S: Final = 5.0
 DEFAULT_SEED: Final = 7
@@ -157,179 +152,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# ---------------------------------------------------------------------------- servers
-class _QuietHandler(WSGIRequestHandler):
-    """wsgiref's handler without the per-request stderr line."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet."""
-
-
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """One thread per request; ``server_close`` joins them (``block_on_close``)."""
-
-    daemon_threads = False
-    block_on_close = True
-
-
-def _health_app(health: Health) -> Callable[..., Iterable[bytes]]:
-    """Serve ``health.wsgi()`` under ``/health`` and a small index at ``/``."""
-    inner = health.wsgi()
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO") or "/"
-        if path == "/health" or path.startswith("/health/"):
-            environ = {**environ, "SCRIPT_NAME": "/health", "PATH_INFO": path[7:] or "/"}
-            return inner(environ, start_response)
-        if path == "/":
-            body = json.dumps(
-                {
-                    "service": SERVICE_NAME,
-                    "health": [
-                        "/health",
-                        "/health/live",
-                        "/health/ready",
-                        "/health/models",
-                        "/health/analysis",
-                        "/health/dependencies",
-                        "/health/checks/{name}",
-                    ],
-                }
-            ).encode()
-            start_response("200 OK", [("Content-Type", "application/json")])
-            return [body]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found; try /health\n"]
-
-    return app
-
-
-class _HealthServer:
-    """The health endpoints on a ``wsgiref`` server in a thread."""
-
-    def __init__(self, health: Health, port: int) -> None:
-        self._server = make_server(
-            HOST, port, _health_app(health), _ThreadingWSGIServer, _QuietHandler
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="modelwatch-demo-health-http",
-        )
-
-    @property
-    def url(self) -> str:
-        """Base URL of the health endpoints."""
-        return f"http://{HOST}:{self._server.server_port}/health"
-
-    def start(self) -> None:
-        """Serve in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving, close the socket, join the threads."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
-        self._server.server_close()
-
-
-@contextlib.contextmanager
-def _library_logs(recorder: Recorder) -> Iterator[None]:
-    """Route modelwatch's structlog events into the demo's event log for the run.
-
-    The demo is the application here, so it decides where logs go: into the event pane
-    instead of over the live table. The previous structlog configuration is restored after.
-    """
-    was_configured = structlog.is_configured()
-    saved = structlog.get_config()
-
-    def forward(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
-        name = str(event.get("event", ""))
-        if name == "modelwatch.health.state_change":
-            if event.get("previous") == "unknown" and event.get("status") == "ok":
-                raise structlog.DropEvent  # a check's first result, as expected
-            recorder.event(
-                "health",
-                f"{event.get('kind')} check {event.get('check')}: "
-                f"{event.get('previous')} -> {event.get('status')}",
-            )
-        elif name == "modelwatch.internal_error":
-            recorder.internal_errors += 1
-            recorder.event(
-                "internal",
-                f"modelwatch internal error at {event.get('site')}: "
-                f"{event.get('error')} {event.get('message')}",
-            )
-        elif not name.startswith("modelwatch.circuit."):  # breaker listeners cover those
-            recorder.event("log", name)
-        raise structlog.DropEvent
-
-    structlog.configure(processors=[forward], cache_logger_on_first_use=False)
-    # the OpenTelemetry SDK logs export trouble (a dead --otlp-endpoint) with stdlib logging
-    otel = logging.getLogger("opentelemetry")
-    handler = _EventHandler(recorder)
-    otel.addHandler(handler)
-    propagate, otel.propagate = otel.propagate, False
-    try:
-        yield
-    finally:
-        otel.removeHandler(handler)
-        otel.propagate = propagate
-        if was_configured:
-            structlog.configure(**saved)
-        else:
-            structlog.reset_defaults()
-
-
-class _EventHandler(logging.Handler):
-    """A stdlib logging handler that turns records into demo events (at most one a second)."""
-
-    def __init__(self, recorder: Recorder) -> None:
-        super().__init__(logging.WARNING)
-        self._recorder = recorder
-        self._last = -1.0
-        self._skipped = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Log ``record`` as an event, unless one was logged less than a second ago."""
-        now = self._recorder.now()
-        if now - self._last < 1.0:
-            self._skipped += 1
-            return
-        self._last = now
-        more = f" (+{self._skipped} similar)" if self._skipped else ""
-        self._skipped = 0
-        self._recorder.event("log", f"{record.name}: {record.getMessage()[:160]}{more}")
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C (and SIGTERM) set ``stop`` instead of raising, so shutdown is orderly."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _fetch(url: str, timeout_s: float = 2.0) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - our own loopback URL
-            body: bytes = response.read()
-            return body.decode()
-    except OSError:
-        return None
-
-
 def _metric_by(text: str, spec: semconv.MetricSpec, key: str | None) -> dict[str, float]:
     """The samples of metric ``spec`` on a ``/metrics`` page, summed by label ``key``
     (all under ``""`` when ``key`` is ``None``)."""
@@ -356,17 +178,6 @@ def _cost_from_records(recorder: Recorder) -> dict[str, float]:
                 cost_of(attempt.model, None, None) or 0.0
             )
     return costs
-
-
-def _wait_for_threads(names: Iterable[str], timeout_s: float) -> list[str]:
-    """Wait until no thread whose name starts with one of ``names`` runs; return stragglers."""
-    prefixes = tuple(names)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = [t.name for t in threading.enumerate() if t.name.startswith(prefixes)]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.02)
 
 
 def _header(
@@ -421,9 +232,9 @@ class _Demo:
     def run(self) -> int:
         """Run the demo end to end; returns the exit code."""
         _header(self.out, self.args, self.timing, self.scenario, self.style)
-        with _stop_on_signals(self.stop):
+        with stop_on_signals(self.stop):
             with contextlib.ExitStack() as stack:
-                stack.enter_context(_library_logs(self.recorder))
+                stack.enter_context(library_logs(self.recorder))
                 engine, metrics_url = self._start_services(stack)
                 self._start_run(stack, engine)
                 _watch(self.out, engine, self.recorder, self.scenario, self.stop, live=self.live)
@@ -431,7 +242,7 @@ class _Demo:
             # traffic, scenario, servers and telemetry are stopped; the last /metrics page
             # was read just before the endpoint closed
             costs, source = self._costs
-            stragglers = _wait_for_threads(
+            stragglers = wait_for_threads(
                 ("modelwatch-demo", "modelwatch-health", "modelwatch-fake"), THREAD_EXIT_TIMEOUT_S
             )
             self._print_summary(elapsed, costs, source, stragglers, metrics_url)
@@ -465,7 +276,7 @@ class _Demo:
         health = engine.health
         health.add(
             "fake-model-server",
-            lambda: _fetch(f"{server.url}/health", self.timing.attempt_timeout_s) is not None,
+            lambda: fetch(f"{server.url}/health", self.timing.attempt_timeout_s) is not None,
             kind="dependency",
             critical=True,
             timeout_s=self.timing.attempt_timeout_s,
@@ -473,7 +284,7 @@ class _Demo:
         )
         health.start()
         stack.callback(health.stop)
-        health_server = _HealthServer(health, port + 1 if port else 0)
+        health_server = HealthServer(health, port + 1 if port else 0)
         health_server.start()
         stack.callback(health_server.stop)
         self._start_prometheus(stack, config.prometheus_port)
@@ -547,7 +358,7 @@ class _Demo:
 
     def _read_metrics(self, metrics_url: str | None) -> None:
         """Read cost and failovers from the last ``/metrics`` page, before it closes."""
-        text = _fetch(metrics_url) if metrics_url is not None else None
+        text = fetch(metrics_url) if metrics_url is not None else None
         if text is not None:
             self._costs = (
                 _metric_by(text, semconv.COST, semconv.GEN_AI_REQUEST_MODEL),
@@ -642,43 +453,12 @@ def _watch(
     plain.status()
 
 
-#: What the demo imports beyond modelwatch's core, and the extra that installs it.
-_NEEDS: Final = {
-    "huggingface_hub": "huggingface",
-    "openai": "openai",
-    "prometheus_client": "prometheus",
-    "opentelemetry.exporter.prometheus": "prometheus",
-}
-
-
-def _missing_extras() -> list[str]:
-    import importlib.util
-
-    missing = []
-    for module, extra in _NEEDS.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:  # a missing parent package
-            found = False
-        if not found and extra not in missing:
-            missing.append(extra)
-    return missing
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``modelwatch demo``: run the demo; returns the exit code (0 unless misused)."""
     try:
         args = parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code) if isinstance(exc.code, int) else 2
-    missing = _missing_extras()
-    if missing:
-        print(
-            f"modelwatch demo needs the real model clients and the Prometheus exporter: "
-            f"pip install 'modelwatch[{','.join(missing)}]'",
-            file=sys.stderr,
-        )
-        return 2
     try:
         return run(args)
     except (OSError, ConfigurationError) as exc:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from modelwatch.demo._background import Background
 from modelwatch.demo.record import Recorder
 from modelwatch.testing.fake_server import FakeModelServer, FaultName
 
@@ -159,31 +160,21 @@ class Scenario:
         return self.phases[-1]
 
 
-class ScenarioRunner:
-    """Applies a :class:`Scenario`'s steps to the fake server on time, on its own thread."""
+class ScenarioRunner(Background):
+    """Applies a :class:`Scenario`'s steps to the fake server on time, on its own thread
+    (``start()``; ``stop()`` skips the steps not yet due and waits for the thread)."""
 
     def __init__(self, scenario: Scenario, server: FakeModelServer, recorder: Recorder) -> None:
+        super().__init__("modelwatch-demo-scenario", self._run)
         self._scenario = scenario
         self._server = server
         self._recorder = recorder
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="modelwatch-demo-scenario")
         #: seconds (demo time) at which each step actually ran, by step index
         self.ran_at: dict[int, float] = {}
 
-    def start(self) -> None:
-        """Start applying steps."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop (steps not yet due are skipped) and wait for the thread."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         for index, step in enumerate(self._scenario.steps):
-            if self._stop.wait(max(0.0, step.at - self._recorder.now())):
+            if stop.wait(max(0.0, step.at - self._recorder.now())):
                 return
             step.action(self._server)
             now = self._recorder.now()
