@@ -24,6 +24,7 @@ __all__ = [
     "ERROR_RATE_EXCLUDED",
     "FAILOVER_KINDS",
     "KINDS",
+    "RETRY_KINDS",
     "SLO_IGNORED",
     "ErrorKind",
     "benches",
@@ -44,7 +45,8 @@ class ErrorKind:
 
     ``fails_over``: the router tries the next backend (``_OTHER``: only when
     ``RetryPolicy(failover_on_other=True)``). ``retries_same_backend``: a retry on the same
-    backend may help (a transient fault). ``counts_against_breaker``: a failure the breaker
+    backend may help (a transient fault; a rate limit once its ``Retry-After`` has passed).
+    ``counts_against_breaker``: a failure the breaker
     counts. ``benches``: the backend is set aside for its ``Retry-After`` instead. ``slo``:
     the failure counts against the availability SLO (it is not the caller's own doing).
     ``error_rate_excluded``: the generic error-rate alert leaves the kind out (it has an alert
@@ -67,7 +69,7 @@ _ROWS: Final = (
     ErrorKind(
         semconv.ERROR_RATE_LIMITED,
         fails_over=True,
-        retries_same_backend=False,
+        retries_same_backend=True,
         counts_against_breaker=False,
         benches=True,
         slo=True,
@@ -204,6 +206,9 @@ def error_rate_excluded(name: str) -> bool:
 
 #: kinds the router fails over on (``_OTHER`` aside, which the router's policy decides).
 FAILOVER_KINDS: Final = _names("fails_over")
+#: kinds a same-backend retry may help: :attr:`RetryPolicy.retry_kinds`' default (a
+#: ``rate_limited`` backend is retried only once its ``Retry-After`` has passed).
+RETRY_KINDS: Final = _names("retries_same_backend")
 #: kinds the breaker does not count: :attr:`BreakerPolicy.ignore`'s default.
 BREAKER_IGNORED: Final = _names("counts_against_breaker", False)
 #: kinds that are not counted against the SLO: the caller's own doing.

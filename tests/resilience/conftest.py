@@ -15,8 +15,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from modelwatch._clock import ManualClock
 from modelwatch.capture._telemetry import use_providers
-from modelwatch.resilience._clock import ManualClock
+from modelwatch.resilience import hooks
 
 
 @dataclass
@@ -77,3 +78,12 @@ def rng() -> random.Random:
 def logs() -> Iterator[list[dict[str, Any]]]:
     with structlog.testing.capture_logs() as captured:
         yield captured
+
+
+@pytest.fixture(autouse=True)
+def fresh_hook_listeners() -> Iterator[None]:
+    """Default hook listeners, freshly built per test (the log summary keeps per-breaker
+    state between transitions)."""
+    hooks.reset_listeners()
+    yield
+    hooks.reset_listeners()

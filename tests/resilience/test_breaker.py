@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from modelwatch import semconv
+from modelwatch._clock import ManualClock
 from modelwatch.errors import ConfigurationError
-from modelwatch.resilience._clock import ManualClock
 from modelwatch.resilience._probe import run_probe
 from modelwatch.resilience.breaker import Breaker, Permit, Transition
 from modelwatch.resilience.policy import BreakerPolicy, RetryPolicy
@@ -312,7 +312,14 @@ def test_state_gauge_reports_each_breaker(clock: ManualClock, telemetry: Any) ->
     }
     assert values["gauge-a"] == semconv.CIRCUIT_CLOSED
     assert values["gauge-b"] == semconv.CIRCUIT_OPEN
-    clock.advance(10.0)
+    clock.advance(10.0)  # open time over, but nothing says the backend is back: still 2
+    values = {
+        attrs[semconv.MODELWATCH_CIRCUIT]: p.value
+        for attrs, p in telemetry.points(semconv.CIRCUIT_STATE.name)
+    }
+    assert b.state == "half_open"
+    assert values["gauge-b"] == semconv.CIRCUIT_OPEN
+    succeed(b, 1)  # one good trial of close_after=2: recovering
     values = {
         attrs[semconv.MODELWATCH_CIRCUIT]: p.value
         for attrs, p in telemetry.points(semconv.CIRCUIT_STATE.name)

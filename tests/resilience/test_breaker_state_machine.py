@@ -24,7 +24,7 @@ from hypothesis.stateful import (
 )
 
 from modelwatch import semconv
-from modelwatch.resilience._clock import ManualClock
+from modelwatch._clock import ManualClock
 from modelwatch.resilience.breaker import Breaker, Permit, Transition
 from modelwatch.resilience.policy import BreakerPolicy
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from modelwatch import semconv
+from modelwatch._clock import ManualClock
 from modelwatch.errors import CircuitOpenError, ConfigurationError
-from modelwatch.resilience._clock import ManualClock
 from modelwatch.resilience.circuit import circuit, get_breaker, reset_circuits
 from modelwatch.resilience.policy import BreakerPolicy
 

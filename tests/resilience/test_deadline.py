@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from modelwatch.resilience._clock import ManualClock
+from modelwatch._clock import ManualClock
 from modelwatch.resilience.deadline import AttemptTimeoutError, Deadline, WorkerPool, await_within
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")

@@ -12,8 +12,8 @@ import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from modelwatch import semconv
+from modelwatch._clock import ManualClock
 from modelwatch.errors import AllBackendsFailedError, CircuitOpenError, ConfigurationError
-from modelwatch.resilience._clock import ManualClock
 from modelwatch.resilience.ordering import LeastLatency, Weighted
 from modelwatch.resilience.policy import BreakerPolicy, RetryPolicy
 from modelwatch.resilience.router import Backend, BackendStatus, Router

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from modelwatch import semconv
+from modelwatch._clock import ManualClock
 from modelwatch.errors import AllBackendsFailedError, StreamInterruptedError
-from modelwatch.resilience._clock import ManualClock
 from modelwatch.resilience.policy import BreakerPolicy, RetryPolicy
 from modelwatch.resilience.router import Backend, Router
 

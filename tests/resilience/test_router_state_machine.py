@@ -24,9 +24,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from modelwatch._clock import ManualClock
 from modelwatch.capture._telemetry import use_providers
 from modelwatch.errors import AllBackendsFailedError, CircuitOpenError, ModelwatchError
-from modelwatch.resilience._clock import ManualClock
 from modelwatch.resilience.breaker import Breaker, Transition
 from modelwatch.resilience.policy import BreakerPolicy, RetryPolicy
 from modelwatch.resilience.router import Backend, Router

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from modelwatch import semconv
+from modelwatch._writebehind import WRITER
 from modelwatch.resilience._shared import redis_storage
 from modelwatch.resilience.breaker import Breaker
 from modelwatch.resilience.policy import BreakerPolicy
@@ -73,6 +74,7 @@ def test_open_breaker_is_honoured_by_another_process_within_a_second(
             assert permit is not None
             here.record_failure(permit, semconv.ERROR_UNAVAILABLE, 0.01)
         assert here.state == "open"
+        assert WRITER.drain()  # the transition is written behind, off the call path
         assert here.pybreaker.current_state == "open"  # pybreaker's own view of the storage
         peer.stdin.write("go\n")
         peer.stdin.flush()
@@ -100,6 +102,7 @@ def test_a_close_through_one_guard_reaches_another_guard_on_the_same_keys(
         permit = a.admit()
         assert permit is not None
         a.record_failure(permit, semconv.ERROR_TIMEOUT, 0.01)
+    assert WRITER.drain()  # a's transition is written behind
     b.sync_now()  # what the background sync does every sync_interval_s
     assert b.state == "open"
     assert b.admit() is None
@@ -109,6 +112,7 @@ def test_a_close_through_one_guard_reaches_another_guard_on_the_same_keys(
         assert trial is not None
         a.record_success(trial, 0.01)
     assert a.state == "closed"
+    assert WRITER.drain()
     b.sync_now()
     assert b.state == "closed"
     assert b.admit() is not None

@@ -4,7 +4,7 @@ The public names are re-exported at the top level (``modelwatch.Router`` ...); t
 points (orderings, classifier protocol, clocks, Redis storage) live here.
 """
 
-from modelwatch.resilience._clock import Clock, ManualClock, SystemClock
+from modelwatch._clock import Clock, ManualClock, SystemClock
 from modelwatch.resilience._kinds import Classifier
 from modelwatch.resilience._shared import redis_storage
 from modelwatch.resilience.backend import Backend, BackendStatus

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from modelwatch.resilience._clock import Clock
+from modelwatch._clock import Clock
 from modelwatch.resilience.policy import RetryPolicy
 
 __all__ = ["RetryBudget"]

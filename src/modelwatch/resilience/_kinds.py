@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from modelwatch import _classify, semconv
+from modelwatch import _classify, errorkinds, semconv
 
 __all__ = [
     "Classifier",
@@ -23,7 +23,7 @@ __all__ = [
 
 @runtime_checkable
 class Classifier(Protocol):
-    """Maps an exception to an error kind (one of :data:`modelwatch.semconv.ERROR_KINDS`)."""
+    """Maps an exception to an error kind (one of :data:`modelwatch.errorkinds.KINDS`)."""
 
     def __call__(self, exc: BaseException) -> str:
         """The error kind of ``exc``."""
@@ -33,7 +33,7 @@ class Classifier(Protocol):
 def default_classify(exc: BaseException) -> str:
     """:func:`modelwatch.classify`, narrowed to the known kinds."""
     kind = _classify.classify(exc)
-    return kind if kind in semconv.ERROR_KINDS else semconv.ERROR_OTHER
+    return kind if kind in errorkinds.KINDS else semconv.ERROR_OTHER
 
 
 def retry_after_s(exc: BaseException) -> float | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from modelwatch import semconv
 from modelwatch._safety import report_internal_error
 from modelwatch.capture.origin import probing
+from modelwatch.resilience import hooks
 from modelwatch.resilience._kinds import default_classify
 from modelwatch.resilience.deadline import shared_pool
 
@@ -50,12 +51,20 @@ def run_probe(breaker: Breaker) -> bool | None:
         kind = default_classify(exc)
         if kind == semconv.ERROR_OTHER:
             kind = semconv.ERROR_UNAVAILABLE  # a probe that raises means "not healthy"
-        breaker.record_failure(permit, kind, time.perf_counter() - start)
+        duration = time.perf_counter() - start
+        breaker.record_failure(permit, kind, duration)
+        _result(breaker, False, kind, duration)
         if not isinstance(exc, Exception):
             raise
         return False
-    breaker.record_success(permit, time.perf_counter() - start)
+    duration = time.perf_counter() - start
+    breaker.record_success(permit, duration)
+    _result(breaker, True, None, duration)
     return True
+
+
+def _result(breaker: Breaker, ok: bool, kind: str | None, duration_s: float) -> None:
+    hooks.emit(hooks.ProbeResult(breaker.name, ok, kind, duration_s, breaker.router, breaker.model))
 
 
 class Prober:

@@ -9,21 +9,31 @@ guard that must never break the host, so they are handled here:
 * its getters swallow ``RedisError`` and answer a fallback state, which would look like
   "closed" to a reader: reads go through one ``MGET`` of pybreaker's own keys instead, so an
   unreachable Redis reads as "unknown" and the guard keeps its local state.
+
+:class:`SharedSync` keeps every Redis round trip off the call path: a local transition is
+stamped when it happens and handed to the write-behind thread (:mod:`modelwatch._writebehind`),
+which also re-reads the shared state at most every ``sync_interval_s`` when a reader asks.
 """
 
 from __future__ import annotations
 
 import calendar
+import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import pybreaker
 
+from modelwatch._clock import TimeSource
 from modelwatch._safety import report_internal_error
-from modelwatch.resilience._clock import Clock
+from modelwatch._writebehind import WRITER
 from modelwatch.resilience.policy import StorageFactory
 
-__all__ = ["SharedState", "redis_storage"]
+__all__ = ["Remote", "SharedState", "SharedSync", "redis_storage"]
+
+#: ``(state, opened_at, open_until)``: a breaker state as stored (epoch seconds).
+Remote = tuple[str, float | None, float | None]
 
 #: The guard's own key next to pybreaker's: when the open time ends (epoch seconds, float).
 OPEN_UNTIL_KEY = "modelwatch_open_until"
@@ -61,7 +71,7 @@ FROM_PYBREAKER = {v: k for k, v in TO_PYBREAKER.items()}
 class SharedState:
     """Reads and writes one breaker's state in pybreaker storage; never raises."""
 
-    def __init__(self, name: str, factory: StorageFactory, clock: Clock) -> None:
+    def __init__(self, name: str, factory: StorageFactory, clock: TimeSource) -> None:
         self._name = name
         self._factory = factory
         self._clock = clock
@@ -87,7 +97,7 @@ class SharedState:
         self._retry_at = self._clock.monotonic() + UNAVAILABLE_BACKOFF_S
         report_internal_error(f"breaker.storage.{what}", exc)
 
-    def read(self) -> tuple[str, float | None, float | None] | None:
+    def read(self) -> Remote | None:
         """``(state, opened_at, open_until)`` in epoch seconds, or ``None`` if unknown now.
 
         ``opened_at`` is pybreaker's (whole seconds); ``open_until`` is an extra key the guard
@@ -152,3 +162,86 @@ class SharedState:
             self._unavailable(exc, "write")
             return False
         return True
+
+
+class SharedSync:
+    """One breaker's link to shared storage, with every round trip on the background thread.
+
+    :meth:`publish` (after a local transition) and :meth:`poll` (on reads) only record and
+    queue; :meth:`service`, on the write-behind thread, writes the latest local state if it
+    has not landed yet, and otherwise reads the shared state and hands a change to
+    ``adopt(remote, generation)``, which applies it only if no local transition happened
+    since ``generation`` was read (a stale read never undoes a newer local decision). With
+    in-memory storage (no ``factory``) the pybreaker record is written in place.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        factory: StorageFactory | None,
+        clock: TimeSource,
+        interval_s: float,
+        *,
+        generation: Callable[[], int],
+        adopt: Callable[[Remote, int], bool],
+    ) -> None:
+        self.shared = factory is not None
+        self.state = SharedState(name, factory or _memory_storage, clock)
+        self._clock = clock
+        self._interval_s = interval_s
+        self._generation = generation
+        self._adopt = adopt
+        self._lock = threading.Lock()
+        self._servicing = threading.Lock()
+        self._pending: Remote | None = None  # the latest local state, until it lands
+        self._last: Remote | None = None  # what storage holds, as far as we know
+        self._next = 0.0
+
+    @property
+    def pending(self) -> bool:
+        """A local transition has not reached shared storage yet."""
+        return self._pending is not None
+
+    def publish(self, state: str, opened_at: float | None, open_until: float | None) -> None:
+        """Record a local transition (times stamped by the caller when it happened)."""
+        remote = (state, opened_at, open_until)
+        if not self.shared:
+            self.state.write(*remote)  # pybreaker's in-memory record: no I/O
+            return
+        with self._lock:
+            self._pending = remote
+        WRITER.submit(self, self.service)
+
+    def poll(self) -> None:
+        """Ask for a refresh of the shared state if the last one is ``interval_s`` old."""
+        now = self._clock.monotonic()
+        if self.shared and now >= self._next:
+            self._next = now + self._interval_s
+            WRITER.submit(self, self.service)
+
+    def service(self) -> None:
+        """Write what is pending, else read and adopt a change (the background thread, or a
+        caller that chose to wait: :meth:`Breaker.sync_now`)."""
+        with self._servicing:
+            self._service()
+
+    def _service(self) -> None:
+        pending = self._pending
+        if pending is not None:
+            if self.state.write(*pending):
+                with self._lock:
+                    if self._pending is pending:
+                        self._pending = None
+                    state, opened, until = pending
+                    self._last = (state, None if opened is None else float(int(opened)), until)
+            return
+        generation = self._generation()
+        remote = self.state.read()
+        if remote is None or remote == self._last or self._pending is not None:
+            return
+        if self._adopt(remote, generation):
+            self._last = remote
+
+
+def _memory_storage(_name: str) -> Any:
+    return pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)

@@ -17,10 +17,14 @@ shared by many processes) and decides admission itself:
 * **Generations.** Every transition starts a new generation; a result reported with a
   permit from an older generation changes nothing, so a slow call admitted before the
   breaker opened can never close it.
-* Cancellation, ``bad_request`` (and, by default, ``rate_limited``) never count.
-* Every transition is a ``modelwatch.circuit.transitions`` point, a span event on the
-  current span, a structlog event (opened: error, half_open: warning, closed: info), and a
-  call to each listener; all of it is guarded and can never raise into the caller.
+* Cancellation, ``bad_request`` (and, by default, ``rate_limited``) never count: the policy's
+  ``ignore`` default is :data:`modelwatch.errorkinds.BREAKER_IGNORED`.
+* Every transition is a :class:`~modelwatch.resilience.hooks.BreakerTransition` event on the
+  hook stream (:mod:`modelwatch.resilience.hooks`), whose default listeners record the
+  metric, the span event and the structlog line, plus a call to this breaker's own
+  listeners; all of it is guarded and can never raise into the caller.
+* Shared state (Redis) is never touched on the caller's thread: see
+  :class:`~modelwatch.resilience._shared.SharedSync`.
 """
 
 from __future__ import annotations
@@ -30,19 +34,16 @@ import random
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-import structlog
-from opentelemetry import trace
-
 from modelwatch import semconv
+from modelwatch._clock import SYSTEM_CLOCK, Clock
 from modelwatch._safety import guard, report_internal_error
-from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
-from modelwatch.resilience._clock import SYSTEM_CLOCK, Clock
-from modelwatch.resilience._shared import SharedState
+from modelwatch.capture._telemetry import Attributes, register_observable
+from modelwatch.resilience import hooks
+from modelwatch.resilience._shared import Remote, SharedSync
 from modelwatch.resilience._window import OutcomeWindow
-from modelwatch.resilience.deadline import shared_pool
+from modelwatch.resilience.hooks import BreakerTransition
 from modelwatch.resilience.policy import BreakerPolicy
 
 __all__ = [
@@ -78,13 +79,6 @@ REASON_PROBE: Final = "probe"
 REASON_SHARED: Final = "shared_state"
 REASON_MANUAL: Final = "manual"
 
-_LOG_EVENT: Final = {
-    OPEN: "modelwatch.circuit.opened",
-    HALF_OPEN: "modelwatch.circuit.half_open",
-    CLOSED: "modelwatch.circuit.closed",
-}
-logger = structlog.get_logger("modelwatch")
-
 _permit_ids = itertools.count(1)
 
 
@@ -101,17 +95,8 @@ class Permit:
         self.settled = False
 
 
-@dataclass(frozen=True)
-class Transition:
-    """One breaker state change, as given to listeners."""
-
-    breaker: str
-    from_state: str
-    to_state: str
-    reason: str
-    generation: int
-    retry_after_s: float | None
-
+#: One breaker state change, as given to listeners (the hook stream's record).
+Transition = BreakerTransition
 
 TransitionListener = Callable[["Breaker", Transition], None]
 
@@ -120,7 +105,7 @@ _breakers: weakref.WeakSet[Breaker] = weakref.WeakSet()
 
 def _observe_states() -> Iterable[tuple[float, Attributes]]:
     for b in list(_breakers):
-        yield float(STATE_VALUE[b.state]), b.metric_attributes
+        yield float(b.exported_state), b.metric_attributes
 
 
 register_observable(semconv.CIRCUIT_STATE, _observe_states)
@@ -170,15 +155,15 @@ class Breaker:
         self.last_error_kind: str | None = None
         self.last_error_at: float | None = None  # wall-clock seconds
         self.latency_ewma_s: float | None = None
-        factory = self.policy.storage
-        self._shared_reads = factory is not None
-        self._shared = SharedState(name, factory or _memory_storage, self._clock)
-        self._last_remote: tuple[str, float | None, float | None] | None = None
-        self._unpublished = False
-        self._publishing = 0  # local transitions whose publication has not landed yet
-        self._published = 0  # publications that landed
-        self._next_sync = 0.0
-        self._syncing = threading.Lock()
+        self._sync = SharedSync(
+            name,
+            self.policy.storage,
+            self._clock,
+            self.policy.sync_interval_s,
+            generation=lambda: self._generation,
+            adopt=self._adopt,
+        )
+        self._shared_reads = self._sync.shared
         self.metric_attributes: dict[str, Any] = {
             semconv.MODELWATCH_CIRCUIT: name,
             semconv.MODELWATCH_ROUTER: router,
@@ -192,12 +177,24 @@ class Breaker:
         """``"closed"``, ``"half_open"`` or ``"open"``; an open breaker whose open time has
         passed reads as ``"half_open"`` (it would admit a trial now). With shared storage,
         reading it also keeps the shared state fresh (health checks read it without traffic)."""
-        if self._shared_reads and self._clock.monotonic() >= self._next_sync:
-            self._schedule_sync()
+        if self._shared_reads:
+            self._sync.poll()
         state = self._state
         if state == OPEN and self._clock.monotonic() >= self._open_until:
             return HALF_OPEN
         return state  # type: ignore[return-value]
+
+    @property
+    def exported_state(self) -> int:
+        """The ``modelwatch.circuit.state`` value: 0 closed; 1 half-open *and recovering* (a
+        trial has succeeded); 2 otherwise (open, or half-open with no successful trial yet:
+        a hanging backend whose probes never answer stays 2, so its alert fires)."""
+        state = self._state
+        if state == CLOSED:
+            return semconv.CIRCUIT_CLOSED
+        if state == HALF_OPEN and self._trial_successes > 0:
+            return semconv.CIRCUIT_HALF_OPEN
+        return semconv.CIRCUIT_OPEN
 
     @property
     def generation(self) -> int:
@@ -226,14 +223,14 @@ class Breaker:
     @property
     def pybreaker(self) -> Any:
         """The ``pybreaker.CircuitBreaker`` viewing the same storage (for interop)."""
-        _ = self._shared.storage
-        return self._shared.breaker
+        _ = self._sync.state.storage
+        return self._sync.state.breaker
 
     # ------------------------------------------------------------------ admission
     def admit(self) -> Permit | None:
         """A permit to make one call now, or ``None`` if the breaker refuses it."""
-        if self._shared_reads and self._clock.monotonic() >= self._next_sync:
-            self._schedule_sync()
+        if self._shared_reads:
+            self._sync.poll()
         generation = self._generation  # read before the state: see _set_state
         if self._state == CLOSED:
             return Permit(generation)
@@ -403,13 +400,13 @@ class Breaker:
         old = self._state
         self._state = new
         self._generation += 1
-        if reason != REASON_SHARED:
-            self._publishing += 1  # until _publish lands, shared reads are stale
         self._trials.clear()
         self._trial_successes = 0
         self._consecutive = 0
         if new != HALF_OPEN:
             self._window.reset()
+        retry_after = max(0.0, self._open_until - self._clock.monotonic()) if new == OPEN else None
+        now_wall = self._clock.time()
         events.append(
             Transition(
                 self.name,
@@ -417,16 +414,21 @@ class Breaker:
                 new,
                 reason,
                 self._generation,
-                max(0.0, self._open_until - self._clock.monotonic()) if new == OPEN else None,
+                retry_after,
+                self.router,
+                self.model,
+                self.last_error_kind,
+                now_wall,
             )
         )
+        if reason != REASON_SHARED:  # stamped now, written by the background thread
+            opened = self._opened_at_wall if new == OPEN else None
+            until = None if retry_after is None else now_wall + retry_after
+            self._sync.publish(new, opened, until)
 
     def _emit(self, events: list[Transition]) -> None:
         for event in events:
-            if event.reason != REASON_SHARED:
-                self._publish(event.to_state)
-            with guard("breaker.transition"):
-                self._record_transition(event)
+            hooks.emit(event)
             for listener in list(self._listeners):
                 try:
                     listener(self, event)
@@ -438,110 +440,32 @@ class Breaker:
 
                     PROBER.schedule(self, self.policy.probe_interval_s)
 
-    def _record_transition(self, event: Transition) -> None:
-        attrs = {
-            **self.metric_attributes,
-            semconv.FROM: event.from_state,
-            semconv.TO: event.to_state,
-            semconv.REASON: event.reason,
-        }
-        telemetry().instrument(semconv.CIRCUIT_TRANSITIONS).add(
-            1, {k: v for k, v in attrs.items() if v is not None}
-        )
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.add_event(
-                semconv.EVENT_STATE_CHANGE,
-                {k: v for k, v in attrs.items() if v is not None},
-            )
-        log = {OPEN: logger.error, HALF_OPEN: logger.warning}.get(event.to_state, logger.info)
-        log(
-            _LOG_EVENT[event.to_state],
-            circuit=self.name,
-            router=self.router,
-            model=self.model,
-            from_state=event.from_state,
-            to_state=event.to_state,
-            reason=event.reason,
-            retry_after_s=event.retry_after_s,
-            last_error=self.last_error_kind,
-        )
-
     # ------------------------------------------------------------------ shared state
-    def _publish(self, state: str) -> None:
-        opened = self._opened_at_wall if state == OPEN else None
-        until = None
-        if opened is not None:
-            until = opened + max(0.0, self._open_until - self._clock.monotonic())
-        ok = self._shared.write(state, opened, until)
-        with self._lock:
-            self._publishing = max(0, self._publishing - 1)
-            self._published += 1
-        if self._shared_reads:
-            with self._lock:
-                self._unpublished = not ok
-                if ok:
-                    self._last_remote = (
-                        state,
-                        None if opened is None else float(int(opened)),
-                        until,
-                    )
-
-    def _schedule_sync(self) -> None:
-        """Read the shared state on a worker thread: a call never waits on Redis."""
-        self._next_sync = self._clock.monotonic() + self.policy.sync_interval_s
-        try:
-            shared_pool().submit(self._sync)
-        except Exception as exc:
-            report_internal_error("breaker.sync.schedule", exc)
-
     def sync_now(self) -> None:
-        """Read the shared state now, on this thread (tests, start-up)."""
-        self._sync(wait=True)
+        """Write pending local state, or read the shared state, now on this thread (tests,
+        start-up); calls never do this."""
+        self._sync.service()
 
-    def _sync(self, wait: bool = False) -> None:
-        """Adopt a state another process stored; keep local state if storage is unreachable."""
-        if not self._syncing.acquire(blocking=wait):
-            return  # another thread is syncing right now
-        try:
-            if self._unpublished:
-                self._publish(self._state)
-                return
-            with self._lock:
-                before = (self._generation, self._publishing, self._published)
-            remote = self._shared.read()
-            if remote is None:
-                return
-            events: list[Transition] = []
-            with self._lock:
-                if before[1] or before != (self._generation, self._publishing, self._published):
-                    return  # a local transition is newer than what was read
-                if remote == self._last_remote:
-                    return
-                self._last_remote = remote
-                state, opened_at, open_until = remote
-                if state == OPEN and self._state != OPEN:
-                    wall = self._clock.time()
-                    if open_until is None:  # written by plain pybreaker: whole seconds
-                        open_until = (opened_at or wall) + self._open_base_s
-                    now = self._clock.monotonic()
-                    self._open_until = now + max(0.0, open_until - wall)
-                    self._opened_at_wall = opened_at
-                    self._set_state(OPEN, REASON_SHARED, events)
-                elif state == CLOSED and self._state != CLOSED:
-                    self._open_base_s = self.policy.open_s
-                    self._set_state(CLOSED, REASON_SHARED, events)
-            self._emit(events)
-        except Exception as exc:
-            report_internal_error("breaker.sync", exc)
-        finally:
-            self._syncing.release()
+    def _adopt(self, remote: Remote, generation: int) -> bool:
+        """Adopt a state another process stored (the background thread); ``False`` if a
+        local transition happened since ``generation`` was read."""
+        events: list[Transition] = []
+        with self._lock:
+            if generation != self._generation or self._sync.pending:
+                return False
+            state, opened_at, open_until = remote
+            if state == OPEN and self._state != OPEN:
+                wall = self._clock.time()
+                if open_until is None:  # written by plain pybreaker: whole seconds
+                    open_until = (opened_at or wall) + self._open_base_s
+                self._open_until = self._clock.monotonic() + max(0.0, open_until - wall)
+                self._opened_at_wall = opened_at
+                self._set_state(OPEN, REASON_SHARED, events)
+            elif state == CLOSED and self._state != CLOSED:
+                self._open_base_s = self.policy.open_s
+                self._set_state(CLOSED, REASON_SHARED, events)
+        self._emit(events)
+        return True
 
     def __repr__(self) -> str:
         return f"<Breaker {self.name!r} {self.state} gen={self._generation}>"
-
-
-def _memory_storage(_name: str) -> Any:
-    import pybreaker
-
-    return pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)

@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from opentelemetry import trace
-
 from modelwatch import semconv
+from modelwatch._clock import Clock
 from modelwatch._safety import report_internal_error
+from modelwatch.capture._bounded import OVERFLOW_ATTRIBUTES, BoundedKeys
 from modelwatch.errors import CircuitOpenError, ConfigurationError
-from modelwatch.resilience._clock import Clock
+from modelwatch.resilience import hooks
 from modelwatch.resilience._kinds import Classifier, default_classify
 from modelwatch.resilience.breaker import Breaker, Permit
 from modelwatch.resilience.policy import BreakerPolicy
@@ -33,6 +33,10 @@ R = TypeVar("R")
 
 _named: dict[str, Breaker] = {}
 _named_lock = threading.Lock()
+#: names kept; past the cardinality limit, further names share one overflow breaker
+_names = BoundedKeys("circuit names", overflow="")
+#: the name of the breaker shared by names past the limit
+OVERFLOW_CIRCUIT = "_overflow"
 # (circuit, permit, start) of the with-blocks open in this thread or task, innermost last
 _open_blocks: contextvars.ContextVar[tuple[tuple[circuit, Permit | None, float], ...]] = (
     contextvars.ContextVar("modelwatch_circuit_blocks", default=())
@@ -45,12 +49,25 @@ def get_breaker(
     """The process-wide breaker called ``name``, created on first use.
 
     Asking again with a *different* policy is a configuration error: two parts of a program
-    disagreeing about one breaker should be loud, not silently resolved.
+    disagreeing about one breaker should be loud, not silently resolved. Names are bounded
+    (:data:`modelwatch.capture._bounded.CARDINALITY_LIMIT`): further names share one overflow
+    breaker, exported with ``otel.metric.overflow=true``, and a warning is logged once.
     """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"circuit(): name must be a non-empty string, got {name!r}")
+    if policy is not None and not isinstance(policy, BreakerPolicy):
+        raise ConfigurationError(
+            f"circuit({name!r}): policy must be a BreakerPolicy, got {policy!r}"
+        )
     with _named_lock:
         found = _named.get(name)
+        if found is None and not _names.admit(name):
+            name = OVERFLOW_CIRCUIT
+            found = _named.get(name)
         if found is None:
             found = Breaker(name, policy, clock=clock)
+            if name == OVERFLOW_CIRCUIT:
+                found.metric_attributes = dict(OVERFLOW_ATTRIBUTES)
             _named[name] = found
         elif policy is not None and policy != found.policy:
             raise ConfigurationError(
@@ -64,16 +81,22 @@ def reset_circuits() -> None:
     """Forget every named breaker (for tests)."""
     with _named_lock:
         _named.clear()
+        _names.clear()
 
 
 def note_rejection(breaker: Breaker) -> None:
-    """Record a refused call as a span event on the current span; never raises."""
+    """Emit a :class:`~modelwatch.resilience.hooks.CallRejected` event (a span event on the
+    current span by default); never raises."""
     try:
-        span = trace.get_current_span()
-        if span.is_recording():
-            attrs = {k: v for k, v in breaker.metric_attributes.items() if v is not None}
-            attrs[semconv.MODELWATCH_RETRY_AFTER] = breaker.retry_after_s or 0.0
-            span.add_event(semconv.EVENT_REJECTED, attrs)
+        hooks.emit(
+            hooks.CallRejected(
+                breaker.name,
+                semconv.REASON_CIRCUIT_OPEN,
+                breaker.retry_after_s,
+                breaker.router,
+                breaker.model,
+            )
+        )
     except Exception as exc:
         report_internal_error("circuit.rejection", exc)
 

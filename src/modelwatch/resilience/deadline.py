@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from modelwatch._clock import Clock
 from modelwatch.errors import ModelwatchError
-from modelwatch.resilience._clock import Clock
 
 __all__ = ["AttemptTimeoutError", "Deadline", "WorkerPool", "await_within", "shared_pool"]
 

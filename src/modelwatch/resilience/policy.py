@@ -7,11 +7,12 @@ loud at configure time, silent at call time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelwatch import semconv
+from modelwatch import errorkinds
 from modelwatch.errors import ConfigurationError
 
 __all__ = ["BreakerPolicy", "RetryPolicy", "StorageFactory"]
@@ -20,16 +21,42 @@ __all__ = ["BreakerPolicy", "RetryPolicy", "StorageFactory"]
 StorageFactory = Callable[[str], Any]
 
 
-def _positive(owner: str, name: str, value: float, *, zero_ok: bool = False) -> None:
-    if value < 0 or (value == 0 and not zero_ok):
+def _number(owner: str, name: str, value: object) -> float:
+    """``value`` as a finite float, or a ConfigurationError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{owner}.{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{owner}.{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _positive(owner: str, name: str, value: object, *, zero_ok: bool = False) -> None:
+    number = _number(owner, name, value)
+    if number < 0 or (number == 0 and not zero_ok):
         raise ConfigurationError(
             f"{owner}.{name} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}"
         )
 
 
-def _ratio(owner: str, name: str, value: float) -> None:
-    if not 0.0 < value <= 1.0:
+def _ratio(owner: str, name: str, value: object) -> None:
+    if not 0.0 < _number(owner, name, value) <= 1.0:
         raise ConfigurationError(f"{owner}.{name} must be in (0, 1], got {value!r}")
+
+
+def _kinds(owner: str, name: str, value: object) -> frozenset[str]:
+    """A set of known error kinds; a bare string is refused (it would be read letter by
+    letter)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (set, frozenset, list, tuple)):
+        raise ConfigurationError(
+            f"{owner}.{name} must be a set of error kinds such as "
+            f"{{{next(iter(errorkinds.KINDS))!r}}}, got {value!r}"
+        )
+    unknown = sorted(str(k) for k in value if k not in errorkinds.KINDS)
+    if unknown:
+        raise ConfigurationError(
+            f"{owner}.{name} has unknown error kinds {unknown}; known: {list(errorkinds.KINDS)}"
+        )
+    return frozenset(value)
 
 
 @dataclass(frozen=True)
@@ -66,11 +93,7 @@ class BreakerPolicy:
     half_open_trials: int = 1
     trial_lease_s: float = 30.0
     close_after: int = 2
-    ignore: frozenset[str] = field(
-        default_factory=lambda: frozenset(
-            {semconv.ERROR_BAD_REQUEST, semconv.ERROR_CANCELLED, semconv.ERROR_RATE_LIMITED}
-        )
-    )
+    ignore: frozenset[str] = field(default_factory=errorkinds.breaker_ignored)
     probe_interval_s: float = 5.0
     probe_timeout_s: float = 5.0
     storage: StorageFactory | None = None
@@ -80,7 +103,7 @@ class BreakerPolicy:
         owner = "BreakerPolicy"
         for name in ("consecutive_failures", "min_calls", "half_open_trials", "close_after"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{owner}.{name} must be an int >= 1, got {value!r}")
         _ratio(owner, "failure_ratio", self.failure_ratio)
         _ratio(owner, "slow_call_ratio", self.slow_call_ratio)
@@ -99,19 +122,18 @@ class BreakerPolicy:
             raise ConfigurationError(
                 f"{owner}.max_open_s ({self.max_open_s}) must be >= open_s ({self.open_s})"
             )
-        if self.backoff_factor < 1.0:
+        if _number(owner, "backoff_factor", self.backoff_factor) < 1.0:
             raise ConfigurationError(
                 f"{owner}.backoff_factor must be >= 1, got {self.backoff_factor!r}"
             )
-        if not 0.0 <= self.jitter < 1.0:
+        if not 0.0 <= _number(owner, "jitter", self.jitter) < 1.0:
             raise ConfigurationError(f"{owner}.jitter must be in [0, 1), got {self.jitter!r}")
-        unknown = set(self.ignore) - set(semconv.ERROR_KINDS)
-        if unknown:
+        object.__setattr__(self, "ignore", _kinds(owner, "ignore", self.ignore))
+        if self.storage is not None and not callable(self.storage):
             raise ConfigurationError(
-                f"{owner}.ignore has unknown error kinds {sorted(unknown)}; "
-                f"known: {list(semconv.ERROR_KINDS)}"
+                f"{owner}.storage must be a storage factory such as "
+                f"modelwatch.resilience.redis_storage(client), got {self.storage!r}"
             )
-        object.__setattr__(self, "ignore", frozenset(self.ignore))
 
 
 @dataclass(frozen=True)
@@ -137,15 +159,15 @@ class RetryPolicy:
     budget_ratio: float = 0.2
     budget_min_per_s: float = 1.0
     failover_on_other: bool = False
-    retry_kinds: frozenset[str] = field(
-        default_factory=lambda: frozenset(
-            {semconv.ERROR_RATE_LIMITED, semconv.ERROR_UNAVAILABLE, semconv.ERROR_TIMEOUT}
-        )
-    )
+    retry_kinds: frozenset[str] = field(default_factory=lambda: frozenset(errorkinds.RETRY_KINDS))
 
     def __post_init__(self) -> None:
         owner = "RetryPolicy"
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or self.max_retries < 0
+        ):
             raise ConfigurationError(
                 f"{owner}.max_retries must be an int >= 0, got {self.max_retries!r}"
             )
@@ -153,9 +175,8 @@ class RetryPolicy:
         _positive(owner, "max_wait_s", self.max_wait_s, zero_ok=True)
         _positive(owner, "budget_ratio", self.budget_ratio, zero_ok=True)
         _positive(owner, "budget_min_per_s", self.budget_min_per_s, zero_ok=True)
-        unknown = set(self.retry_kinds) - set(semconv.ERROR_KINDS)
-        if unknown:
+        if not isinstance(self.failover_on_other, bool):
             raise ConfigurationError(
-                f"{owner}.retry_kinds has unknown error kinds {sorted(unknown)}"
+                f"{owner}.failover_on_other must be True or False, got {self.failover_on_other!r}"
             )
-        object.__setattr__(self, "retry_kinds", frozenset(self.retry_kinds))
+        object.__setattr__(self, "retry_kinds", _kinds(owner, "retry_kinds", self.retry_kinds))

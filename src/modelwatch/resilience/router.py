@@ -32,6 +32,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
 from modelwatch import semconv
+from modelwatch._clock import SYSTEM_CLOCK, Clock
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
 from modelwatch.capture.call import Call, start_call
@@ -44,7 +45,6 @@ from modelwatch.errors import (
 )
 from modelwatch.resilience import _events, _streaming
 from modelwatch.resilience._budget import RetryBudget
-from modelwatch.resilience._clock import SYSTEM_CLOCK, Clock
 from modelwatch.resilience._kinds import Classifier, default_classify, retry_after_s
 from modelwatch.resilience._members import Member, Outcome, Plan, Req
 from modelwatch.resilience.backend import Backend, BackendStatus
