@@ -99,21 +99,21 @@ def notify(call: Call, duration_s: float, cost: float | None, cut_short: bool) -
     reported, the others still run."""
     spec = call._spec
     try:
-        record = CallRecord(
-            operation=spec.operation,
-            model=spec.model,
-            provider=spec.provider,
-            analysis=spec.analysis,
-            duration_s=duration_s,
-            error_kind=call.error_kind,
-            input_tokens=call.input_tokens,
-            output_tokens=call.output_tokens,
-            cost=cost,
-            response_model=call.response_model,
-            is_model=spec.is_model,
-            probe=call._probe,
-            cut_short=cut_short,
-            attributes=spec.metric_attributes,
+        record = CallRecord(  # positional, in field order
+            spec.operation,
+            spec.model,
+            spec.provider,
+            spec.analysis,
+            duration_s,
+            call.error_kind,
+            call.input_tokens,
+            call.output_tokens,
+            cost,
+            call.response_model,
+            spec.is_model,
+            call._probe,
+            cut_short,
+            spec.metric_attributes,
         )
     except Exception as exc:
         report_internal_error("call_record", exc)

@@ -77,12 +77,12 @@ def _agent_spec(
     if provider is not None:
         attributes[semconv.GEN_AI_PROVIDER_NAME] = provider
     return CallSpec(
+        is_model=False,
+        operation=attributes[semconv.GEN_AI_OPERATION_NAME],
+        provider=provider,
         span_name=semconv.agent_span_name(kind, name),
         span_kind=SpanKind.INTERNAL,
         span_attributes=attributes,
         metric_attributes=metric_attributes,
         duration_instrument=instrument,
-        is_model=False,
-        provider=provider,
-        operation=attributes[semconv.GEN_AI_OPERATION_NAME],
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import urlsplit
 
 from opentelemetry.trace import SpanKind
@@ -12,6 +12,9 @@ from modelwatch import semconv
 from modelwatch.capture._telemetry import allowed_metric_attributes
 from modelwatch.capture.call import CallSpec
 from modelwatch.capture.monitor import Monitor
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def _require_str(who: str, name: str, value: object, *, optional: bool = False) -> None:
@@ -88,24 +91,37 @@ class monitored(Monitor):  # noqa: N801 - used like a function, as in DESIGN.md
         return f"monitored(model={self._spec.model!r}, provider={self._spec.provider!r})"
 
 
-def model_spec(
-    *,
-    model: str,
-    provider: str,
-    operation: str = semconv.OPERATION_CHAT,
-    analysis: str | None = None,
-    server_address: str | None = None,
-    usage: Callable[[Any], Any] | None = None,
-    router: str | None = None,
-) -> CallSpec:
-    """The :class:`CallSpec` of a model call, with the arguments of :class:`monitored`.
+class ModelOptions(TypedDict, total=False):
+    """The optional keyword arguments of :func:`model_spec` (those of :class:`monitored`)."""
+
+    operation: str
+    analysis: str | None
+    server_address: str | None
+    usage: Callable[[Any], Any] | None
+    router: str | None
+
+
+def model_spec(model: str, provider: str, **options: Unpack[ModelOptions]) -> CallSpec:
+    """The :class:`CallSpec` of a model call, with the arguments of :class:`monitored`
+    (``operation``, ``analysis``, ``server_address``, ``usage``, ``router`` by keyword).
 
     Build it once per distinct model, operation and endpoint (it precomputes the span name
     and attribute dicts) and start each call from it with :func:`modelwatch.lifecycle.start`.
-    Raises ``ValueError`` for an empty or non-string name, like :class:`monitored`.
+    Raises ``ValueError`` for an empty or non-string name, like :class:`monitored`, and
+    ``TypeError`` for an unknown keyword.
     """
+    unknown = set(options) - set(ModelOptions.__annotations__)
+    if unknown:
+        raise TypeError(f"model_spec() got unexpected keyword arguments {sorted(unknown)}")
     return _model_spec(
-        "model_spec()", model, provider, operation, analysis, server_address, usage, router
+        "model_spec()",
+        model,
+        provider,
+        options.get("operation", semconv.OPERATION_CHAT),
+        options.get("analysis"),
+        options.get("server_address"),
+        options.get("usage"),
+        options.get("router"),
     )
 
 

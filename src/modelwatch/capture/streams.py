@@ -33,12 +33,15 @@ from __future__ import annotations
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypedDict, TypeVar
 
 import wrapt
 
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture.call import Call
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 T = TypeVar("T")
 
@@ -276,54 +279,40 @@ class AsyncStreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
         return f"<modelwatch async stream of {self.__wrapped__!r}>"
 
 
-def _hooks(
-    on_chunk: ChunkHook | None, on_end: EndHook | None, on_error: ErrorHook | None
-) -> StreamHooks | None:
-    if on_chunk is None and on_end is None and on_error is None:
-        return None
-    for name, hook in (("on_chunk", on_chunk), ("on_end", on_end), ("on_error", on_error)):
+class _HookArgs(TypedDict, total=False):
+    on_chunk: ChunkHook | None
+    on_end: EndHook | None
+    on_error: ErrorHook | None
+
+
+def _wrap(
+    call: Call, stream: Any, hooks: _HookArgs, proxy: type[Any], marks: tuple[str, str]
+) -> Any:
+    found = StreamHooks(**hooks)
+    for name, hook in zip(StreamHooks._fields, found, strict=True):
         if hook is not None and not callable(hook):
             raise TypeError(f"{name} must be callable or None, got {hook!r}")
-    return StreamHooks(on_chunk, on_end, on_error)
+    used = found if any(h is not None for h in found) else None
+    call.detach()
+    if not hasattr(stream, marks[0]) and not hasattr(stream, marks[1]):
+        _finish_with(call, used, stream)
+        return stream
+    return proxy(stream, call, used)
 
 
-def wrap_stream(
-    call: Call,
-    stream: Any,
-    *,
-    on_chunk: ChunkHook | None = None,
-    on_end: EndHook | None = None,
-    on_error: ErrorHook | None = None,
-) -> Any:
+def wrap_stream(call: Call, stream: Any, **hooks: Unpack[_HookArgs]) -> Any:
     """Return ``stream`` wrapped so ``call`` follows it and ends exactly once.
 
     Detaches ``call`` first. A ``stream`` that is not iterable (the client answered without
     streaming) ends the call now, with usage read from it, and is returned unchanged.
-    Hooks: see the module docstring.
+    Hooks (keyword arguments ``on_chunk``, ``on_end``, ``on_error``): see the module docstring.
     """
-    hooks = _hooks(on_chunk, on_end, on_error)
-    call.detach()
-    if not hasattr(stream, "__iter__") and not hasattr(stream, "__next__"):
-        _finish_with(call, hooks, stream)
-        return stream
-    return StreamProxy(stream, call, hooks)
+    return _wrap(call, stream, hooks, StreamProxy, ("__iter__", "__next__"))
 
 
-def wrap_async_stream(
-    call: Call,
-    stream: Any,
-    *,
-    on_chunk: ChunkHook | None = None,
-    on_end: EndHook | None = None,
-    on_error: ErrorHook | None = None,
-) -> Any:
+def wrap_async_stream(call: Call, stream: Any, **hooks: Unpack[_HookArgs]) -> Any:
     """The async twin of :func:`wrap_stream`, for async iterators (``__aiter__``/``__anext__``)."""
-    hooks = _hooks(on_chunk, on_end, on_error)
-    call.detach()
-    if not hasattr(stream, "__aiter__") and not hasattr(stream, "__anext__"):
-        _finish_with(call, hooks, stream)
-        return stream
-    return AsyncStreamProxy(stream, call, hooks)
+    return _wrap(call, stream, hooks, AsyncStreamProxy, ("__aiter__", "__anext__"))
 
 
 def _finish_with(call: Call, hooks: StreamHooks | None, result: Any) -> None:
