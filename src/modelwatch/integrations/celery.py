@@ -14,7 +14,8 @@
   hostnames or task ids;
 - prefork: pool children export with the exporters the OpenTelemetry SDK re-initialises after
   fork; buffered telemetry is flushed when a child exits (``worker_process_shutdown``, e.g. when
-  ``max_tasks_per_child`` recycles it) and when the worker shuts down (``worker_shutdown``).
+  ``max_tasks_per_child`` recycles it; its ``/metrics`` and discovery file go too) and when the
+  worker shuts down (``worker_shutdown``).
 
 If ``opentelemetry-instrumentation-celery`` is installed and active, it owns the spans and the
 trace propagation; modelwatch then adds only its metrics, so no span is emitted twice.
@@ -329,6 +330,16 @@ def _flush(**_: Any) -> None:
         flush(timeout_s=FLUSH_TIMEOUT_S)
 
 
+def _child_exit(**_: Any) -> None:
+    """A pool child leaves (``os._exit``, no ``atexit``): flush, close its ``/metrics`` and
+    remove its discovery file, as the process exit hook does."""
+    with guard("celery.child_exit"):
+        from modelwatch._config import _at_exit, flush
+
+        flush(timeout_s=FLUSH_TIMEOUT_S)
+        _at_exit()
+
+
 def _signals() -> list[tuple[Any, Callable[..., None]]]:
     from celery import signals
 
@@ -341,7 +352,7 @@ def _signals() -> list[tuple[Any, Callable[..., None]]]:
         (signals.task_postrun, _postrun),
         (signals.task_revoked, _revoked),
         (signals.worker_process_init, _child_init),
-        (signals.worker_process_shutdown, _flush),
+        (signals.worker_process_shutdown, _child_exit),
         (signals.worker_shutdown, _flush),
     ]
 

@@ -39,6 +39,8 @@ class DeployOptions:
     #: the service's /metrics (``modelwatch.configure(prometheus_port=9464)``)
     targets: tuple[str, ...] = ("127.0.0.1:9464",)
     alertmanagers: tuple[str, ...] = ("127.0.0.1:9093",)
+    #: fleets: each process's file_sd target (``MODELWATCH_PROMETHEUS_SD_DIR``, docs/deployment.md)
+    sd_files: tuple[str, ...] = ("/var/lib/modelwatch/sd/*.json",)
     rule_files: tuple[str, ...] = (RULES_FILE,)
 
 
@@ -53,7 +55,11 @@ def prometheus_config(options: DeployOptions | None = None) -> dict[str, object]
         "rule_files": list(o.rule_files),
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": list(o.alertmanagers)}]}]},
         "scrape_configs": [
-            {"job_name": o.job_name, "static_configs": [{"targets": list(o.targets)}]}
+            {
+                "job_name": o.job_name,
+                "static_configs": [{"targets": list(o.targets)}],
+                "file_sd_configs": [{"files": list(o.sd_files), "refresh_interval": "30s"}],
+            }
         ],
     }
 

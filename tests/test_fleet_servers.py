@@ -1,0 +1,215 @@
+"""Fleets on real servers (issue 12): `uvicorn --workers 2` running examples/fleet_engine.py
+with a port range, discovered by a real Prometheus through file_sd; the same engine pushing
+OTLP to the test receiver. Everything on 127.0.0.1; stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelwatch.testing import FakeModelServer
+from support.otlp import OtlpReceiver
+from support.servers import (
+    ManagedProcess,
+    PrometheusFactory,
+    free_port,
+    spawn,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.servers, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+USER_CALLS = (
+    'sum(gen_ai_client_operation_duration_seconds_count{job="fleet",modelwatch_origin!="probe"})'
+)
+
+
+def _post(port: int, text: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/analyze",
+        data=json.dumps({"text": text}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def _get(port: int, path: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+class Engine:
+    """`uvicorn --workers 2 fleet_engine:app` and what it registered."""
+
+    def __init__(self, process: ManagedProcess, port: int, sd_dir: Path) -> None:
+        self.process, self.port, self.sd_dir = process, port, sd_dir
+
+    def targets(self) -> dict[int, str]:
+        """pid -> host:port, from the discovery files."""
+        found = {}
+        for path in self.sd_dir.glob("modelwatch-*.json"):
+            try:
+                (entry,) = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # being replaced
+            found[int(entry["labels"]["pid"])] = entry["targets"][0]
+        return found
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
+    started: list[ManagedProcess] = []
+    server = FakeModelServer().start()
+
+    def start(**env: str) -> Engine:
+        port = free_port()
+        base = free_port()
+        sd_dir = tmp_path / "sd"
+        sd_dir.mkdir(exist_ok=True)
+        full_env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("MODELWATCH_", "OTEL_"))
+        }
+        full_env.update(
+            {
+                "HF_BASE_URL": server.url,
+                "MODELWATCH_SERVICE_NAME": "fleet-engine",
+                "MODELWATCH_PROMETHEUS_PORT": f"{base}-{base + 15}",
+                "MODELWATCH_PROMETHEUS_SD_DIR": str(sd_dir),
+                "PYTHONUNBUFFERED": "1",
+                **env,
+            }
+        )
+        argv = [
+            sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"),
+            "fleet_engine:app", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        process = spawn("uvicorn", argv, tmp_path / f"uvicorn-{port}.log", env=full_env)
+        started.append(process)
+        running = Engine(process, port, sd_dir)
+        try:
+            wait_until(lambda: len(running.targets()) == 2, timeout=40, message="2 workers")
+            wait_until(lambda: _get(port, "/whoami"), timeout=20, message="the engine to answer")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{process.output}") from None
+        return running
+
+    yield start
+    for process in started:
+        process.stop(signal.SIGTERM, timeout=20)
+    server.stop()
+
+
+def _sd_config(sd_dir: Path) -> str:
+    return json.dumps(
+        {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+            "scrape_configs": [
+                {
+                    "job_name": "fleet",
+                    "file_sd_configs": [
+                        {"files": [str(sd_dir / "*.json")], "refresh_interval": "1s"}
+                    ],
+                }
+            ],
+        }
+    )
+
+
+def test_uvicorn_workers_are_each_discovered_and_counted_exactly(
+    engine: Callable[..., Engine], prometheus_server: PrometheusFactory
+) -> None:
+    running = engine()
+    first = running.targets()
+    assert len(set(first.values())) == 2  # two ports, one per worker
+    prom = prometheus_server(_sd_config(running.sd_dir))
+
+    def up_targets() -> dict[str, dict[str, Any]] | None:
+        active = prom.targets()
+        up = {t["labels"]["pid"]: t for t in active if t["health"] == "up"}
+        return up if len(active) == 2 and len(up) == 2 else None
+
+    wait_until(up_targets, timeout=30, message="both workers scraped")
+    sent = 24
+    pids = {_post(running.port, f"def f{i}(): pass")["pid"] for i in range(sent)}
+    assert pids <= set(first)
+    total = wait_until(
+        lambda: prom.query_value(USER_CALLS) == sent and sent,
+        timeout=30,
+        message=f"the sum over instances to reach {sent}",
+    )
+    assert total == sent
+    instances = prom.query('count by (service_instance_id) (target_info{job="fleet"})')
+    assert len(instances) == 2
+
+    # kill one worker: its target goes; the restarted worker gets a port and a new identity
+    victim = sorted(first)[0]
+    old_ids = {r["metric"]["service_instance_id"] for r in instances}
+    os.kill(victim, signal.SIGKILL)
+    renewed = wait_until(
+        lambda: (t := running.targets()) and victim not in t and len(t) == 2 and t,
+        timeout=40,
+        message="the restarted worker's target, and the killed one's gone",
+    )
+    (newcomer,) = set(renewed) - set(first)
+
+    def rediscovered() -> bool:
+        up = up_targets()
+        return bool(up) and str(victim) not in up and str(newcomer) in up  # type: ignore[operator]
+
+    wait_until(rediscovered, timeout=30, message="Prometheus to drop the killed worker")
+    new_ids = wait_until(
+        lambda: (
+            (
+                ids := {
+                    r["metric"]["service_instance_id"]
+                    for r in prom.query(f'target_info{{job="fleet",pid="{newcomer}"}}')
+                }
+            )
+            and ids
+        ),
+        timeout=20,
+        message="the new worker's target_info",
+    )
+    assert not new_ids & old_ids
+
+
+def test_uvicorn_workers_push_otlp_as_two_resources_that_add_up(
+    engine: Callable[..., Engine], otlp_receiver: OtlpReceiver
+) -> None:
+    running = engine(
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.http_endpoint,
+        OTEL_METRIC_EXPORT_INTERVAL="500",
+    )
+    sent = 20
+    for i in range(sent):
+        _post(running.port, f"x{i}")
+    running.process.stop(signal.SIGTERM, timeout=20)  # workers flush as they exit
+
+    def resources() -> set[str]:
+        return {
+            str(p.resource["service.instance.id"])
+            for p in otlp_receiver.metric_points()
+            if p.resource.get("service.name") == "fleet-engine"
+        }
+
+    ids = wait_until(lambda: len(r := resources()) == 2 and r, timeout=20, message="2 resources")
+    latest: dict[tuple[str, int], int] = {}
+    for point in otlp_receiver.metric_points("gen_ai.client.operation.duration"):
+        if point.attributes.get("modelwatch.origin") == "probe":
+            continue
+        key = (str(point.resource["service.instance.id"]), int(point.raw.start_time_unix_nano))  # type: ignore[attr-defined]
+        latest[key] = max(latest.get(key, 0), point.count or 0)
+    assert {instance for instance, _ in latest} <= ids
+    assert sum(latest.values()) == sent
+    pids = {p.resource["process.pid"] for p in otlp_receiver.metric_points()}
+    assert len(pids) == 2
