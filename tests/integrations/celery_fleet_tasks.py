@@ -5,6 +5,7 @@ state is shared through the Redis of MODELWATCH_TEST_REDIS_URL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from functools import cache
@@ -55,10 +56,8 @@ def open_breaker(name: str) -> dict[str, Any]:
     """Two failing calls: the breaker opens in this child (and in Redis)."""
     guarded = breaker(name)(_model_down)
     for _ in range(2):
-        try:
+        with contextlib.suppress(ConnectionError, modelwatch.CircuitOpenError):
             guarded("x")
-        except (ConnectionError, modelwatch.CircuitOpenError):
-            pass
     return {"pid": os.getpid(), "state": breaker(name).breaker.state}
 
 

@@ -108,19 +108,23 @@ def test_prefork_children_are_scraped_and_share_breaker_state(
     )
 
     # both children's task metrics and breaker state reach Prometheus
-    tasks = 'sum(modelwatch_task_duration_seconds_count{job="celery",modelwatch_task_name="fleet.add"})'
-    assert wait_until(lambda: prom.query_value(tasks) == 10, timeout=30, message="10 tasks") == 1
+    tasks = (
+        'sum(modelwatch_task_duration_seconds_count{job="celery",modelwatch_task_name="fleet.add"})'
+    )
+    wait_until(lambda: prom.query_value(tasks) == 10, timeout=30, message="10 tasks counted")
     states = wait_until(
         lambda: (
-            found := {
-                r["metric"]["pid"]: float(r["value"][1])
-                for r in prom.query(
-                    f'{{__name__=~"modelwatch_circuit_state.*",modelwatch_circuit="{name}"}}'
-                )
-            }
-        )
-        and len(found) == 2
-        and found,
+            (
+                found := {
+                    r["metric"]["pid"]: float(r["value"][1])
+                    for r in prom.query(
+                        f'{{__name__=~"modelwatch_circuit_state.*",modelwatch_circuit="{name}"}}'
+                    )
+                }
+            )
+            and len(found) == 2
+            and found
+        ),
         timeout=30,
         message="both children's breaker state in Prometheus",
     )
