@@ -72,7 +72,7 @@ def main() -> None:
             if line.startswith(
                 (
                     "gen_ai_client_operation_duration_seconds_count",
-                    "modelwatch_cost_total",
+                    "modelwatch_cost_usd_total",
                     "gen_ai_client_token_usage_sum",
                 )
             ):

@@ -9,6 +9,7 @@ are this library's own.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -208,16 +209,73 @@ class MetricSpec:
 
     @property
     def prometheus_name(self) -> str:
-        """The name Prometheus shows after OpenTelemetry's translation (with unit suffix).
+        """The name Prometheus shows after OpenTelemetry's translation, as the in-process
+        exporter writes it (:func:`prometheus_metric_name` with its defaults).
 
         Histograms get ``_bucket``/``_sum``/``_count`` on top; counters end in ``_total``.
         """
-        base = self.name.replace(".", "_")
-        if self.unit == "s":
-            base += "_seconds"
-        if self.instrument in ("counter", "observable_counter"):
-            base += "_total"
-        return base
+        return prometheus_metric_name(self)
+
+
+#: Unit suffixes as the OpenTelemetry specification's Prometheus compatibility rules spell them.
+_UNIT_WORDS: Final[dict[str, str]] = {
+    "s": "seconds",
+    "ms": "milliseconds",
+    "us": "microseconds",
+    "ns": "nanoseconds",
+    "min": "minutes",
+    "h": "hours",
+    "d": "days",
+    "By": "bytes",
+    "KiBy": "kibibytes",
+    "MiBy": "mebibytes",
+    "%": "percent",
+}
+_INVALID_NAME_CHARS: Final = re.compile(r"[^a-zA-Z0-9_]")
+_REPEATED_UNDERSCORES: Final = re.compile(r"__+")
+
+
+def prometheus_label_name(key: str) -> str:
+    """A metric or attribute name as Prometheus spells it: every character outside
+    ``[a-zA-Z0-9_]`` becomes ``_`` (``gen_ai.request.model`` -> ``gen_ai_request_model``)."""
+    return _REPEATED_UNDERSCORES.sub("_", _INVALID_NAME_CHARS.sub("_", key))
+
+
+def _unit_word(unit: str) -> str:
+    if not unit or unit.startswith("{"):
+        return ""  # annotations such as {token} carry no unit
+    if "/" in unit:
+        numerator, denominator = unit.split("/", 1)
+        first = _UNIT_WORDS.get(numerator, numerator)
+        return f"{first}_per_{_UNIT_WORDS.get(denominator, denominator)}"
+    return _UNIT_WORDS.get(unit, unit)
+
+
+def prometheus_metric_name(
+    spec: MetricSpec,
+    *,
+    unit_suffixes: bool = True,
+    total_suffix: bool = True,
+    ratio_suffix: bool = False,
+) -> str:
+    """The one OpenTelemetry -> Prometheus metric name translation (no ``_bucket``-style
+    suffix): dots to underscores; the unit as a word (``s`` -> ``_seconds``; ``{...}``
+    annotations add nothing) unless ``unit_suffixes`` is off; ``_ratio`` on unit-``1`` gauges
+    when ``ratio_suffix`` (the Collector's exporter adds it); ``_total`` on counters unless
+    ``total_suffix`` is off. :mod:`modelwatch.ops.promnames` names the pipelines' presets.
+    """
+    base = prometheus_label_name(spec.name)
+    if unit_suffixes:
+        if spec.unit == "1":
+            if ratio_suffix and spec.instrument == "observable_gauge":
+                base += "_ratio"
+        else:
+            word = prometheus_label_name(_unit_word(spec.unit))
+            if word and not base.endswith(f"_{word}"):
+                base += f"_{word}"
+    if total_suffix and spec.instrument in ("counter", "observable_counter"):
+        base += "_total"
+    return base
 
 
 _MODEL_KEYS: Final = (
@@ -270,10 +328,12 @@ EXECUTE_TOOL_DURATION: Final = MetricSpec(
     (GEN_AI_OPERATION_NAME, GEN_AI_TOOL_NAME, ERROR_TYPE),
     DURATION_BUCKETS,
 )
+#: unit ``usd``: exposed as ``modelwatch_cost_usd_total`` (``{USD}`` would add no unit at all,
+#: ``USD`` an upper-case ``_USD_total``)
 COST: Final = MetricSpec(
     "modelwatch.cost",
     "observable_counter",
-    "{USD}",
+    "usd",
     "Cost of model calls in US dollars, from the price table.",
     (GEN_AI_PROVIDER_NAME, GEN_AI_REQUEST_MODEL, MODELWATCH_ANALYSIS, MODELWATCH_ROUTER),
 )
@@ -294,7 +354,7 @@ CALLS_OLDEST_IN_FLIGHT: Final = MetricSpec(
 CIRCUIT_STATE: Final = MetricSpec(
     "modelwatch.circuit.state",
     "observable_gauge",
-    "1",
+    "{state}",
     "Circuit breaker state per backend: 0 closed, 1 half-open, 2 open.",
     (MODELWATCH_CIRCUIT, MODELWATCH_ROUTER, GEN_AI_REQUEST_MODEL),
 )

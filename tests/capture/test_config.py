@@ -233,7 +233,7 @@ def test_prometheus_endpoint_serves_the_metrics() -> None:
     assert 'le="0.01"' in text
     assert 'le="81.92"' in text
     assert "gen_ai_client_token_usage_bucket{" in text
-    assert "modelwatch_cost_total{" in text
+    assert "modelwatch_cost_usd_total{" in text
     assert 'gen_ai_request_model="google/flan-t5-large"' in text
     series = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert len(series) == len(set(series)), "duplicate series on the /metrics page"

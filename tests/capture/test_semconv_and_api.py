@@ -16,10 +16,10 @@ def test_metric_names_instruments_and_units_are_pinned() -> None:
         ("gen_ai.client.operation.time_to_first_chunk", "histogram", "s"),
         ("gen_ai.invoke_agent.duration", "histogram", "s"),
         ("gen_ai.execute_tool.duration", "histogram", "s"),
-        ("modelwatch.cost", "observable_counter", "{USD}"),
+        ("modelwatch.cost", "observable_counter", "usd"),
         ("modelwatch.calls.in_flight", "observable_up_down_counter", "{call}"),
         ("modelwatch.calls.oldest_in_flight", "observable_gauge", "s"),
-        ("modelwatch.circuit.state", "observable_gauge", "1"),
+        ("modelwatch.circuit.state", "observable_gauge", "{state}"),
         ("modelwatch.circuit.transitions", "counter", "{transition}"),
         ("modelwatch.failovers", "counter", "{failover}"),
         ("modelwatch.failover.duration", "histogram", "s"),
@@ -58,7 +58,7 @@ def test_buckets_are_pinned() -> None:
 def test_prometheus_names_follow_the_exporter_translation() -> None:
     assert semconv.OPERATION_DURATION.prometheus_name == "gen_ai_client_operation_duration_seconds"
     assert semconv.TOKEN_USAGE.prometheus_name == "gen_ai_client_token_usage"
-    assert semconv.COST.prometheus_name == "modelwatch_cost_total"
+    assert semconv.COST.prometheus_name == "modelwatch_cost_usd_total"
     assert semconv.CIRCUIT_STATE.prometheus_name == "modelwatch_circuit_state"
 
 

@@ -111,7 +111,8 @@ def test_dashboard_prints_overview_and_model(capsys: pytest.CaptureFixture[str])
     board = json.loads(capsys.readouterr().out)
     assert board["uid"] == "modelwatch-model"
     assert board["refresh"] == "1m"
-    assert "modelwatch_circuit_state_ratio" in json.dumps(board)
+    assert "modelwatch_budget_used_ratio" in json.dumps(board)  # collector names
+    assert "modelwatch_circuit_state_ratio" not in json.dumps(board)  # a state, not a ratio
 
 
 def test_dashboard_output_dir(tmp_path: Path) -> None:

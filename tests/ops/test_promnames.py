@@ -66,10 +66,13 @@ def test_presets() -> None:
     assert metric_name(semconv.OPERATION_DURATION, PLAIN) == "gen_ai_client_operation_duration"
     assert metric_name(semconv.FAILOVERS, PLAIN) == "modelwatch_failovers"
     assert metric_name(semconv.FAILOVERS, COLLECTOR) == "modelwatch_failovers_total"
-    assert metric_name(semconv.CIRCUIT_STATE, COLLECTOR) == "modelwatch_circuit_state_ratio"
+    # a state, not a ratio: no `_ratio` under the Collector's naming either
+    assert metric_name(semconv.CIRCUIT_STATE, COLLECTOR) == "modelwatch_circuit_state"
     assert metric_name(semconv.CIRCUIT_STATE, SDK) == "modelwatch_circuit_state"
+    assert metric_name(semconv.BUDGET_USED, COLLECTOR) == "modelwatch_budget_used_ratio"
     assert metric_name(semconv.TOKEN_USAGE, COLLECTOR) == "gen_ai_client_token_usage"
-    assert metric_name(semconv.COST) == "modelwatch_cost_total"
+    assert metric_name(semconv.COST) == "modelwatch_cost_usd_total"  # the unit is in the name
+    assert metric_name(semconv.COST, COLLECTOR) == "modelwatch_cost_usd_total"
 
 
 def test_units_outside_semconv() -> None:
@@ -93,14 +96,19 @@ def test_label_names() -> None:
         ("1h30m", 5400),
         ("3d", 259200),
         ("1w", 604800),
-        ("120", 120),
+        ("0", 0),
+        ("1y2w3d4h5m6s", 365 * 86400 + 14 * 86400 + 3 * 86400 + 4 * 3600 + 5 * 60 + 6),
     ],
 )
 def test_parse_duration(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "m5", "5x", "1h 5m", "500ms", "-1m"])
+@pytest.mark.parametrize(
+    "text",
+    # what promtool rejects too: units out of order or twice, a bare number other than 0
+    ["", "m5", "5x", "1h 5m", "500ms", "-1m", "30m1h", "1h1h", "00", "120", "1m1ms", "s"],
+)
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)

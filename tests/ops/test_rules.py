@@ -172,7 +172,8 @@ def test_rules_use_only_names_translated_from_semconv(naming: Any) -> None:
     }
     used = _metric_names_in(render_rules(RuleOptions(naming=naming))) - labels
     assert used <= known, used - known
-    assert "modelwatch_circuit_state" + ("_ratio" if naming is COLLECTOR else "") in used
+    assert "modelwatch_circuit_state" in used  # a state: no `_ratio`, whatever the naming
+    assert "modelwatch_budget_used" + ("_ratio" if naming is COLLECTOR else "") in used
 
 
 def test_selector_and_service_label_reach_every_selector() -> None:

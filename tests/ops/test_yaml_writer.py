@@ -46,3 +46,12 @@ def test_promql_and_matchers_stay_legible() -> None:
     assert "expr: 'x{a=\"b\"} > 1'" in text
     assert "for: 5m" in text
     assert "multi: |-\n  a\n  b" in text
+
+
+def test_infinities_and_nan_are_written_as_yaml_reads_them() -> None:
+    text = _yaml.dump({"up": float("inf"), "down": float("-inf"), "nan": float("nan")})
+    assert "up: .inf\ndown: -.inf\nnan: .nan" in text
+    back = yaml.safe_load(text)
+    assert back["up"] == float("inf")
+    assert back["down"] == float("-inf")
+    assert back["nan"] != back["nan"]  # a float NaN, not the string "nan"

@@ -8,6 +8,7 @@ string is a valid YAML double-quoted scalar); multi-line strings use literal blo
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -25,6 +26,10 @@ def _scalar(value: object) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        if math.isnan(value):
+            return ".nan"  # YAML's spelling: a plain `nan` or `inf` reads back as a string
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
         text = repr(value)
         # YAML 1.1 (PyYAML) reads a float only with a dot: 1e-09 must be 1.0e-09
         if "e" in text and "." not in text:

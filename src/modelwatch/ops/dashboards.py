@@ -278,11 +278,29 @@ def _health_panels(n: _Names, by: str, legend: str, model_only: bool) -> Iterato
     )
     yield (
         "Health and capacity",
+        state_timeline(
+            "Readiness by instance",
+            "Each process's own /ready: 1 ready, 0 while one of its critical checks is down.",
+            Target(
+                f"min by ({n.instance}) ({n.sel(n.ready, model=False)})",
+                f"{{{{{n.instance}}}}}",
+            ),
+            health_mappings(),
+        ),
+    )
+    yield (
+        "Health and capacity",
         timeseries(
             "Hung calls: oldest call in flight",
             "Age of the oldest running call: a hung call climbs here before it ends.",
             "s",
-            [Target(f"max by ({by}) ({n.sel(n.oldest, analysis=True)})", legend)],
+            # per instance: which worker holds the stuck call
+            [
+                Target(
+                    f"max by ({by}, {n.instance}) ({n.sel(n.oldest, analysis=True)})",
+                    f"{legend} on {{{{{n.instance}}}}}",
+                )
+            ],
             width=6,
         ),
     )

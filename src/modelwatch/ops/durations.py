@@ -15,11 +15,19 @@ _UNITS: Final[dict[str, int]] = {
     "m": 60,
     "s": 1,
 }
-_PART: Final = re.compile(r"(\d+)(ms|[ywdhms])")
+#: Prometheus' own duration syntax (``model.ParseDuration``): each unit at most once, largest
+#: first, and nothing but ``"0"`` without a unit.
+_DURATION: Final = re.compile(
+    r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
+)
 
 
 def parse_duration(text: str) -> int:
     """Whole seconds in a Prometheus duration such as ``"5m"`` or ``"1h30m"``.
+
+    Accepts what Prometheus (and ``promtool``) accept: units largest first, each once
+    (``30m1h`` and ``1h1h`` are errors), and a bare number only as ``"0"`` (``00`` and
+    ``120`` are errors).
 
     >>> parse_duration("1h30m")
     5400
@@ -28,19 +36,16 @@ def parse_duration(text: str) -> int:
         ValueError: ``text`` is not a duration, or has a sub-second part.
     """
     text = text.strip()
-    if text.isdigit():
-        return int(text)
-    pos, total = 0, 0
-    for match in _PART.finditer(text):
-        if match.start() != pos:
-            break
-        if match.group(2) == "ms":
-            raise ValueError(f"sub-second durations are not supported: {text!r}")
-        total += int(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
+    if text == "0":
+        return 0
+    match = _DURATION.fullmatch(text)
+    if not text or match is None:
         raise ValueError(f"not a Prometheus duration: {text!r}")
-    return total
+    *parts, millis = match.groups()
+    if millis is not None and int(millis):
+        raise ValueError(f"sub-second durations are not supported: {text!r}")
+    sizes = [_UNITS[unit] for unit in ("y", "w", "d", "h", "m", "s")]
+    return sum(int(count) * size for count, size in zip(parts, sizes, strict=True) if count)
 
 
 def format_duration(seconds: int) -> str:

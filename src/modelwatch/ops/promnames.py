@@ -1,4 +1,7 @@
-"""OpenTelemetry -> Prometheus name translation for modelwatch's metrics.
+"""The OpenTelemetry -> Prometheus naming presets of modelwatch's pipelines.
+
+The translation itself is :func:`modelwatch.semconv.prometheus_metric_name` (one for the whole
+library); this module names the presets the rules and dashboards are generated for.
 
 The same OpenTelemetry metric reaches Prometheus under different names depending on the
 path it takes. The rules and dashboards are written against one :class:`Naming`, chosen to
@@ -6,7 +9,7 @@ match the user's pipeline:
 
 - :data:`SDK` (default): ``opentelemetry-exporter-prometheus`` in the process (what
   ``modelwatch.configure(prometheus_port=...)`` serves). Unit ``s`` adds ``_seconds``,
-  counters add ``_total``, units ``1`` and ``{...}`` add nothing.
+  counters add ``_total``, units ``1`` and ``{...}`` add nothing (``usd`` adds ``_usd``).
 - :data:`COLLECTOR`: the OpenTelemetry Collector's Prometheus exporter or Prometheus' own
   OTLP receiver with suffixes on: as :data:`SDK`, plus ``_ratio`` on unit-``1`` gauges.
 - :data:`PLAIN`: suffixes turned off (``add_metric_suffixes: false`` in the Collector,
@@ -19,6 +22,8 @@ into ``_`` (``gen_ai.request.model`` -> ``gen_ai_request_model``).
 >>> from modelwatch import semconv
 >>> metric_name(semconv.OPERATION_DURATION)
 'gen_ai_client_operation_duration_seconds'
+>>> metric_name(semconv.COST)
+'modelwatch_cost_usd_total'
 >>> metric_name(semconv.COST, PLAIN)
 'modelwatch_cost'
 >>> label_name(semconv.GEN_AI_REQUEST_MODEL)
@@ -27,7 +32,6 @@ into ``_`` (``gen_ai.request.model`` -> ``gen_ai_request_model``).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,23 +39,6 @@ from modelwatch import semconv
 from modelwatch.semconv import MetricSpec
 
 __all__ = ["COLLECTOR", "NAMINGS", "PLAIN", "SDK", "Naming", "label_name", "metric_name"]
-
-#: Unit suffixes as the OpenTelemetry specification's Prometheus compatibility rules spell them.
-_UNIT_WORDS: Final[dict[str, str]] = {
-    "s": "seconds",
-    "ms": "milliseconds",
-    "us": "microseconds",
-    "ns": "nanoseconds",
-    "min": "minutes",
-    "h": "hours",
-    "d": "days",
-    "By": "bytes",
-    "KiBy": "kibibytes",
-    "MiBy": "mebibytes",
-    "%": "percent",
-}
-_INVALID = re.compile(r"[^a-zA-Z0-9_]")
-_REPEATED_UNDERSCORES = re.compile(r"__+")
 
 
 @dataclass(frozen=True)
@@ -78,39 +65,20 @@ PLAIN: Final = Naming("plain", unit_suffixes=False, total_suffix=False)
 NAMINGS: Final[dict[str, Naming]] = {n.name: n for n in (SDK, COLLECTOR, PLAIN)}
 
 
-def _sanitize(text: str) -> str:
-    return _REPEATED_UNDERSCORES.sub("_", _INVALID.sub("_", text))
-
-
-def _unit_word(unit: str) -> str:
-    if not unit or unit.startswith("{"):
-        return ""  # annotations such as {token} carry no unit
-    if "/" in unit:
-        numerator, denominator = unit.split("/", 1)
-        first = _UNIT_WORDS.get(numerator, numerator)
-        return f"{first}_per_{_UNIT_WORDS.get(denominator, denominator)}"
-    return _UNIT_WORDS.get(unit, unit)
-
-
 def metric_name(spec: MetricSpec, naming: Naming = SDK) -> str:
-    """The Prometheus metric name of ``spec`` under ``naming`` (no ``_bucket``-style suffix)."""
-    base = _sanitize(spec.name)
-    if naming.unit_suffixes:
-        if spec.unit == "1":
-            if naming.ratio_suffix and spec.instrument == "observable_gauge":
-                base += "_ratio"
-        else:
-            word = _sanitize(_unit_word(spec.unit))
-            if word and not base.endswith(f"_{word}"):
-                base += f"_{word}"
-    if naming.total_suffix and spec.instrument in ("counter", "observable_counter"):
-        base += "_total"
-    return base
+    """The Prometheus metric name of ``spec`` under ``naming`` (no ``_bucket``-style suffix):
+    :func:`modelwatch.semconv.prometheus_metric_name` with the naming's suffix rules."""
+    return semconv.prometheus_metric_name(
+        spec,
+        unit_suffixes=naming.unit_suffixes,
+        total_suffix=naming.total_suffix,
+        ratio_suffix=naming.ratio_suffix,
+    )
 
 
 def label_name(attribute_key: str) -> str:
     """The Prometheus label name of an OpenTelemetry attribute key."""
-    return _sanitize(attribute_key)
+    return semconv.prometheus_label_name(attribute_key)
 
 
 class PromNames:
@@ -134,6 +102,10 @@ class PromNames:
         self.to = label_name(semconv.TO)
         self.reason = label_name(semconv.REASON)
         self.origin = label_name(semconv.MODELWATCH_ORIGIN)
+        #: the process a series came from: Prometheus' scrape target label (the Collector's
+        #: exporter fills it from ``service.instance.id``). Rules and panels aggregate it away,
+        #: except the per-instance views: which worker is hung, which one is not ready.
+        self.instance = "instance"
         self.duration = metric_name(semconv.OPERATION_DURATION, naming)
         self.duration_count = f"{self.duration}_count"
         self.duration_bucket = f"{self.duration}_bucket"

@@ -148,14 +148,17 @@ def _call_alerts(q: Queries) -> list[AlertRule]:
         AlertRule(
             "ModelwatchHungCalls",
             group,
-            f"max by ({q.by_model()}) ({q.sel(q.oldest)}) > {num(o.hung_call_threshold_s)}",
+            # per instance: which worker holds the stuck call
+            f"max by ({q.by_model(q.instance)}) ({q.sel(q.oldest)})\n"
+            f"> {num(o.hung_call_threshold_s)}",
             o.hung_call_for_s,
             "warning",
             f"A call to {{{{ $labels.{m} }}}} has been running for "
             f"{{{{ $value | humanizeDuration }}}}",
             f"The oldest call in flight to model {{{{ $labels.{m} }}}} in "
-            f"{{{{ $labels.{svc} }}}} started {{{{ $value | humanizeDuration }}}} ago, more than "
-            f"the {num(o.hung_call_threshold_s)}s threshold: it is stuck past every deadline.",
+            f"{{{{ $labels.{svc} }}}} (instance {{{{ $labels.{q.instance} }}}}) started "
+            f"{{{{ $value | humanizeDuration }}}} ago, more than the "
+            f"{num(o.hung_call_threshold_s)}s threshold: it is stuck past every deadline.",
         ),
         AlertRule(
             "ModelwatchErrorRateHigh",
@@ -348,11 +351,13 @@ def _health_alerts(q: Queries) -> list[AlertRule]:
         AlertRule(
             "ModelwatchNotReady",
             "modelwatch.health",
-            f"min by ({svc}) ({q.sel(q.ready)}) == 0",
+            # per instance: readiness is each process's own /ready
+            f"min by ({svc}, {q.instance}) ({q.sel(q.ready)}) == 0",
             o.ready_for_s,
             "critical",
             f"{{{{ $labels.{svc} }}}} is not ready",
-            f"A critical health check of {{{{ $labels.{svc} }}}} is down, so /ready answers "
+            f"A critical health check of {{{{ $labels.{svc} }}}} (instance "
+            f"{{{{ $labels.{q.instance} }}}}) is down, so its /ready answers "
             f"503 (readiness {{{{ $value }}}} for {format_duration(o.ready_for_s)}): "
             "load balancers stop sending it traffic.",
         ),
@@ -380,7 +385,7 @@ def _budget_alerts(q: Queries) -> list[AlertRule]:
             "warning",
             f"Budget {{{{ $labels.{b} }}}} is {{{{ $value | humanizePercentage }}}} spent",
             f"{{{{ $value | humanizePercentage }}}} of cost budget {{{{ $labels.{b} }}}} in "
-            f"{{{{ $labels.{svc} }}}} is spent this {o.budget_period} "
+            f"{{{{ $labels.{svc} }}}} is spent in its current period "
             f"(warning at {percent(o.budget_warning_ratio)}).",
         ),
         AlertRule(
@@ -391,7 +396,7 @@ def _budget_alerts(q: Queries) -> list[AlertRule]:
             "critical",
             f"Budget {{{{ $labels.{b} }}}} is exhausted",
             f"Cost budget {{{{ $labels.{b} }}}} in {{{{ $labels.{svc} }}}} is "
-            f"{{{{ $value | humanizePercentage }}}} spent this {o.budget_period}.",
+            f"{{{{ $value | humanizePercentage }}}} spent in its current period.",
         ),
         AlertRule(
             "ModelwatchBudgetForecastOverrun",
