@@ -25,7 +25,6 @@ trace propagation; modelwatch then adds only its metrics, so no span is emitted 
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -44,19 +43,28 @@ from modelwatch import semconv
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import telemetry
 from modelwatch.capture.call import _classify, _record_error_on_span
+from modelwatch.integrations._celery_otel import (
+    CeleryInstrumentor,
+    contrib_owns_spans,
+    enrich_contrib_span,
+    messaging_attributes,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "HEADER_PUBLISHED_AT",
+    "CeleryInstrumentor",
     "OUTCOME_FAILURE",
     "OUTCOME_RETRY",
     "OUTCOME_REVOKED",
     "OUTCOME_SUCCESS",
     "instrument",
+    "instrument_all",
     "is_instrumented",
     "monitored_task",
     "uninstrument",
+    "uninstrument_all",
 ]
 
 # Span names (``"send {task}"`` PRODUCER, ``"process {task}"`` CONSUMER) and attributes
@@ -84,6 +92,7 @@ _MAX_PENDING_PUBLISH: Final = 1024
 
 _lock = threading.Lock()
 _apps: list[Any] = []
+_all_apps = False  # CeleryInstrumentor().instrument() without an app: every app is ours
 _connected = False
 
 
@@ -128,18 +137,6 @@ class _RequestGetter(Getter[Any]):
 _getter: Final = _RequestGetter()
 
 
-def _contrib_owns_spans() -> bool:
-    """``opentelemetry-instrumentation-celery`` is active: it makes the spans, not us."""
-    module = sys.modules.get("opentelemetry.instrumentation.celery")
-    if module is None:
-        return False
-    instrumentor = getattr(module, "CeleryInstrumentor", None)
-    try:
-        return bool(instrumentor is not None and instrumentor().is_instrumented_by_opentelemetry)
-    except Exception:
-        return False
-
-
 def _outcome(state: Any) -> str:
     if not isinstance(state, str):
         return OUTCOME_FAILURE
@@ -153,6 +150,8 @@ def _task_name(task: Any, request: Any = None) -> str:
 
 def _ours(task: Any) -> bool:
     """The task belongs to an instrumented app (tasks without an app count as ours)."""
+    if _all_apps:
+        return True
     app = getattr(task, "_app", None) or getattr(task, "app", None)
     if app is None:
         return bool(_apps)
@@ -168,20 +167,16 @@ def _before_publish(
     sender: Any = None, headers: Any = None, routing_key: Any = None, **_: Any
 ) -> None:
     with guard("celery.before_publish"):
-        if not _apps or not isinstance(headers, dict):
+        if not (_apps or _all_apps) or not isinstance(headers, dict):
             return
         headers[HEADER_PUBLISHED_AT] = time.time()
-        if _contrib_owns_spans():
-            return
         name = sender if isinstance(sender, str) else str(headers.get("task") or "unknown")
         task_id = headers.get("id")
-        attributes: dict[str, Any] = {
-            semconv.MESSAGING_SYSTEM: "celery",
-            semconv.MESSAGING_OPERATION_TYPE: semconv.SPAN_TASK_SEND,
-            semconv.TASK_NAME: name,
-        }
-        if isinstance(routing_key, str) and routing_key:
-            attributes[semconv.MESSAGING_DESTINATION] = routing_key
+        if contrib_owns_spans():
+            enrich_contrib_span(semconv.SPAN_TASK_SEND, routing_key, name, task_id)
+            return
+        attributes = messaging_attributes(semconv.SPAN_TASK_SEND, routing_key)
+        attributes[semconv.TASK_NAME] = name
         if isinstance(task_id, str):
             attributes[semconv.MESSAGING_MESSAGE_ID] = task_id
         retries = headers.get("retries")
@@ -225,17 +220,15 @@ def _start_run(task: Any, task_id: str) -> _Run:
         tel.instrument(semconv.TASK_QUEUE_WAIT).record(
             max(0.0, now_wall - float(published)), {semconv.TASK_NAME: name}
         )
-    if not _contrib_owns_spans():
+    delivery = getattr(request, "delivery_info", None)
+    queue = delivery.get("routing_key") if isinstance(delivery, dict) else None
+    if contrib_owns_spans():
+        enrich_contrib_span(semconv.SPAN_TASK_PROCESS, queue, name, task_id)
+    else:
         parent = propagate.extract(request, getter=_getter) if request is not None else None
-        attributes: dict[str, Any] = {
-            semconv.MESSAGING_SYSTEM: "celery",
-            semconv.MESSAGING_OPERATION_TYPE: semconv.SPAN_TASK_PROCESS,
-            semconv.MESSAGING_MESSAGE_ID: task_id,
-            semconv.TASK_NAME: name,
-        }
-        delivery = getattr(request, "delivery_info", None)
-        if isinstance(delivery, dict) and isinstance(delivery.get("routing_key"), str):
-            attributes[semconv.MESSAGING_DESTINATION] = delivery["routing_key"]
+        attributes = messaging_attributes(semconv.SPAN_TASK_PROCESS, queue)
+        attributes[semconv.MESSAGING_MESSAGE_ID] = task_id
+        attributes[semconv.TASK_NAME] = name
         retries = getattr(request, "retries", None)
         if isinstance(retries, int) and retries:
             attributes[semconv.TASK_RETRIES] = retries
@@ -372,36 +365,61 @@ def instrument(app: Any) -> None:
     >>> modelwatch.celery.instrument(app)
     >>> modelwatch.celery.uninstrument(app)
     """
-    global _connected
     if app is None or not hasattr(app, "tasks"):
         raise TypeError(f"instrument() takes a Celery app, got {type(app).__name__}")
     with _lock:
         if not any(app is a for a in _apps):
             _apps.append(app)
-        if not _connected:
-            for signal, handler in _signals():
-                signal.connect(handler, weak=False, dispatch_uid=f"modelwatch:{handler.__name__}")
-            _connected = True
+        _connect()
+
+
+def _connect() -> None:
+    global _connected
+    if not _connected:
+        for signal, handler in _signals():
+            signal.connect(handler, weak=False, dispatch_uid=f"modelwatch:{handler.__name__}")
+        _connected = True
+
+
+def instrument_all() -> None:
+    """Trace and measure the tasks of every Celery app of this process (what
+    ``opentelemetry-instrument`` does through :class:`CeleryInstrumentor`)."""
+    global _all_apps
+    with _lock:
+        _all_apps = True
+        _connect()
+
+
+def uninstrument_all() -> None:
+    """Undo :func:`instrument_all` (apps instrumented one by one stay instrumented)."""
+    global _all_apps
+    with _lock:
+        _all_apps = False
+        _disconnect_if_unused()
 
 
 def uninstrument(app: Any) -> None:
     """Stop instrumenting ``app``; once no app is left, the signal handlers are disconnected."""
-    global _connected
     with _lock:
         _apps[:] = [a for a in _apps if a is not app]
-        if _apps or not _connected:
-            return
-        for signal, handler in _signals():
-            signal.disconnect(handler, dispatch_uid=f"modelwatch:{handler.__name__}")
-        _connected = False
-        _publishing.clear()
+        _disconnect_if_unused()
+
+
+def _disconnect_if_unused() -> None:
+    global _connected
+    if _apps or _all_apps or not _connected:
+        return
+    for signal, handler in _signals():
+        signal.disconnect(handler, dispatch_uid=f"modelwatch:{handler.__name__}")
+    _connected = False
+    _publishing.clear()
     _runs.clear()
 
 
 def is_instrumented(app: Any) -> bool:
-    """``True`` if :func:`instrument` is in effect for ``app``."""
+    """``True`` if :func:`instrument` (or :func:`instrument_all`) is in effect for ``app``."""
     with _lock:
-        return any(app is a for a in _apps)
+        return _all_apps or any(app is a for a in _apps)
 
 
 # ----------------------------------------------------------------------- explicit marking
