@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +165,46 @@ def test_system_metrics_are_recorded() -> None:
     names = set(ran.out["names"])
     for prefix in ("system_cpu_", "system_memory_", "system_disk_", "system_network_", "process_"):
         assert any(n.startswith(prefix) for n in names), (prefix, sorted(names))
+
+
+def test_under_opentelemetry_instrument_flush_never_duplicates_series(tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.distro")
+    instrument = Path(sys.executable).with_name("opentelemetry-instrument")
+    if not instrument.exists():
+        pytest.skip("opentelemetry-instrument is not installed (pip install opentelemetry-distro)")
+    port = free_port()
+    app = tmp_path / "app.py"
+    app.write_text(
+        textwrap.dedent(
+            f"""
+            import json, urllib.request, modelwatch
+            with modelwatch.monitored(model="m", provider="p"):
+                pass
+            modelwatch.flush()
+            modelwatch.flush()
+            url = "http://127.0.0.1:{port}/metrics"
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            name = "gen_ai_client_operation_duration_seconds_count"
+            print(json.dumps({{"counts": [l for l in text.splitlines() if l.startswith(name)]}}))
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELWATCH_", "OTEL_"))}
+    env.update(
+        OTEL_METRICS_EXPORTER="prometheus",
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+        OTEL_EXPORTER_PROMETHEUS_PORT=str(port),
+    )
+    proc = subprocess.run(
+        [str(instrument), sys.executable, str(app)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = json.loads(proc.stdout.strip().splitlines()[-1])["counts"]
+    assert len(counts) == 1, counts  # was 6 before the fix (issue 13)

@@ -6,11 +6,7 @@ them runs in a fresh interpreter (``run_python``)."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +15,13 @@ import pytest
 import modelwatch
 from modelwatch import ConfigurationError
 from modelwatch._config import resolve
+from support.fresh import CLEAN_ENV_PREFIXES, run_fresh
 from support.otlp import BlackholeEndpoint, DeadEndpoint, OtlpReceiver
-
-ROOT = Path(__file__).resolve().parents[2]
-CLEAN_ENV_PREFIXES = ("MODELWATCH_", "OTEL_")
 
 
 def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
     """Run ``code`` in a fresh interpreter; it prints one JSON line last, which is returned."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(CLEAN_ENV_PREFIXES)}
-    child_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=child_env,
-        cwd=ROOT,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else None
+    return run_fresh(code, env, timeout).out
 
 
 @pytest.fixture

@@ -106,19 +106,16 @@ class CeleryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ("celery >= 5.3",)
 
     def _instrument(self, **kwargs: Any) -> None:
-        from modelwatch.integrations import celery
-
-        app = kwargs.get("app")
-        if app is not None:
-            celery.instrument(app)
-        else:
-            celery.instrument_all()
+        self._apply(kwargs.get("app"), on=True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        self._apply(kwargs.get("app"), on=False)
+
+    @staticmethod
+    def _apply(app: Any, *, on: bool) -> None:
         from modelwatch.integrations import celery
 
-        app = kwargs.get("app")
         if app is not None:
-            celery.uninstrument(app)
+            (celery.instrument if on else celery.uninstrument)(app)
         else:
-            celery.uninstrument_all()
+            (celery.instrument_all if on else celery.uninstrument_all)()
