@@ -469,6 +469,41 @@ CANARY_ROLLBACKS: Final = MetricSpec(
     (MODELWATCH_ROUTER, MODELWATCH_BACKEND, MODELWATCH_VERSION, REASON),
 )  # fmt: skip
 
+# System and process metrics: recorded by opentelemetry-instrumentation-system-metrics when
+# ``configure(system_metrics=True)``, not by modelwatch; declared for the dashboards and rules.
+PROCESS_MEMORY_USAGE: Final = MetricSpec(
+    "process.memory.usage", "observable_up_down_counter", "By",
+    "Resident memory of the process (RSS).",
+)  # fmt: skip
+PROCESS_CPU_TIME: Final = MetricSpec(
+    "process.cpu.time", "observable_counter", "s", "CPU time of the process, by type.", ("type",)
+)  # fmt: skip
+SYSTEM_CPU_UTILIZATION: Final = MetricSpec(
+    "system.cpu.utilization", "observable_gauge", "1", "Share of CPU time per state and CPU.",
+    ("state", "cpu"),
+)  # fmt: skip
+SYSTEM_MEMORY_UTILIZATION: Final = MetricSpec(
+    "system.memory.utilization", "observable_gauge", "1", "Share of memory per state.",
+    ("state",),
+)  # fmt: skip
+SYSTEM_NETWORK_IO: Final = MetricSpec(
+    "system.network.io", "observable_counter", "By", "Bytes sent and received per device.",
+    ("device", "direction"),
+)  # fmt: skip
+SYSTEM_DISK_IO: Final = MetricSpec(
+    "system.disk.io", "observable_counter", "By", "Bytes read and written per device.",
+    ("device", "direction"),
+)  # fmt: skip
+#: The system-metrics instrumentation's metrics the dashboards and rules use.
+SYSTEM_METRICS: Final[tuple[MetricSpec, ...]] = (
+    PROCESS_MEMORY_USAGE,
+    PROCESS_CPU_TIME,
+    SYSTEM_CPU_UTILIZATION,
+    SYSTEM_MEMORY_UTILIZATION,
+    SYSTEM_NETWORK_IO,
+    SYSTEM_DISK_IO,
+)
+
 #: Every metric, in documentation order.
 METRICS: Final[tuple[MetricSpec, ...]] = (
     OPERATION_DURATION,

@@ -39,6 +39,7 @@ def main() -> int:
     config = modelwatch.configure(
         service_name="e2e-engine",
         prometheus_port=0,
+        system_metrics=True,  # the dashboards' System row queries these
         prices={primary: {"per_request": 0.001}, backup: {"per_request": 0.002}},
     )
     client = httpx.Client(base_url=base_url, timeout=2.0)

@@ -119,6 +119,7 @@ def test_the_alert_set() -> None:
         "ModelwatchBudgetExhausted",
         "ModelwatchBudgetForecastOverrun",
         "ModelwatchTelemetryAbsent",
+        "ModelwatchMemoryGrowth",
     ]
     symptoms = {a.name for a in build_alerts() if a.symptom}
     assert symptoms == {
@@ -181,7 +182,7 @@ def test_selector_and_service_label_reach_every_selector() -> None:
     for group in yaml.safe_load(text)["groups"]:
         for rule in group["rules"]:
             expr = rule["expr"]
-            selectors = re.findall(r"\b(?:gen_ai|modelwatch)_[a-z_]+(\{[^}]*\})?\[?", expr)
+            selectors = re.findall(r"\b(?:gen_ai|modelwatch|process)_[a-z_]+(\{[^}]*\})?\[?", expr)
             assert selectors, rule["alert"]
             assert expr.count('env="prod"') >= 1, rule["alert"]
             assert "job" not in expr, rule["alert"]

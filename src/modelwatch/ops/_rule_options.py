@@ -9,9 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from modelwatch import semconv
+from modelwatch.ops.durations import format_duration
 from modelwatch.ops.promnames import SDK, Naming
 
-__all__ = ["DEFAULT_RUNBOOK_URL", "BudgetPeriod", "BurnWindow", "RuleOptions", "Severity"]
+__all__ = [
+    "DEFAULT_RUNBOOK_URL",
+    "AlertRule",
+    "BudgetPeriod",
+    "BurnWindow",
+    "RuleOptions",
+    "Severity",
+]
 
 Severity = Literal["critical", "warning", "info"]
 BudgetPeriod = Literal["day", "week", "month"]
@@ -29,6 +37,44 @@ class BurnWindow:
     long_s: int
     short_s: int
     factor: float
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One generated alert and what operators need to act on it."""
+
+    name: str
+    group: str
+    expr: str
+    for_s: int
+    severity: Severity
+    summary: str
+    description: str
+    #: a symptom of a model outage: inhibited while that model's circuit-open alert fires
+    symptom: bool = False
+    #: keep firing this long after the condition cleared (Prometheus >= 2.42)
+    keep_firing_for_s: int = 0
+
+    @property
+    def slug(self) -> str:
+        """File stem of the runbook: ``ModelwatchCircuitOpen`` -> ``circuit-open``."""
+        stem = self.name.removeprefix("Modelwatch")
+        return re.sub(r"(?<!^)(?=[A-Z])", "-", stem).lower()
+
+    def to_rule(self, options: RuleOptions) -> dict[str, object]:
+        """The rule as a Prometheus rule-file mapping."""
+        rule: dict[str, object] = {"alert": self.name, "expr": self.expr}
+        if self.for_s:
+            rule["for"] = format_duration(self.for_s)
+        if self.keep_firing_for_s:
+            rule["keep_firing_for"] = format_duration(self.keep_firing_for_s)
+        rule["labels"] = {"severity": self.severity, **dict(options.extra_labels)}
+        rule["annotations"] = {
+            "summary": self.summary,
+            "description": self.description,
+            "runbook_url": f"{options.runbook_url.rstrip('/')}/{self.slug}.md",
+        }
+        return rule
 
 
 @dataclass(frozen=True)
@@ -117,6 +163,15 @@ class RuleOptions:
 
     absent_lookback_s: int = field(default=3600, metadata=_DURATION)
     absent_for_s: int = field(default=300, metadata=_DURATION)
+
+    #: a process whose resident memory, extrapolated ``memory_growth_horizon`` ahead from its
+    #: trend over ``memory_growth_window``, reaches this multiple of now (and is over
+    #: ``memory_min_bytes``) is leaking (``configure(system_metrics=True)``)
+    memory_growth_ratio: float = 1.5
+    memory_min_bytes: float = 256 * 1024 * 1024
+    memory_growth_window_s: int = field(default=1800, metadata=_DURATION)
+    memory_growth_horizon_s: int = field(default=3600, metadata=_DURATION)
+    memory_growth_for_s: int = field(default=900, metadata=_DURATION)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.slo_target < 1.0:

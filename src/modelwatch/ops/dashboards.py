@@ -343,6 +343,32 @@ def _health_panels(n: _Names, by: str, legend: str, model_only: bool) -> Iterato
 
 
 # --------------------------------------------------------------------------- dashboards
+def _system_panels(n: _Names) -> Iterator[tuple[str, Any]]:
+    """Process and host resources (``configure(system_metrics=True)``), per instance."""
+    rate = f"[{_RATE}]"
+    idle, used = 'state="idle"', 'state="used"'
+    panels = (
+        ("Process memory (RSS)", "Resident memory of each process.", "bytes",
+         f"max by ({n.instance}) ({n.sel(n.process_memory, model=False)})"),
+        ("Process CPU", "CPU seconds per second used by each process (1 = one core).", "short",
+         f"sum by ({n.instance}) (rate({n.sel(n.process_cpu, model=False)}{rate}))"),
+        ("Host CPU busy", "Share of the host's CPU time not idle.", "percentunit",
+         f"1 - avg by ({n.instance}) "
+         f"({n.sel(n.system_cpu, idle, model=False)})"),
+        ("Host memory used", "Share of the host's memory in use.", "percentunit",
+         f"max by ({n.instance}) ({n.sel(n.system_memory, used, model=False)})"),
+        ("Network", "Bytes per second sent and received by the host.", "Bps",
+         f"sum by ({n.instance}, direction) (rate({n.sel(n.network_io, model=False)}{rate}))"),
+        ("Disk", "Bytes per second read and written by the host.", "Bps",
+         f"sum by ({n.instance}, direction) (rate({n.sel(n.disk_io, model=False)}{rate}))"),
+    )  # fmt: skip
+    for title, description, unit, expr in panels:
+        yield (
+            "System (configure(system_metrics=True))",
+            timeseries(title, description, unit, [Target(expr, f"{{{{{n.instance}}}}}")], width=8),
+        )
+
+
 def _variables(n: _Names, multi_model: bool) -> list[Any]:
     sdk = load_sdk()
     board = sdk.builders.dashboard
@@ -445,6 +471,7 @@ def overview_dashboard(options: DashboardOptions | None = None) -> Builder[Any]:
         yield from _usage_panels(n, by, legend)
         yield from _resilience_panels(n, by, legend)
         yield from _health_panels(n, by, legend, model_only=False)
+        yield from _system_panels(n)
 
     result: Builder[Any] = _assemble(
         "modelwatch / service overview",

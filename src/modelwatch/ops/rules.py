@@ -17,9 +17,7 @@ circuit-open alert fires (see :mod:`modelwatch.ops.alertmanager`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from modelwatch import semconv
@@ -33,11 +31,13 @@ from modelwatch.ops._promql import (
 )
 from modelwatch.ops._rule_options import (
     DEFAULT_RUNBOOK_URL,
+    AlertRule,
     BudgetPeriod,
     BurnWindow,
     RuleOptions,
     Severity,
 )
+from modelwatch.ops._rules_system import system_alerts
 from modelwatch.ops.durations import format_duration
 
 __all__ = [
@@ -63,45 +63,8 @@ GROUPS: Final[tuple[str, ...]] = (
     "modelwatch.health",
     "modelwatch.budget",
     "modelwatch.telemetry",
+    "modelwatch.system",
 )
-
-
-@dataclass(frozen=True)
-class AlertRule:
-    """One generated alert and what operators need to act on it."""
-
-    name: str
-    group: str
-    expr: str
-    for_s: int
-    severity: Severity
-    summary: str
-    description: str
-    #: a symptom of a model outage: inhibited while that model's circuit-open alert fires
-    symptom: bool = False
-    #: keep firing this long after the condition cleared (Prometheus >= 2.42)
-    keep_firing_for_s: int = 0
-
-    @property
-    def slug(self) -> str:
-        """File stem of the runbook: ``ModelwatchCircuitOpen`` -> ``circuit-open``."""
-        stem = self.name.removeprefix("Modelwatch")
-        return re.sub(r"(?<!^)(?=[A-Z])", "-", stem).lower()
-
-    def to_rule(self, options: RuleOptions) -> dict[str, object]:
-        """The rule as a Prometheus rule-file mapping."""
-        rule: dict[str, object] = {"alert": self.name, "expr": self.expr}
-        if self.for_s:
-            rule["for"] = format_duration(self.for_s)
-        if self.keep_firing_for_s:
-            rule["keep_firing_for"] = format_duration(self.keep_firing_for_s)
-        rule["labels"] = {"severity": self.severity, **dict(options.extra_labels)}
-        rule["annotations"] = {
-            "summary": self.summary,
-            "description": self.description,
-            "runbook_url": f"{options.runbook_url.rstrip('/')}/{self.slug}.md",
-        }
-        return rule
 
 
 # --------------------------------------------------------------------------- the alerts
@@ -444,6 +407,7 @@ def build_alerts(options: RuleOptions | None = None) -> list[AlertRule]:
         *_health_alerts(q),
         *_budget_alerts(q),
         *_telemetry_alerts(q),
+        *system_alerts(q),
     ]
 
 

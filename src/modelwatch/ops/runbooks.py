@@ -322,6 +322,24 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
         ),
         "Metrics arrive again; the alert resolves at the next evaluation.",
     ),
+    "ModelwatchMemoryGrowth": Runbook(
+        "One process's resident memory (`process.memory.usage`, from "
+        "`configure(system_metrics=True)`) has been climbing steadily: at this pace it will be "
+        "half as large again within the hour. Left alone it ends in an out-of-memory kill, and "
+        "every call in flight on that worker fails.",
+        (
+            "The *System* row of the overview dashboard: is it one instance or all of them, "
+            "and did it start with a deploy or with traffic?",
+            "Caches keyed by input (prompts, embeddings) and unbounded queues are the usual "
+            "causes; `tracemalloc` snapshots a few minutes apart show what grows.",
+        ),
+        (
+            "Restart the instance to buy time (workers of a server with `max_requests` recycle "
+            "themselves).",
+            "Bound the cache or queue that grows, then deploy the fix.",
+        ),
+        "Memory levels off: the extrapolated growth falls under the threshold.",
+    ),
 }
 
 
