@@ -14,6 +14,7 @@ from typing import Any, Final
 from modelwatch import semconv
 
 __all__ = [
+    "RATE_INTERVAL",
     "DATASOURCE",
     "Target",
     "bargauge",
@@ -24,6 +25,9 @@ __all__ = [
     "state_timeline",
     "timeseries",
 ]
+
+#: the range of every panel's ``rate()``: Grafana's own, at least four scrapes
+RATE_INTERVAL: Final = "$__rate_interval"
 
 #: every panel queries the dashboard's ``datasource`` variable
 DATASOURCE: Final = "${datasource}"

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from modelwatch.ops._grafana import (
+    RATE_INTERVAL,
     Target,
     bargauge,
     circuit_mappings,
@@ -35,6 +36,7 @@ from modelwatch.ops._grafana import (
     state_timeline,
     timeseries,
 )
+from modelwatch.ops._panels_system import system_panels
 from modelwatch.ops.promnames import SDK, Naming, PromNames
 
 if TYPE_CHECKING:  # the SDK is an optional dependency
@@ -55,7 +57,7 @@ DASHBOARDS: Final[dict[str, str]] = {
     "overview": "modelwatch-overview",
     "model": "modelwatch-model",
 }
-_RATE: Final = "$__rate_interval"
+_RATE: Final = RATE_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -343,32 +345,6 @@ def _health_panels(n: _Names, by: str, legend: str, model_only: bool) -> Iterato
 
 
 # --------------------------------------------------------------------------- dashboards
-def _system_panels(n: _Names) -> Iterator[tuple[str, Any]]:
-    """Process and host resources (``configure(system_metrics=True)``), per instance."""
-    rate = f"[{_RATE}]"
-    idle, used = 'state="idle"', 'state="used"'
-    panels = (
-        ("Process memory (RSS)", "Resident memory of each process.", "bytes",
-         f"max by ({n.instance}) ({n.sel(n.process_memory, model=False)})"),
-        ("Process CPU", "CPU seconds per second used by each process (1 = one core).", "short",
-         f"sum by ({n.instance}) (rate({n.sel(n.process_cpu, model=False)}{rate}))"),
-        ("Host CPU busy", "Share of the host's CPU time not idle.", "percentunit",
-         f"1 - avg by ({n.instance}) "
-         f"({n.sel(n.system_cpu, idle, model=False)})"),
-        ("Host memory used", "Share of the host's memory in use.", "percentunit",
-         f"max by ({n.instance}) ({n.sel(n.system_memory, used, model=False)})"),
-        ("Network", "Bytes per second sent and received by the host.", "Bps",
-         f"sum by ({n.instance}, direction) (rate({n.sel(n.network_io, model=False)}{rate}))"),
-        ("Disk", "Bytes per second read and written by the host.", "Bps",
-         f"sum by ({n.instance}, direction) (rate({n.sel(n.disk_io, model=False)}{rate}))"),
-    )  # fmt: skip
-    for title, description, unit, expr in panels:
-        yield (
-            "System (configure(system_metrics=True))",
-            timeseries(title, description, unit, [Target(expr, f"{{{{{n.instance}}}}}")], width=8),
-        )
-
-
 def _variables(n: _Names, multi_model: bool) -> list[Any]:
     sdk = load_sdk()
     board = sdk.builders.dashboard
@@ -461,52 +437,44 @@ def _assemble(
     return dashboard
 
 
-def overview_dashboard(options: DashboardOptions | None = None) -> Builder[Any]:
-    """The service overview dashboard (a grafana-foundation-sdk builder)."""
+def _dashboard(name: DashboardName, options: DashboardOptions | None) -> Builder[Any]:
+    """The overview (per model, with the System row) or the drill-down (one model, per
+    analysis type): the same panels, split differently."""
     n = _Names(options or DashboardOptions())
-    by, legend = n.model, f"{{{{{n.model}}}}}"
+    overview = name == "overview"
+    by = n.model if overview else f"{n.model}, {n.analysis}"
+    legend = f"{{{{{n.model if overview else n.analysis}}}}}"
 
     def panels() -> Iterator[tuple[str, Any]]:
         yield from _traffic_panels(n, by, legend)
         yield from _usage_panels(n, by, legend)
         yield from _resilience_panels(n, by, legend)
-        yield from _health_panels(n, by, legend, model_only=False)
-        yield from _system_panels(n)
+        yield from _health_panels(n, by, legend, model_only=not overview)
+        if overview:
+            yield from system_panels(n)
 
     result: Builder[Any] = _assemble(
-        "modelwatch / service overview",
-        DASHBOARDS["overview"],
-        "Model calls, failover and health of services instrumented with modelwatch.",
+        "modelwatch / service overview" if overview else "modelwatch / model drill-down",
+        DASHBOARDS[name],
+        "Model calls, failover and health of services instrumented with modelwatch."
+        if overview
+        else "One model in depth, split by analysis type.",
         panels(),
         n,
-        multi_model=True,
-        link_title="Model drill-down",
+        multi_model=overview,
+        link_title="Model drill-down" if overview else "Service overview",
     )
     return result
+
+
+def overview_dashboard(options: DashboardOptions | None = None) -> Builder[Any]:
+    """The service overview dashboard (a grafana-foundation-sdk builder)."""
+    return _dashboard("overview", options)
 
 
 def model_dashboard(options: DashboardOptions | None = None) -> Builder[Any]:
     """The per-model drill-down dashboard (a grafana-foundation-sdk builder)."""
-    n = _Names(options or DashboardOptions())
-    by = f"{n.model}, {n.analysis}"
-    legend = f"{{{{{n.analysis}}}}}"
-
-    def panels() -> Iterator[tuple[str, Any]]:
-        yield from _traffic_panels(n, by, legend)
-        yield from _usage_panels(n, by, legend)
-        yield from _resilience_panels(n, by, legend)
-        yield from _health_panels(n, by, legend, model_only=True)
-
-    result: Builder[Any] = _assemble(
-        "modelwatch / model drill-down",
-        DASHBOARDS["model"],
-        "One model in depth, split by analysis type.",
-        panels(),
-        n,
-        multi_model=False,
-        link_title="Service overview",
-    )
-    return result
+    return _dashboard("model", options)
 
 
 def render_dashboard(
