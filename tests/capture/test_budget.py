@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 
 import pytest
 from structlog.testing import capture_logs
 
 import modelwatch
+from modelwatch.capture.budget import spent_budgets
 from modelwatch.testing import Captured
 
 FLAN = "google/flan-t5-large"  # shipped price: 0.0006 USD per request
@@ -88,10 +90,18 @@ def test_fixed_second_periods() -> None:
         ({"name": "x", "limit_usd": 0}, "limit_usd"),
         ({"name": "x", "limit_usd": 1.0, "period": "fortnight"}, "period"),
         ({"name": "x", "limit_usd": 1.0, "period": -5}, "period"),
+        ({"name": "x", "limit_usd": math.inf}, "limit_usd"),
+        ({"name": "x", "limit_usd": math.nan}, "limit_usd"),
+        ({"name": "x", "limit_usd": "5"}, "limit_usd"),
+        ({"name": "x", "limit_usd": 1.0, "period": math.inf}, "period"),
+        ({"name": "x", "limit_usd": 1.0, "enforce": "block"}, "enforce"),
+        ({"name": "x", "limit_usd": 1.0, "store": "redis://x"}, "store"),
+        ({"name": "x", "limit_usd": 1.0, "sync_interval_s": math.nan}, "sync_interval_s"),
+        ({"name": "x", "limit_usd": 1.0, "model": 5}, "model"),
     ],
 )
 def test_bad_budgets_are_rejected(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(modelwatch.ConfigurationError, match=message):
         modelwatch.Budget(**kwargs)  # type: ignore[arg-type]
 
 
@@ -127,3 +137,50 @@ def test_budget_exceeded_error_names_the_budget_spend_and_period_end() -> None:
     assert (exc.budget, exc.spent_usd, exc.limit_usd, exc.period_end) == ("daily", 50.25, 50.0, end)
     assert "'daily'" in str(exc)
     assert "2026-12-03T00:00:00Z" in str(exc)
+
+
+def test_spent_enforcing_budgets_are_found_for_the_calls_they_cover() -> None:
+    clock = Clock(datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc).timestamp())
+    with (
+        modelwatch.Budget("watch", limit_usd=0.001, clock=clock) as watching,
+        modelwatch.Budget("big", limit_usd=0.001, model="big", enforce="skip", clock=clock) as big,
+        modelwatch.Budget(
+            "review", limit_usd=0.01, analysis="code_review", enforce="refuse", clock=clock
+        ) as review,
+    ):
+        assert spent_budgets(model="big", analysis="code_review") == ()
+        big.add(0.002, {"gen_ai.request.model": "big"})
+        watching.add(0.002)  # spent, but it only watches
+        assert spent_budgets(model="big") == (big,)
+        assert spent_budgets(model="small") == ()
+        review.add(0.01, {"modelwatch.analysis": "code_review"})
+        assert spent_budgets(model="small", analysis="code_review") == (review,)
+        error = review.error()
+        assert isinstance(error, modelwatch.BudgetExceededError)
+        assert error.spent_usd == pytest.approx(0.01)
+        assert error.period_end == datetime(2026, 12, 3, tzinfo=timezone.utc).timestamp()
+        clock.now += 12 * 3600  # a new day: nothing is spent
+        assert spent_budgets(model="big", analysis="code_review") == ()
+
+
+@pytest.mark.parametrize(
+    ("period", "start", "end"),
+    [
+        ("hour", datetime(2026, 12, 2, 12, 30), datetime(2026, 12, 2, 13, 0)),
+        ("week", datetime(2026, 12, 2, 12, 30), datetime(2026, 12, 7)),
+        ("month", datetime(2026, 12, 2, 12, 30), datetime(2027, 1, 1)),
+        ("month", datetime(2026, 2, 10), datetime(2026, 3, 1)),
+    ],
+)
+def test_period_end(period: str, start: datetime, end: datetime) -> None:
+    clock = Clock(start.replace(tzinfo=timezone.utc).timestamp())
+    with modelwatch.Budget("ends", limit_usd=1.0, period=period, clock=clock) as b:  # type: ignore[arg-type]
+        assert b.period_end == end.replace(tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize("cost", [math.nan, math.inf, -1.0])
+def test_a_cost_that_is_not_one_is_not_counted(cost: float) -> None:
+    with modelwatch.Budget("sane", limit_usd=1.0) as b:
+        b.add(0.25)
+        b.add(cost)
+        assert b.spent_usd == 0.25

@@ -14,11 +14,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -29,33 +27,13 @@ from modelwatch.resilience import hooks
 from modelwatch.resilience._shared import OPEN_UNTIL_KEY, redis_storage
 from modelwatch.resilience.breaker import Breaker
 from modelwatch.resilience.policy import BreakerPolicy
+from support.redis_outage import Watched, restart
 from support.servers import RedisServer
-from support.servers._process import require_server, spawn, wait_until
+from support.servers._process import wait_until
 
 pytestmark = pytest.mark.servers
 
 PEER = Path(__file__).with_name("_shared_peer.py")
-
-
-class Watched:
-    """A redis client whose connection checkouts are recorded per thread."""
-
-    def __init__(self, url: str) -> None:
-        # a socket timeout far longer than any call may take: blocking would be obvious
-        self.client = redis.Redis.from_url(url, socket_timeout=3.0, socket_connect_timeout=1.0)
-        self.threads: list[str] = []
-        pool = self.client.connection_pool
-        original = pool.get_connection
-
-        def get_connection(*args: Any, **kwargs: Any) -> Any:
-            self.threads.append(threading.current_thread().name)
-            return original(*args, **kwargs)
-
-        pool.get_connection = get_connection  # type: ignore[method-assign]
-
-    def close(self) -> None:
-        self.client.close()
-        self.client.connection_pool.disconnect()
 
 
 @pytest.fixture
@@ -76,20 +54,6 @@ def fail(b: Breaker, n: int) -> None:
         permit = b.admit()
         assert permit is not None
         b.record_failure(permit, semconv.ERROR_TIMEOUT, 0.01)
-
-
-def restart(server: RedisServer) -> None:
-    """Kill the server and start it again on the same port, empty (``save ""``)."""
-    workdir = server.process.log_path.parent
-    server.process.stop(signal.SIGKILL)
-    binary = require_server("redis-server")
-    server.process = spawn(
-        "redis-server",
-        [binary, str(workdir / "redis.conf")],
-        workdir / "redis-server.restarted.log",
-        cwd=workdir,
-    )
-    wait_until(lambda: server.command(["PING"]) == [b"+PONG"], message="redis restarted")
 
 
 def test_a_paused_redis_never_blocks_a_call_and_the_state_resyncs(
