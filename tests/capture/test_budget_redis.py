@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,19 +26,6 @@ pytestmark = pytest.mark.servers
 
 PEER = Path(__file__).with_name("_budget_peer.py")
 PRICE_NANOS = 600_000  # 0.0006 USD
-
-
-@pytest.fixture
-def watched() -> Iterator[Callable[[str], Watched]]:
-    made: list[Watched] = []
-
-    def build(url: str) -> Watched:
-        made.append(Watched(url))
-        return made[-1]
-
-    yield build
-    for w in made:
-        w.close()
 
 
 def run_peers(

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from modelwatch._clock import ManualClock
 from modelwatch.capture._telemetry import use_providers
 from modelwatch.resilience import hooks
+from support.redis_outage import watched  # noqa: F401 (a fixture)
 
 
 @dataclass

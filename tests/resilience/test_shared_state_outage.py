@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,19 +34,6 @@ from support.servers._process import wait_until
 pytestmark = pytest.mark.servers
 
 PEER = Path(__file__).with_name("_shared_peer.py")
-
-
-@pytest.fixture
-def watched() -> Iterator[Callable[[str], Watched]]:
-    made: list[Watched] = []
-
-    def build(url: str) -> Watched:
-        made.append(Watched(url))
-        return made[-1]
-
-    yield build
-    for w in made:
-        w.close()
 
 
 def fail(b: Breaker, n: int) -> None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 import redis
 
 from support.servers import RedisServer
 from support.servers._process import require_server, spawn, wait_until
 
-__all__ = ["Watched", "enable_persistence", "restart"]
+__all__ = ["Watched", "enable_persistence", "restart", "watched"]
 
 
 class Watched:
@@ -36,6 +38,20 @@ class Watched:
     def close(self) -> None:
         self.client.close()
         self.client.connection_pool.disconnect()
+
+
+@pytest.fixture
+def watched() -> Iterator[Callable[[str], Watched]]:
+    """Factory of :class:`Watched` clients for a Redis URL, closed after the test."""
+    made: list[Watched] = []
+
+    def build(url: str) -> Watched:
+        made.append(Watched(url))
+        return made[-1]
+
+    yield build
+    for w in made:
+        w.close()
 
 
 def enable_persistence(server: RedisServer) -> None:
