@@ -71,7 +71,7 @@ def engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
     started: list[ManagedProcess] = []
     server = FakeModelServer().start()
 
-    def start(**env: str) -> Engine:
+    def start(kind: str = "uvicorn", processes: int = 2, **env: str) -> Engine:
         port = free_port()
         base = free_port()
         sd_dir = tmp_path / "sd"
@@ -89,15 +89,26 @@ def engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
                 **env,
             }
         )
-        argv = [
-            sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"),
-            "fleet_engine:app", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
-        ]  # fmt: skip
+        if kind == "uvicorn":
+            argv = [
+                sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"),
+                "fleet_engine:app", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
+            ]  # fmt: skip
+        else:  # gunicorn --preload: configure() runs in the master, workers are forked
+            argv = [
+                sys.executable, "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker",
+                "--preload", "-w", "2", "--chdir", str(ROOT / "examples"),
+                "-b", f"127.0.0.1:{port}", "--no-control-socket", "fleet_engine:app",
+            ]  # fmt: skip
         process = spawn("uvicorn", argv, tmp_path / f"uvicorn-{port}.log", env=full_env)
         started.append(process)
         running = Engine(process, port, sd_dir)
         try:
-            wait_until(lambda: len(running.targets()) == 2, timeout=40, message="2 workers")
+            wait_until(
+                lambda: len(running.targets()) == processes,
+                timeout=40,
+                message=f"{processes} processes registered",
+            )
             wait_until(lambda: _get(port, "/whoami"), timeout=20, message="the engine to answer")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{process.output}") from None
@@ -213,3 +224,39 @@ def test_uvicorn_workers_push_otlp_as_two_resources_that_add_up(
     assert sum(latest.values()) == sent
     pids = {p.resource["process.pid"] for p in otlp_receiver.metric_points()}
     assert len(pids) == 2
+
+
+def test_gunicorn_preload_workers_forked_after_configure_are_each_discovered(
+    engine: Callable[..., Engine], prometheus_server: PrometheusFactory
+) -> None:
+    pytest.importorskip("gunicorn")
+    # the master ran configure() (it holds the first port); each forked worker binds its own
+    running = engine(kind="gunicorn", processes=3)
+    master = running.process.pid
+    first = running.targets()
+    assert master in first
+    assert len(set(first.values())) == 3
+    prom = prometheus_server(_sd_config(running.sd_dir))
+    prom.wait_for_targets_up(3, timeout=30)
+    sent = 12
+    pids = {_post(running.port, f"p{i}")["pid"] for i in range(sent)}
+    assert master not in pids
+    wait_until(
+        lambda: prom.query_value(USER_CALLS) == sent,
+        timeout=30,
+        message=f"the sum over the forked workers to reach {sent}",
+    )
+    workers = prom.query(
+        f'count by (service_instance_id) (target_info{{job="fleet",pid!="{master}"}})'
+    )
+    assert len(workers) == 2  # a new identity after fork, one per worker
+    # (the master records nothing: its page has no series, hence no target_info)
+    victim = next(pid for pid in sorted(first) if pid != master)
+    os.kill(victim, signal.SIGKILL)
+    renewed = wait_until(
+        lambda: (t := running.targets()) and victim not in t and len(t) == 3 and t,
+        timeout=40,
+        message="gunicorn's replacement worker registered, the killed one's file gone",
+    )
+    (newcomer,) = set(renewed) - set(first)
+    assert renewed[newcomer] not in {v for k, v in first.items() if k != victim}
