@@ -227,18 +227,7 @@ def configure(
     >>> import modelwatch
     >>> config = modelwatch.configure(service_name="ai-engine")  # doctest: +SKIP
     """
-    config = resolve(
-        service_name=service_name,
-        otlp_endpoint=otlp_endpoint,
-        otlp_protocol=otlp_protocol,
-        prometheus_port=prometheus_port,
-        console=console,
-        capture_content=capture_content,
-        prices=prices,
-        sample_ratio=sample_ratio,
-        prometheus_sd_dir=prometheus_sd_dir,
-        system_metrics=system_metrics,
-    )
+    config = resolve(**locals())
     if config.disabled:
         return _disable(config)
     with _state.lock:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 from modelwatch.capture.cost import Price, parse_prices
@@ -270,21 +270,30 @@ def _otlp_signal_endpoints(
     return one("traces"), one("metrics")
 
 
-def resolve(
-    *,
-    service_name: str | None = None,
-    otlp_endpoint: str | None = None,
-    otlp_protocol: str | None = None,
-    prometheus_port: int | str | None = None,
-    console: bool | None = None,
-    capture_content: bool | None = None,
-    prices: Mapping[str, Mapping[str, float]] | None = None,
-    sample_ratio: float | None = None,
-    prometheus_sd_dir: str | None = None,
-    system_metrics: bool | None = None,
-) -> Config:
-    """Resolve and validate every setting without applying anything."""
+class Settings(TypedDict, total=False):
+    """The keyword arguments of :func:`modelwatch.configure` (``None``: not given)."""
+
+    service_name: str | None
+    otlp_endpoint: str | None
+    otlp_protocol: str | None
+    prometheus_port: int | str | None
+    console: bool | None
+    capture_content: bool | None
+    prices: Mapping[str, Mapping[str, float]] | None
+    sample_ratio: float | None
+    prometheus_sd_dir: str | None
+    system_metrics: bool | None
+
+
+def resolve(**settings: Unpack[Settings]) -> Config:
+    """Resolve and validate every setting (the arguments of :func:`modelwatch.configure`)
+    without applying anything."""
     from modelwatch._fleet import parse_ports
+
+    service_name = settings.get("service_name")
+    otlp_endpoint = settings.get("otlp_endpoint")
+    prometheus_port = settings.get("prometheus_port")
+    console = settings.get("console")
 
     explicit_base = otlp_endpoint is not None or _env("MODELWATCH_OTLP_ENDPOINT") is not None
     endpoint = _resolve(
@@ -295,14 +304,14 @@ def resolve(
         _endpoint,
     )
     protocol = _resolve(
-        otlp_protocol,
+        settings.get("otlp_protocol"),
         "otlp_protocol",
         ("MODELWATCH_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
         DEFAULT_PROTOCOL,
         _protocol,
     )
     traces_endpoint, metrics_endpoint = _otlp_signal_endpoints(endpoint, explicit_base, protocol)
-    sampler, ratio = _sampling(sample_ratio)
+    sampler, ratio = _sampling(settings.get("sample_ratio"))
     name = service_name
     if name is None and _env("MODELWATCH_SERVICE_NAME", "OTEL_SERVICE_NAME") is None:
         found = _service_name_from_resource_env()
@@ -328,7 +337,7 @@ def resolve(
             None, "prometheus_host", ("MODELWATCH_PROMETHEUS_HOST",), "127.0.0.1", _service_name
         ),
         prometheus_sd_dir=_resolve(
-            prometheus_sd_dir,
+            settings.get("prometheus_sd_dir"),
             "prometheus_sd_dir",
             ("MODELWATCH_PROMETHEUS_SD_DIR",),
             None,
@@ -338,13 +347,13 @@ def resolve(
             console if console else None, "console", ("MODELWATCH_CONSOLE",), False, _bool
         ),
         capture_content=_resolve(
-            capture_content,
+            settings.get("capture_content"),
             "capture_content",
             ("MODELWATCH_CAPTURE_CONTENT", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"),
             False,
             _bool,
         ),
-        prices=_resolve(prices, "prices", ("MODELWATCH_PRICES",), {}, _prices),
+        prices=_resolve(settings.get("prices"), "prices", ("MODELWATCH_PRICES",), {}, _prices),
         sample_ratio=ratio,
         sampler=sampler,
         export_timeout_s=_resolve(
@@ -362,7 +371,11 @@ def resolve(
             _positive_seconds(0.001),
         ),
         system_metrics=_resolve(
-            system_metrics, "system_metrics", ("MODELWATCH_SYSTEM_METRICS",), False, _bool
+            settings.get("system_metrics"),
+            "system_metrics",
+            ("MODELWATCH_SYSTEM_METRICS",),
+            False,
+            _bool,
         ),
         disabled=_resolve(None, "OTEL_SDK_DISABLED", ("OTEL_SDK_DISABLED",), False, _bool),
     )
