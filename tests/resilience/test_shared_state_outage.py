@@ -143,3 +143,23 @@ def test_a_restarted_redis_gets_the_state_again_and_another_process_sees_it(
         assert peer.wait(5) == 0
     assert verdict[0] == "rejected"
     assert verdict[2] == "open"
+
+
+def test_a_fork_while_the_background_thread_talks_to_redis_leaves_the_child_working(
+    redis_server: RedisServer, watched: Callable[[str], Watched]
+) -> None:
+    """Celery prefork forks whenever it likes: a lock the write-behind thread held mid round
+    trip must not wedge the child's shared state."""
+    url = redis_server.fresh_url()
+    policy = BreakerPolicy(storage=redis_storage(watched(url).client, f"mw-{uuid.uuid4().hex[:8]}"))
+    b = Breaker("forked", policy)
+    b.sync_now()
+    with b._sync._servicing, b._lock:  # as if the background thread were mid round trip
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(5)  # a deadlock ends the child with SIGALRM
+            fail(b, 3)
+            b.sync_now()
+            os._exit(0 if b.state == "open" and not b._sync.pending else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

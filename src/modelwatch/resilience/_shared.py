@@ -18,7 +18,9 @@ which also re-reads the shared state at most every ``sync_interval_s`` when a re
 from __future__ import annotations
 
 import calendar
+import os
 import threading
+import weakref
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -196,6 +198,13 @@ class SharedSync:
         self._pending: Remote | None = None  # the latest local state, until it lands
         self._last: Remote | None = None  # what storage holds, as far as we know
         self._next = 0.0
+        _syncs.add(self)
+
+    def _after_fork(self) -> None:
+        """The background thread may have held these locks mid round trip at the fork."""
+        self._lock = threading.Lock()
+        self._servicing = threading.Lock()
+        self._next = 0.0
 
     @property
     def pending(self) -> bool:
@@ -241,6 +250,17 @@ class SharedSync:
             return
         if self._adopt(remote, generation):
             self._last = remote
+
+
+_syncs: weakref.WeakSet[SharedSync] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for sync in list(_syncs):
+        sync._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _memory_storage(_name: str) -> Any:

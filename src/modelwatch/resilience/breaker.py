@@ -30,6 +30,7 @@ shared by many processes) and decides admission itself:
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import threading
 import weakref
@@ -109,6 +110,15 @@ def _observe_states() -> Iterable[tuple[float, Attributes]]:
 
 
 register_observable(semconv.CIRCUIT_STATE, _observe_states)
+
+
+def _reset_after_fork() -> None:
+    """A forked child gets fresh breaker locks (another thread may have held one)."""
+    for b in list(_breakers):
+        b._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class Breaker:
