@@ -227,7 +227,7 @@ def configure(
     >>> import modelwatch
     >>> config = modelwatch.configure(service_name="ai-engine")  # doctest: +SKIP
     """
-    config = resolve(**locals())
+    config = resolve(**locals())  # first statement: the locals are exactly the arguments
     if config.disabled:
         return _disable(config)
     with _state.lock:
