@@ -164,3 +164,23 @@ def test_flush_rejects_nan_and_bool_timeouts() -> None:
     for bad in (math.nan, True, "1"):
         with pytest.raises(ValueError, match="timeout_s"):
             modelwatch.flush(timeout_s=bad)  # type: ignore[arg-type]
+
+
+def test_a_failed_reconfigure_leaves_no_stale_config() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = run_fresh(
+            f"""
+            import json, threading, modelwatch
+            modelwatch.configure(service_name="first")
+            try:
+                modelwatch.configure(service_name="second", prometheus_port={port})
+            except modelwatch.ConfigurationError:
+                pass
+            print(json.dumps({{"config": modelwatch._config.current_config() is None,
+                              "threads": sorted(t.name for t in threading.enumerate())}}))
+            """
+        )
+    assert ran.out == {"config": True, "threads": ["MainThread"]}

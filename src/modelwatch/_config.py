@@ -273,7 +273,12 @@ def configure(
         if _state.owned:
             keep = previous is not None and previous.prometheus_ports == config.prometheus_ports
             _shutdown_pipeline(timeout_s=2.0, keep_endpoint=keep)
-        config = _build(config)
+        try:
+            config = _build(config)
+        except BaseException:  # nothing half-built stays, nor a config that is not in force
+            _state.config = None
+            _telemetry.set_configured_providers(None, None)
+            raise
         if not isinstance(trace.get_tracer_provider(), TracerProvider):
             trace.set_tracer_provider(_state.tracer_provider)  # type: ignore[arg-type]
             _state.installed += (_state.tracer_provider,)
