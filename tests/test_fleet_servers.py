@@ -21,6 +21,7 @@ from support.servers import (
     ManagedProcess,
     PrometheusFactory,
     free_port,
+    http_request,
     spawn,
     wait_until,
 )
@@ -201,6 +202,10 @@ def test_uvicorn_workers_push_otlp_as_two_resources_that_add_up(
         OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.http_endpoint,
         OTEL_METRIC_EXPORT_INTERVAL="500",
     )
+    # what a Kubernetes liveness and readiness probe ask (docs/deployment.md)
+    for path in ("/health/live", "/health/ready"):
+        status, _ = http_request("GET", f"http://127.0.0.1:{running.port}{path}")
+        assert status == 200, path
     sent = 20
     for i in range(sent):
         _post(running.port, f"x{i}")
