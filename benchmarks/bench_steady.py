@@ -17,9 +17,10 @@ Measured per variant:
 - the **calling thread's CPU** and the **wall time** per call, medians over blocks.
 
 Overhead is the variant minus the bare call (same measure), and the ratios are
-``@monitored`` ÷ hand-written. The hand-written code sets the same span attributes and metric
-attributes ``@monitored`` emits (read from a probe call), records the duration histogram and
-adds the cost counter.
+``@monitored`` ÷ hand-written. The model call records what an integration records through the
+lifecycle API (request settings, token usage, response id, finish reasons, response model); the
+hand-written code sets the same span attributes and metric attributes ``@monitored`` emits (read
+from a probe call), records the duration and both token histograms and adds the cost counter.
 
     .venv/bin/python benchmarks/bench_steady.py [--quick | --full] [--calls N] [--json PATH]
 """
@@ -86,15 +87,51 @@ def _pipeline() -> tuple[Any, Any]:
     return tracer_provider, meter_provider
 
 
-def _what_monitored_emits() -> tuple[str, Any, dict[str, Any], dict[str, Any]]:
-    """Span name, kind, span attributes and duration metric attributes of one monitored call."""
+#: ``--minimal``: the call records nothing beyond what the decoration declares (no usage,
+#: request or response details), as in the short benchmark
+MINIMAL = os.environ.get("MODELWATCH_BENCH_MINIMAL") == "1"
+REQUEST = {"temperature": 0.2, "max_tokens": 64, "top_p": 0.9, "seed": 7}
+USAGE = (12, 34)
+
+
+def _model_call(prompt: str) -> str:
+    """The model call as an integration sees it: request settings, usage and response details
+    recorded through the lifecycle API (what the huggingface/openai integrations do)."""
+    import modelwatch
+
+    call = modelwatch.current_call()
+    if call is not None and not MINIMAL:
+        call.set_request(**REQUEST)
+        call.record_usage(input_tokens=USAGE[0], output_tokens=USAGE[1])
+        call.set_response(response_id="resp-1", finish_reasons=["stop"], model=MODEL)
+    return prompt
+
+
+def _what_monitored_emits() -> dict[str, Any]:
+    """Span name, kind and attributes, and the metric attributes, of one monitored call."""
     from modelwatch.testing import capture
 
     with capture() as cap:
         _monitored(generate)(PROMPT)
         (span,) = cap.spans
-        (point,) = cap.metric_points("gen_ai.client.operation.duration")
-    return span.name, span.kind, dict(span.attributes or {}), dict(point.attributes)
+        (duration,) = cap.metric_points("gen_ai.client.operation.duration")
+        tokens = {
+            p.attributes["gen_ai.token.type"]: dict(p.attributes)
+            for p in cap.metric_points("gen_ai.client.token.usage")
+        }
+    attributes = dict(span.attributes or {})
+    attributes.pop("modelwatch.cost", None)
+    start = {k: v for k, v in attributes.items() if k.startswith("gen_ai.request.")}
+    start.update({k: attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name")})
+    start.update({k: v for k, v in attributes.items() if k.startswith("modelwatch.analysis")})
+    return {
+        "name": span.name,
+        "kind": span.kind,
+        "start": start,
+        "end": {k: v for k, v in attributes.items() if k not in start},
+        "duration": dict(duration.attributes),
+        "tokens": tokens,
+    }
 
 
 def _monitored(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -102,32 +139,39 @@ def _monitored(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     return modelwatch.monitored(  # type: ignore[no-any-return]
         model=MODEL, provider="huggingface", operation="chat", analysis="code_review"
-    )(fn)
+    )(_model_call)
 
 
 def _handwritten(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The same span (name, kind, attributes, cost attribute), duration histogram and cost
-    counter written by hand with the OpenTelemetry API."""
+    """The same span (name, kind, every attribute), duration and token histograms and cost
+    counter, written by hand with the OpenTelemetry API."""
     from opentelemetry import metrics, trace
 
-    name, kind, span_attributes, metric_attributes = _what_monitored_emits()
-    span_attributes.pop("modelwatch.cost", None)
+    emits = _what_monitored_emits()
+    name, kind, start, end = emits["name"], emits["kind"], emits["start"], emits["end"]
+    duration_attrs, tokens = emits["duration"], emits["tokens"]
+    input_attrs, output_attrs = tokens.get("input"), tokens.get("output")
     tracer = trace.get_tracer("bench.handwritten")
     meter = metrics.get_meter("bench.handwritten")
     duration = meter.create_histogram(
         "bench.duration", unit="s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS
     )
+    token_usage = meter.create_histogram("bench.tokens", unit="{token}")
     cost = meter.create_counter("bench.cost", unit="{USD}")
     perf_counter = time.perf_counter
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = perf_counter()
-        with tracer.start_as_current_span(name, kind=kind, attributes=span_attributes) as span:
+        begin = perf_counter()
+        with tracer.start_as_current_span(name, kind=kind, attributes=start) as span:
             result = fn(*args, **kwargs)
+            span.set_attributes(end)
             span.set_attribute("modelwatch.cost", COST_USD)
-        duration.record(perf_counter() - start, metric_attributes)
-        cost.add(COST_USD, metric_attributes)
+        duration.record(perf_counter() - begin, duration_attrs)
+        if input_attrs is not None:
+            token_usage.record(USAGE[0], input_attrs)
+            token_usage.record(USAGE[1], output_attrs)
+        cost.add(COST_USD, duration_attrs)
         return result
 
     return wrapper
@@ -232,6 +276,7 @@ def run(rounds: int) -> dict[str, Any]:
     finals = {v: w.ask({"cmd": "finish"}) for v, w in workers.items()}
     return {
         "rounds": rounds,
+        "minimal": os.environ.get("MODELWATCH_BENCH_MINIMAL") == "1",
         "block": BLOCK,
         "seconds": time.monotonic() - started,
         "load": [min(load), max(load)],
@@ -268,7 +313,9 @@ def render(results: dict[str, Any], analysis: dict[str, Any]) -> str:
     calls = results["rounds"] * results["block"]
     lines = [
         f"steady state: {calls:,} calls per variant in {results['rounds']} interleaved rounds of "
-        f"{results['block']:,}; {results['seconds']:.0f} s; load average "
+        f"{results['block']:,}; {results['seconds']:.0f} s; "
+        f"{'minimal' if results['minimal'] else 'usage, request and response details'}; "
+        "load average "
         f"{results['load'][0]:.1f}-{results['load'][1]:.1f}; reader interval: SDK default (60 s)",
         "",
         "| measure | bare µs | hand-written overhead µs | @monitored overhead µs | "
@@ -306,7 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--full", action="store_true")
     parser.add_argument("--rounds", type=int, help=f"rounds of {BLOCK:,} calls per variant")
     parser.add_argument("--json", type=Path, help="write raw results and analysis here")
+    parser.add_argument(
+        "--minimal", action="store_true", help="no usage, request or response details"
+    )
     args = parser.parse_args(argv)
+    if args.minimal:
+        os.environ["MODELWATCH_BENCH_MINIMAL"] = "1"  # the workers inherit it
     rounds = args.rounds or MODES["quick" if args.quick else "full" if args.full else "default"]
     results = run(rounds)
     analysis = analyse(results)

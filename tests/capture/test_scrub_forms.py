@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from structlog.testing import capture_logs
 
+import modelwatch
 from modelwatch import _safety
 from modelwatch.capture import _telemetry
 from modelwatch.capture.scrub import REDACTED, scrub, scrub_line
@@ -207,3 +208,22 @@ def test_a_secret_bearing_failure_through_a_real_router_reaches_no_export_or_log
     for value in VALUES:
         assert value.encode() not in exported, value
         assert value not in logged, value
+
+
+def test_captured_prompts_are_scrubbed_and_stay_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from modelwatch.capture import _settings
+    from modelwatch.testing import capture
+
+    monkeypatch.setattr(_settings, "capture_content", True)
+    messages = [{"role": "user", "content": f"connect with {SECRETS['db']} and {SECRETS['key']}"}]
+    with capture() as cap:
+        with modelwatch.monitored(model="m", provider="p") as call:
+            call.record_messages(input=messages, output={"api_key": "s3cr3t-0123"})
+        span = cap.span("chat m")
+    recorded = dict(span.attributes or {})
+    dumped = repr(recorded)
+    for value in (*VALUES, "s3cr3t-0123"):
+        assert value not in dumped
+    assert json.loads(recorded["gen_ai.output.messages"]) == {"api_key": REDACTED}

@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Final
 
 from opentelemetry import trace
@@ -164,20 +165,21 @@ class _Group:
 
 def replay(batch: list[Record]) -> None:
     """Record every ``(histogram, value, attributes, context)`` of ``batch``."""
-    groups: dict[tuple[int, Any], _Group] = {}
-    keys: dict[int, Any] = {}  # id(attributes) -> its group key: most calls share one dict
+    groups: dict[tuple[int, Any, Any], _Group] = {}
+    by_identity: dict[tuple[int, int], _Group] = {}  # most calls share one attributes dict
     for histogram, value, attributes, context in batch:
-        akey = keys.get(id(attributes))
-        if akey is None:
-            try:
-                akey = tuple(attributes.items())
-                hash(akey)
-            except TypeError:  # an unhashable attribute value: on its own
-                akey = ("unhashable", id(attributes))
-            keys[id(attributes)] = akey
-        group = groups.get((id(histogram), akey))
+        group = by_identity.get((id(histogram), id(attributes)))
         if group is None:
-            group = groups[(id(histogram), akey)] = _Group(histogram, attributes)
+            key: tuple[Any, ...]
+            try:
+                key = (id(histogram), tuple(attributes), tuple(attributes.values()))
+                hash(key)
+            except TypeError:  # an unhashable attribute value: on its own
+                key = (id(histogram), "unhashable", id(attributes))
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(histogram, attributes)
+            by_identity[(id(histogram), id(attributes))] = group
         group.values.append(value)
         group.contexts.append(context)
     for group in groups.values():
@@ -187,6 +189,11 @@ def replay(batch: list[Record]) -> None:
             report_internal_error("deferred_record", exc)
 
 
+#: How many of a group's latest records are searched for exemplars (the SDK's reservoir keeps
+#: the latest sampled value per bucket; older buckets' exemplars are samples too).
+EXEMPLAR_SCAN: Final = 256
+
+
 def _replay_group(group: _Group) -> None:
     attributes = group.attributes
     # a proxy instrument (made before a provider was installed) forwards to its real one
@@ -194,55 +201,45 @@ def _replay_group(group: _Group) -> None:
     values, contexts = group.values, group.contexts
     # the last value for real: it creates the attribute set's aggregation if need be
     record_now(histogram, values[-1], attributes, contexts[-1])
-    rest = range(len(values) - 1)
-    targets = _aggregations(histogram, attributes) if _MERGE and len(values) > 1 else None
-    if targets is None:
-        for i in rest:
-            record_now(histogram, values[i], attributes, contexts[i])
+    del values[-1], contexts[-1]
+    if not values:
+        return
+    targets = _aggregations(histogram, attributes) if _MERGE else None
+    low, high = min(values), max(values)
+    if targets is None or not (low >= 0 and high < math.inf):  # (the SDK's own value checks)
+        for value, context in zip(values, contexts, strict=True):
+            record_now(histogram, value, attributes, context)
         return
     bounds = targets[0][1]._boundaries
-    # the last sampled value of each bucket is recorded for real, so it leaves the exemplar
-    # the SDK's bucket-aligned reservoir would have kept; every other value is merged
+    counts = [0] * (len(bounds) + 1)
+    for index, count in Counter(map(partial(bisect_left, bounds), values)).items():
+        counts[index] = count
+    total = math.fsum(values)
+    # the latest sampled value of each bucket is recorded for real, so it leaves the exemplar
+    # the SDK's bucket-aligned reservoir keeps; the others are merged
     exemplars: dict[int, int] = {}
-    merged: list[float] = []
-    for i in rest:
-        value = values[i]
-        if not value >= 0 or math.isinf(value):  # negative, NaN, inf: the SDK's own checks
-            record_now(histogram, value, attributes, contexts[i])
-            continue
+    for i in range(len(values) - 1, max(-1, len(values) - 1 - EXEMPLAR_SCAN), -1):
         context = contexts[i]
         if context is not None and context.trace_flags.sampled:
-            exemplars[bisect_left(bounds, value)] = i
-        merged.append(value)
-    exemplar_values = {values[i] for i in exemplars.values()}
-    counts = [0] * (len(bounds) + 1)
-    total = 0.0
-    low, high = math.inf, -math.inf
-    kept = 0
-    for value in merged:
-        if value in exemplar_values:
-            exemplar_values.discard(value)  # recorded for real below, once
-            continue
-        counts[bisect_left(bounds, value)] += 1
-        total += value
-        low = min(low, value)
-        high = max(high, value)
-        kept += 1
-    for i in exemplars.values():
+            exemplars.setdefault(bisect_left(bounds, values[i]), i)
+    for bucket, i in exemplars.items():
+        counts[bucket] -= 1
+        total -= values[i]
         record_now(histogram, values[i], attributes, contexts[i])
-    if kept:
-        for vim, aggregation in targets:
-            with vim._lock, aggregation._lock:
-                if aggregation._value is None:
-                    aggregation._value = aggregation._get_empty_bucket_counts()
-                bucket_counts = aggregation._value
-                for index, count in enumerate(counts):
-                    if count:
-                        bucket_counts[index] += count
-                aggregation._sum += total
-                if aggregation._record_min_max:
-                    aggregation._min = min(aggregation._min, low)
-                    aggregation._max = max(aggregation._max, high)
+    if not any(counts):
+        return
+    for vim, aggregation in targets:
+        with vim._lock, aggregation._lock:
+            if aggregation._value is None:
+                aggregation._value = aggregation._get_empty_bucket_counts()
+            bucket_counts = aggregation._value
+            for index, count in enumerate(counts):
+                if count:
+                    bucket_counts[index] += count
+            aggregation._sum += total
+            if aggregation._record_min_max:
+                aggregation._min = min(aggregation._min, low)
+                aggregation._max = max(aggregation._max, high)
 
 
 def _aggregations(histogram: Any, attributes: Mapping[str, Any]) -> list[tuple[Any, Any]] | None:
