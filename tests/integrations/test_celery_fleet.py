@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import modelwatch
+from support.otlp import OtlpReceiver
 from support.servers import (
     CeleryWorkerFactory,
     PrometheusFactory,
@@ -30,6 +31,7 @@ def test_prefork_children_are_scraped_and_share_breaker_state(
     celery_worker: CeleryWorkerFactory,
     prometheus_server: PrometheusFactory,
     redis_server: RedisServer,
+    otlp_receiver: OtlpReceiver,
     tmp_path: Path,
 ) -> None:
     sd_dir = tmp_path / "sd"
@@ -43,6 +45,8 @@ def test_prefork_children_are_scraped_and_share_breaker_state(
             "MODELWATCH_PROMETHEUS_PORT": f"{base}-{base + 15}",
             "MODELWATCH_PROMETHEUS_SD_DIR": str(sd_dir),
             "MODELWATCH_TEST_REDIS_URL": redis_url,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint,
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
         },
     )
     children = wait_until(
@@ -129,3 +133,20 @@ def test_prefork_children_are_scraped_and_share_breaker_state(
         message="both children's breaker state in Prometheus",
     )
     assert states == {str(pid): 2.0 for pid in pids}
+
+    # and over OTLP: each child its own resource, the cumulative counts adding up
+    def pushed() -> dict[str, int] | None:
+        latest: dict[str, int] = {}
+        for point in otlp_receiver.metric_points("modelwatch.task.duration"):
+            if point.attributes.get("modelwatch.task.name") != "fleet.add":
+                continue
+            key = str(point.resource["service.instance.id"])
+            latest[key] = max(latest.get(key, 0), point.count or 0)
+        return latest if sum(latest.values()) == 10 else None
+
+    per_child = wait_until(pushed, timeout=30, message="10 tasks pushed over OTLP")
+    pushing_pids = {
+        p.resource["process.pid"] for p in otlp_receiver.metric_points("modelwatch.task.duration")
+    }
+    assert pushing_pids <= pids
+    assert len(per_child) == len(pushing_pids)  # one service.instance.id per child
