@@ -1,6 +1,6 @@
 """Map any exception to an error kind, and read the retry hints a failed call carries.
 
-:func:`classify` returns one of :data:`modelwatch.semconv.ERROR_KINDS`; it is the
+:func:`classify` returns one of :data:`modelwatch.errorkinds.KINDS`; it is the
 ``error.type`` of spans and metrics and drives the router (DESIGN.md §5). It understands
 the real exception types of ``httpx`` (and ``httpx2``), ``httpcore``, ``requests``,
 ``urllib3``, ``huggingface_hub``, ``openai`` (and ``anthropic``), ``aiohttp``, ``tenacity``,
@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
-from modelwatch import semconv
+from modelwatch import errorkinds, semconv
 from modelwatch.errors import AllBackendsFailedError, CircuitOpenError, StreamInterruptedError
 
 __all__ = [
@@ -330,11 +330,11 @@ def _inner(exc: BaseException) -> Iterator[BaseException]:
 def _direct(exc: BaseException) -> str | None:
     """The kind ``exc`` itself shows, or ``None`` if it is generic or a wrapper."""
     if isinstance(exc, AllBackendsFailedError):
-        if exc.attempts and exc.attempts[-1].error_kind in semconv.ERROR_KINDS:
+        if exc.attempts and exc.attempts[-1].error_kind in errorkinds.KINDS:
             return exc.attempts[-1].error_kind
         return UNAVAILABLE
     if isinstance(exc, StreamInterruptedError):
-        return exc.kind if exc.kind in semconv.ERROR_KINDS else UNAVAILABLE
+        return exc.kind if exc.kind in errorkinds.KINDS else UNAVAILABLE
     kind = _type_info(type(exc))[0]
     if kind == CANCELLED:  # before any status: a cancelled call is not a failure
         return kind
@@ -360,7 +360,7 @@ def _classify(exc: BaseException, depth: int, seen: set[int]) -> str:
 
 
 def classify(exc: BaseException) -> str:
-    """The error kind of ``exc``: one of :data:`modelwatch.semconv.ERROR_KINDS`.
+    """The error kind of ``exc``: one of :data:`modelwatch.errorkinds.KINDS`.
 
     ``rate_limited``, ``timeout``, ``unavailable``, ``auth``, ``not_found``,
     ``bad_request``, ``cancelled`` or ``_OTHER`` (DESIGN.md §5). Status codes: 429

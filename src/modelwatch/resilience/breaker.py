@@ -29,13 +29,12 @@ shared by many processes) and decides admission itself:
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, Final, Literal
+from typing import Any
 
 from modelwatch import semconv
 from modelwatch._clock import SYSTEM_CLOCK, Clock
@@ -43,6 +42,22 @@ from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import Attributes, register_observable
 from modelwatch.resilience import hooks
 from modelwatch.resilience._shared import Remote, SharedSync
+from modelwatch.resilience._states import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    REASON_CONSECUTIVE,
+    REASON_MANUAL,
+    REASON_OPEN_ELAPSED,
+    REASON_PROBE,
+    REASON_RATIO,
+    REASON_RECOVERED,
+    REASON_SHARED,
+    REASON_SLOW,
+    REASON_TRIAL_FAILED,
+    Permit,
+    State,
+)
 from modelwatch.resilience._window import OutcomeWindow
 from modelwatch.resilience.hooks import BreakerTransition
 from modelwatch.resilience.policy import BreakerPolicy
@@ -57,43 +72,6 @@ __all__ = [
     "Transition",
     "TransitionListener",
 ]
-
-State = Literal["closed", "half_open", "open"]
-CLOSED: Final = "closed"
-HALF_OPEN: Final = "half_open"
-OPEN: Final = "open"
-
-STATE_VALUE: Final[dict[str, int]] = {
-    CLOSED: semconv.CIRCUIT_CLOSED,
-    HALF_OPEN: semconv.CIRCUIT_HALF_OPEN,
-    OPEN: semconv.CIRCUIT_OPEN,
-}
-
-# transition reasons (the ``reason`` attribute of modelwatch.circuit.transitions)
-REASON_CONSECUTIVE: Final = "consecutive_failures"
-REASON_RATIO: Final = "failure_ratio"
-REASON_SLOW: Final = "slow_calls"
-REASON_OPEN_ELAPSED: Final = "open_elapsed"
-REASON_TRIAL_FAILED: Final = "trial_failed"
-REASON_RECOVERED: Final = "recovered"
-REASON_PROBE: Final = "probe"
-REASON_SHARED: Final = "shared_state"
-REASON_MANUAL: Final = "manual"
-
-_permit_ids = itertools.count(1)
-
-
-class Permit:
-    """Admission to make one call; report its outcome to the breaker exactly once."""
-
-    __slots__ = ("generation", "id", "lease_until", "settled", "trial")
-
-    def __init__(self, generation: int, trial: bool = False, lease_until: float = 0.0) -> None:
-        self.generation = generation
-        self.trial = trial
-        self.lease_until = lease_until
-        self.id = next(_permit_ids) if trial else 0
-        self.settled = False
 
 
 #: One breaker state change, as given to listeners (the hook stream's record).
