@@ -195,3 +195,18 @@ def test_threads_racing_to_the_first_call_lose_nothing_in_30_fresh_processes() -
         results = list(pool.map(lambda _: _run_child(script), range(30)))
     assert [r["count"] for r in results] == [200] * 30
     assert all(abs(r["cost"] - 200 * PRICE) < 1e-9 for r in results)
+
+
+def test_an_unhashable_provider_still_gets_one_holder() -> None:
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    class Unhashable(NoOpMeterProvider):
+        def __eq__(self, other: object) -> bool:  # and so no __hash__
+            return self is other
+
+    provider = Unhashable()
+    with _telemetry.use_providers(TracerProvider(), provider) as first:
+        _call()
+    with _telemetry.use_providers(TracerProvider(), provider) as second:
+        _call()
+    assert first._meters is second._meters

@@ -164,7 +164,10 @@ def _meters_for(meter_provider: MeterProvider) -> _Meters:
     has its instruments and observables forwarded to the provider installed later, so it is
     *that* provider's holder too: building a second one there would be dropped by the SDK.
     """
-    found = _meters_by_provider.get(meter_provider)
+    try:
+        found = _meters_by_provider.get(meter_provider)
+    except TypeError:  # a provider that cannot be weakly referenced: keyed by identity
+        return _unweakable_meters(meter_provider)
     if found is not None:
         return found
     proxy = _PROXY_METER_PROVIDER
@@ -177,6 +180,22 @@ def _meters_for(meter_provider: MeterProvider) -> _Meters:
     made = _Meters(meter_provider)
     _meters_by_provider[meter_provider] = made
     return made
+
+
+_strong_meters: dict[int, tuple[Any, _Meters]] = {}
+
+
+def _all_meters() -> list[_Meters]:
+    found = {id(m): m for m in _meters_by_provider.values()}
+    found.update({id(m): m for _, m in _strong_meters.values()})
+    return list(found.values())
+
+
+def _unweakable_meters(meter_provider: MeterProvider) -> _Meters:
+    found = _strong_meters.get(id(meter_provider))
+    if found is None or found[0] is not meter_provider:
+        found = _strong_meters[id(meter_provider)] = (meter_provider, _Meters(meter_provider))
+    return found[1]
 
 
 class Telemetry:
@@ -254,7 +273,7 @@ def invalidate() -> None:
 def _reset_after_fork() -> None:
     global _lock
     _lock = threading.RLock()
-    for meters in list(_meters_by_provider.values()):
+    for meters in _all_meters():
         meters.reset_after_fork()
 
 
@@ -284,7 +303,7 @@ def register_observable(spec: semconv.MetricSpec, callback: ObservableCallback) 
         if spec.name in _observables:
             return
         _observables[spec.name] = (spec, callback)
-        for meters in list(_meters_by_provider.values()):
+        for meters in _all_meters():
             meters.create_observable(spec, callback)
 
 
