@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from modelwatch.ops.rules import build_alerts
 from support.otlp import OtlpReceiver  # type: ignore[import-not-found]
 from support.servers import require_server  # type: ignore[import-not-found]
 
@@ -174,7 +175,8 @@ def test_demo_runs_fails_over_serves_endpoints_and_cleans_up() -> None:
     assert re.search(r"^\[\s*[\d.]+s\] alert\s+ModelwatchCircuitOpen firing: ", output, re.M)
     assert "FIRED  ModelwatchCircuitOpen" in output
     assert "FIRED  ModelwatchFailovers" in output
-    assert re.search(r"alerts that fired: \d+ of 18 generated rules", output), output
+    generated = len(build_alerts())  # every generated rule, whatever their number
+    assert re.search(rf"alerts that fired: \d+ of {generated} generated rules", output), output
     # the event log names each thing once: "circuit  <model>", not "circuit  circuit <model>"
     assert "circuit  circuit" not in output
     assert "health   health" not in output
@@ -362,3 +364,32 @@ def test_in_a_terminal_the_table_redraws_in_place() -> None:
     assert "answered by" in plain
     assert "Summary after" in plain
     assert all(len(line) <= 100 for line in plain.splitlines() if "/5s" in line)
+
+
+def test_workers_run_the_engine_as_processes_and_the_summary_counts_them_all() -> None:
+    """``--workers 2``: two engine processes found by Prometheus through file_sd; every
+    worker's calls reach the summary, and Prometheus sees both instances."""
+    require_server("prometheus")
+    run = start_demo("--duration", "10", "--no-live", "--seed", "7", "--workers", "2")
+    try:
+        assert run.proc.wait(90) == 0, run.output
+    finally:
+        finish(run)
+    output = run.output
+    workers = re.findall(r"^\s+engine worker w\d\s+(http://\S+)", output, re.MULTILINE)
+    assert len(workers) == 2, output
+    assert "from 2 workers' /metrics" in output
+    # both workers logged their own breaker opening: each process has its own breakers
+    assert re.search(r"circuit\s+w1: google/flan-t5-large: closed -> open", output), output
+    assert re.search(r"circuit\s+w2: google/flan-t5-large: closed -> open", output), output
+    counted = re.search(r"Prometheus counted (\d+) users' model calls over 2 instance", output)
+    assert counted, output
+    recorded = re.search(r"the demo recorded (\d+)", output)
+    assert recorded, output
+    # the last second of calls may come after Prometheus' last scrape, no more
+    assert 0.8 * int(recorded.group(1)) <= int(counted.group(1)) <= int(recorded.group(1))
+    assert rate(output, "user requests") > rate(output, "model calls"), output
+    assert "FIRED  ModelwatchCircuitOpen" in output
+    assert "shut down cleanly" in output
+    for url in workers:
+        assert port_is_closed(url), url

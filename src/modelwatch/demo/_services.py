@@ -26,14 +26,14 @@ SERVICE_NAME: Final = "modelwatch-demo"
 
 
 # ---------------------------------------------------------------------------- servers
-class _QuietHandler(WSGIRequestHandler):
+class QuietHandler(WSGIRequestHandler):
     """wsgiref's handler without the per-request stderr line."""
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet."""
 
 
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     """One thread per request; ``server_close`` joins them (``block_on_close``)."""
 
     daemon_threads = False
@@ -77,7 +77,7 @@ class HealthServer:
 
     def __init__(self, health: Health, port: int) -> None:
         self._server = make_server(
-            HOST, port, _health_app(health), _ThreadingWSGIServer, _QuietHandler
+            HOST, port, _health_app(health), ThreadingWSGIServer, QuietHandler
         )
         self._thread = threading.Thread(
             target=self._server.serve_forever,

@@ -76,9 +76,10 @@ def demo_rule_options(duration: float, *, latency_threshold_s: float, hung_s: fl
     return dataclasses.replace(scaled, **floors)
 
 
-def prometheus_config(metrics_targets: list[str]) -> str:
-    """``prometheus.yml`` scraping the demo's ``/metrics`` targets (``host:port``) every
-    :data:`SCRAPE_S` seconds and loading ``rules.yml``."""
+def prometheus_config(metrics_targets: list[str], *, sd_dir: str | None = None) -> str:
+    """``prometheus.yml`` scraping the demo's ``/metrics`` targets (``host:port``), or the
+    ``file_sd`` target files the workers write into ``sd_dir``, every :data:`SCRAPE_S`
+    seconds, and loading ``rules.yml``."""
     interval = f"{SCRAPE_S}s"
     config = {
         "global": {
@@ -87,7 +88,14 @@ def prometheus_config(metrics_targets: list[str]) -> str:
             "evaluation_interval": interval,
         },
         "rule_files": ["rules.yml"],
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": metrics_targets}]}],
+        "scrape_configs": [
+            {"job_name": JOB, "static_configs": [{"targets": metrics_targets}]}
+            if sd_dir is None
+            else {
+                "job_name": JOB,
+                "file_sd_configs": [{"files": [f"{sd_dir}/*.json"], "refresh_interval": "1s"}],
+            }
+        ],
     }
     return json.dumps(config, indent=2)
 
@@ -131,7 +139,7 @@ class AlertWatcher:
         self._for = {r.name: r.for_s for r in self._rules}
         self._t0 = wall_t0
         self._on_change = on_change
-        names = PromNames(options.naming)
+        names = self._names = PromNames(options.naming)
         #: labels that say what fired, in the order they are printed
         self._subject_labels = (
             names.model,
@@ -164,6 +172,18 @@ class AlertWatcher:
             for rule in group["rules"]:
                 if rule.get("health") == "err":
                     self._errors[rule["name"]] = str(rule.get("lastError", "error"))
+
+    def calls_by_instance(self) -> dict[str, float]:
+        """Users' model calls (not probes') per scraped instance, summed over every other
+        label (empty when Prometheus does not answer)."""
+        n = self._names
+        users = f'{n.origin}!="probe"'
+        query = f"sum by ({n.instance}) ({n.duration_count}{{{users}}})"
+        try:
+            result = self._prometheus.api("query", query=query)["result"]
+        except PrometheusError:
+            return {}
+        return {r["metric"].get("instance", "?"): float(r["value"][1]) for r in result}
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.wait(POLL_S):

@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from typing import Final, TextIO
@@ -61,6 +64,7 @@ from modelwatch.demo.engine import (
     FAILING_MODEL,
     SLOW_MODEL,
     Engine,
+    Serving,
     Timing,
     TrafficGenerator,
 )
@@ -76,6 +80,7 @@ from modelwatch.demo.view import (
     default_stream,
     is_terminal,
 )
+from modelwatch.demo.workers import Workers
 from modelwatch.errors import ConfigurationError
 from modelwatch.ops.promnames import SDK, label_name, metric_name
 from modelwatch.ops.rules import RuleOptions
@@ -132,6 +137,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "default 0: free ports chosen by the system",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the engine as N worker processes (each with its own /metrics, found by "
+        "Prometheus through file_sd), users' requests going to each in turn (default 1: "
+        "the engine runs in the demo's own process)",
+    )
+    parser.add_argument(
         "--no-prometheus",
         action="store_true",
         help="do not run Prometheus: no alert evaluation (by default the demo runs a real "
@@ -147,6 +161,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration < MIN_DURATION_S:
         parser.error(f"--duration must be at least {MIN_DURATION_S:g} seconds")
+    if not 1 <= args.workers <= 8:
+        parser.error("--workers must be within 1..8")
     if not (args.port_base == 0 or 1024 <= args.port_base <= 65533):
         parser.error("--port-base must be 0 or within 1024..65533")
     return args
@@ -227,6 +243,7 @@ class _Demo:
             hung_s=self.timing.attempt_timeout_s,
         )
         self._prometheus: Prometheus | None = None
+        self._calls_by_instance: dict[str, float] = {}
         self._verdicts: list[Verdict] = not_evaluated(self.options, "--no-prometheus")
 
     def run(self) -> int:
@@ -250,7 +267,7 @@ class _Demo:
 
     def _start_services(
         self, stack: contextlib.ExitStack[bool | None]
-    ) -> tuple[Engine, str | None]:
+    ) -> tuple[Serving, str | None]:
         """Start the model server, telemetry, engine, health and Prometheus; print the
         endpoints."""
         port = self.args.port_base
@@ -269,8 +286,10 @@ class _Demo:
             if config.prometheus_port is not None
             else None
         )
+        if self.args.workers > 1:
+            return self._start_workers(stack, server), metrics_url
         # read the last /metrics page just before the telemetry shuts down (LIFO order)
-        stack.callback(self._read_metrics, metrics_url)
+        stack.callback(self._read_metrics, [metrics_url] if metrics_url else [])
         engine = Engine(server, self.recorder, self.timing, seed=self.args.seed)
         stack.callback(engine.close)
         health = engine.health
@@ -287,51 +306,78 @@ class _Demo:
         health_server = HealthServer(health, port + 1 if port else 0)
         health_server.start()
         stack.callback(health_server.stop)
-        self._start_prometheus(stack, config.prometheus_port)
+        targets = [f"{HOST}:{config.prometheus_port}"] if config.prometheus_port else None
+        self._start_prometheus(stack, targets)
+        self._print_endpoints(
+            Endpoints(server.url, health_server.url, metrics_url, self.args.otlp_endpoint)
+        )
+        return engine, metrics_url
+
+    def _start_workers(
+        self, stack: contextlib.ExitStack[bool | None], server: FakeModelServer
+    ) -> Workers:
+        """``--workers N``: the engine as N processes, discovered by Prometheus via file_sd."""
+        sd_dir = tempfile.mkdtemp(prefix="modelwatch-demo-sd-")
+        stack.callback(shutil.rmtree, sd_dir, True)
+        count, seed = self.args.workers, self.args.seed
+        workers = Workers(count, server, self.recorder, self.timing, seed=seed, sd_dir=sd_dir)
+        stack.callback(workers.stop)
+        workers.start()
+        stack.callback(self._read_metrics, workers.metrics_urls)
+        self._start_prometheus(stack, None, sd_dir=sd_dir, count=self.args.workers)
+        self._print_endpoints(
+            Endpoints(server.url, f"{workers.urls[0]}/health", None, None),
+            workers=workers.urls,
+        )
+        return workers
+
+    def _print_endpoints(self, endpoints: Endpoints, workers: list[str] | None = None) -> None:
         prometheus = self._prometheus.url if self._prometheus is not None else None
-        alerts_note = self._verdicts[0].note if self._verdicts else ""
-        endpoints = Endpoints(
-            server.url,
-            health_server.url,
-            metrics_url,
-            self.args.otlp_endpoint,
+        endpoints = dataclasses.replace(
+            endpoints,
             prometheus_server=prometheus,
-            alerts_note=alerts_note,
+            alerts_note=self._verdicts[0].note if self._verdicts else "",
+            workers=tuple(workers or ()),
         )
         out, style = self.out, self.style
         out.write(style.bold("  endpoints (127.0.0.1 only):") + "\n")
         out.write("\n".join(endpoints.lines()) + "\n")
         out.write(style.dim("  Ctrl-C stops early; the summary is printed either way.") + "\n\n")
         out.flush()
-        return engine, metrics_url
 
     def _start_prometheus(
-        self, stack: contextlib.ExitStack[bool | None], metrics_port: int | None
+        self,
+        stack: contextlib.ExitStack[bool | None],
+        targets: list[str] | None,
+        *,
+        sd_dir: str | None = None,
+        count: int = 1,
     ) -> None:
-        """Start a real Prometheus scraping ``/metrics`` with the generated rules, unless
-        ``--no-prometheus``; when it cannot run, the alerts are "not evaluated" with why."""
+        """Start a real Prometheus scraping ``/metrics`` (``targets``, or the ``file_sd``
+        files in ``sd_dir``) with the generated rules, unless ``--no-prometheus``; when it
+        cannot run, the alerts are "not evaluated" with why."""
         if self.args.no_prometheus:
             return
-        if metrics_port is None:
+        if not targets and sd_dir is None:
             self._verdicts = not_evaluated(self.options, "no /metrics endpoint to scrape")
             return
         try:
             prometheus = Prometheus(
                 find_or_install(self.out),
-                prometheus_config([f"{HOST}:{metrics_port}"]),
+                prometheus_config(targets or [], sd_dir=sd_dir),
                 {"rules.yml": rule_file(self.options)},
             )
             stack.callback(prometheus.stop)
             prometheus.start()
             self.out.write(self.style.dim("  waiting for Prometheus' first scrape...") + "\n")
             self.out.flush()
-            prometheus.wait_for_first_scrape()
+            prometheus.wait_for_first_scrape(count=count)
         except PrometheusError as exc:
             self._verdicts = not_evaluated(self.options, f"no Prometheus: {exc}")
             return
         self._prometheus = prometheus
 
-    def _start_run(self, stack: contextlib.ExitStack[bool | None], engine: Engine) -> None:
+    def _start_run(self, stack: contextlib.ExitStack[bool | None], engine: Serving) -> None:
         """Start the clock, the alert watcher, the scenario and the traffic."""
         self.recorder.start_clock()
         if self._prometheus is not None:
@@ -352,19 +398,29 @@ class _Demo:
         self.recorder.event("alert", f"{name} {state}: {subject}{detail}")
 
     def _stop_watcher(self, watcher: AlertWatcher) -> None:
-        """Take the last alert poll and the verdicts, before Prometheus stops."""
+        """Take the last alert poll, the verdicts and the calls Prometheus counted per
+        instance, before Prometheus stops."""
         watcher.stop()
         self._verdicts = watcher.verdicts()
+        self._calls_by_instance = watcher.calls_by_instance()
 
-    def _read_metrics(self, metrics_url: str | None) -> None:
-        """Read cost and failovers from the last ``/metrics`` page, before it closes."""
-        text = fetch(metrics_url) if metrics_url is not None else None
-        if text is not None:
-            self._costs = (
-                _metric_by(text, semconv.COST, semconv.GEN_AI_REQUEST_MODEL),
-                f"{metric_name(semconv.COST, SDK)} from the demo's own /metrics",
-            )
-            self._failovers_metric = _metric_by(text, semconv.FAILOVERS, None).get("", 0.0)
+    def _read_metrics(self, metrics_urls: list[str]) -> None:
+        """Read cost and failovers from the last ``/metrics`` page of every process serving
+        the engine, before they close."""
+        pages = [text for text in (fetch(url) for url in metrics_urls) if text is not None]
+        if pages:
+            costs: dict[str, float] = {}
+            failovers = 0.0
+            for text in pages:
+                by_model = _metric_by(text, semconv.COST, semconv.GEN_AI_REQUEST_MODEL)
+                for model, cost in by_model.items():
+                    costs[model] = costs.get(model, 0.0) + cost
+                failovers += _metric_by(text, semconv.FAILOVERS, None).get("", 0.0)
+            where = "the demo's own /metrics"
+            if len(pages) > 1:
+                where = f"{len(pages)} workers' /metrics"
+            self._costs = (costs, f"{metric_name(semconv.COST, SDK)} from {where}")
+            self._failovers_metric = failovers
         else:
             self._costs = (
                 _cost_from_records(self.recorder),
@@ -391,6 +447,13 @@ class _Demo:
         summary.failovers_metric = self._failovers_metric
         if elapsed < duration:
             summary.notes.append(f"stopped early at {elapsed:.1f} s (Ctrl-C)")
+        if self._calls_by_instance:
+            per = ", ".join(f"{k} {v:.0f}" for k, v in sorted(self._calls_by_instance.items()))
+            summary.notes.append(
+                f"Prometheus counted {sum(self._calls_by_instance.values()):.0f} users' model "
+                f"calls over {len(self._calls_by_instance)} instance(s) at its last scrape "
+                f"({per}); the demo recorded {summary.user_attempts}"
+            )
         if self.recorder.internal_errors:
             summary.notes.append(
                 f"modelwatch reported {self.recorder.internal_errors} internal error(s)"
@@ -424,7 +487,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, *, live: bool | Non
 
 def _watch(
     out: TextIO,
-    engine: Engine,
+    engine: Serving,
     recorder: Recorder,
     scenario: Scenario,
     stop: threading.Event,

@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Final
+from typing import Any, Final, Protocol
 
 from modelwatch._classify import classify
 from modelwatch.capture.origin import in_probe
@@ -45,6 +45,7 @@ __all__ = [
     "SLOW_MODEL",
     "AnalysisSpec",
     "Engine",
+    "Serving",
     "ModelSpec",
     "Timing",
     "TrafficGenerator",
@@ -240,6 +241,21 @@ class Timing:
         )
 
 
+class Serving(Protocol):
+    """What the traffic generator and the views need of the engine: the in-process
+    :class:`Engine`, or :class:`~modelwatch.demo.workers.Workers` (``--workers N``)."""
+
+    server: Any
+    recorder: Recorder
+    analyses: dict[str, AnalysisSpec]
+
+    def analyze_for_user(self, analysis: str, text: str) -> RequestRecord:
+        """One user request."""
+
+    def circuit_states(self) -> dict[tuple[str, str], str]:
+        """``(analysis, model) -> state``."""
+
+
 class Engine:
     """``examples/engine.py``'s routers and health, with demo timings, every call recorded.
 
@@ -285,6 +301,10 @@ class Engine:
         for router in self.routers.values():
             router.close()
 
+    def circuit_states(self) -> dict[tuple[str, str], str]:
+        """``(analysis, model) -> "closed" | "half_open" | "open"``, from the routers."""
+        return {(n, s.model): s.state for n, r in self.routers.items() for s in r.status()}
+
     # ------------------------------------------------------------------ calls
     def analyze_for_user(self, analysis: str, text: str) -> RequestRecord:
         """Run one analysis as a user request, as the engine's HTTP route does; record it."""
@@ -292,7 +312,7 @@ class Engine:
         start = self.recorder.now()
         primary = self.analyses[analysis].primary.model
         prompt = self._prompts[analysis].format(text)
-        with _serving(served):
+        with serving(served):
             try:
                 self.routers[analysis].call(prompt)
             except Exception as exc:
@@ -391,7 +411,7 @@ _SERVED: ContextVar[list[str] | None] = ContextVar("modelwatch_demo_served", def
 
 
 @contextlib.contextmanager
-def _serving(holder: list[str]) -> Iterator[None]:
+def serving(holder: list[str]) -> Iterator[None]:
     """Collect, in ``holder``, the model of every successful attempt of the request (the
     router runs attempts on its own threads with a copy of this context: the list is shared)."""
     token = _SERVED.set(holder)
@@ -411,7 +431,7 @@ class TrafficGenerator:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Serving,
         *,
         workers: int,
         seed: int,
@@ -451,10 +471,10 @@ class TrafficGenerator:
             spec = rng.choices(specs, weights)[0]
             text = rng.choice(spec.inputs)
             record = self._engine.analyze_for_user(spec.name, text)
-            self._note_serving(record)
+            self._noteserving(record)
             self._stop.wait(rng.uniform(*self._think))
 
-    def _note_serving(self, record: RequestRecord) -> None:
+    def _noteserving(self, record: RequestRecord) -> None:
         """Log an event when an analysis starts being served by another model, or fails."""
         now_serving = record.served_by if record.ok else None
         with self._lock:

@@ -187,8 +187,8 @@ class Prometheus:
             raise PrometheusError(f"Prometheus API {path}: {reply.get('error')}")
         return reply["data"]
 
-    def wait_for_first_scrape(self, timeout_s: float = _READY_TIMEOUT_S) -> None:
-        """Wait until every target has been scraped once (Prometheus applies new targets
+    def wait_for_first_scrape(self, count: int = 1, timeout_s: float = _READY_TIMEOUT_S) -> None:
+        """Wait until ``count`` targets have each been scraped once (Prometheus applies new targets
         every 5 s, so the first scrape comes up to 5 s after the start).
 
         Raises:
@@ -197,7 +197,7 @@ class Prometheus:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             targets = self.api("targets", state="active")["activeTargets"]
-            if targets and all(t.get("health") == "up" for t in targets):
+            if len(targets) >= count and all(t.get("health") == "up" for t in targets):
                 return
             time.sleep(0.2)
         raise PrometheusError(f"Prometheus did not scrape the demo within {timeout_s:g} s")

@@ -130,6 +130,11 @@ class Recorder:
         self._ids = 0
         self.internal_errors = 0
 
+    @property
+    def start_monotonic(self) -> float:
+        """``time.monotonic()`` at second 0."""
+        return self._t0
+
     def now(self) -> float:
         """Seconds since the demo started."""
         return time.monotonic() - self._t0

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, TextIO
 
-from modelwatch.demo.engine import AnalysisSpec, Engine
+from modelwatch.demo.engine import AnalysisSpec, Serving
 from modelwatch.demo.record import (
     AttemptRecord,
     Recorder,
@@ -47,15 +47,22 @@ class Endpoints:
     prometheus_server: str | None = None
     #: why no Prometheus runs
     alerts_note: str = ""
+    #: ``--workers N``: each worker's base URL
+    workers: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         """The endpoint list printed at the start."""
-        out = [
-            f"    fake model server  {self.models}   (HF Inference API + OpenAI-compatible /v1)",
-            f"    health             {self.health}   (/live /ready /models /analysis "
-            "/dependencies /checks/<name>)",
-        ]
-        if self.metrics is not None:
+        out = [f"    fake model server  {self.models}   (HF Inference API + OpenAI-compatible /v1)"]
+        for i, url in enumerate(self.workers):
+            out.append(f"    engine worker w{i + 1}  {url}   (POST /analyze/<analysis>, /health)")
+        if not self.workers:
+            out.append(
+                f"    health             {self.health}   (/live /ready /models /analysis "
+                "/dependencies /checks/<name>)"
+            )
+        if self.workers:
+            out.append("    prometheus         each worker's own /metrics, found through file_sd")
+        elif self.metrics is not None:
             out.append(f"    prometheus         {self.metrics}")
         else:
             out.append("    prometheus         not served (the application owns the providers)")
@@ -152,16 +159,14 @@ def _ok_rate(records: Sequence[AttemptRecord] | Sequence[RequestRecord]) -> floa
 class _Frame:
     """Numbers for one moment, shared by the live and the plain view."""
 
-    def __init__(self, engine: Engine, recorder: Recorder, window_s: float) -> None:
+    def __init__(self, engine: Serving, recorder: Recorder, window_s: float) -> None:
         self.now = recorder.now()
         since = self.now - window_s
         self.requests = [r for r in recorder.requests() if r.end > since]
         self.attempts = [a for a in recorder.attempts() if a.end > since]
         self.all_requests = recorder.requests()
         self.all_calls = recorder.attempts("user", "probe")
-        self.status = {
-            (name, s.model): s for name, router in engine.routers.items() for s in router.status()
-        }
+        self.status = engine.circuit_states()
 
 
 class LiveView:
@@ -170,7 +175,7 @@ class LiveView:
     def __init__(
         self,
         out: TextIO,
-        engine: Engine,
+        engine: Serving,
         recorder: Recorder,
         scenario: Scenario,
         *,
@@ -273,7 +278,7 @@ class LiveView:
         s = self._style
         rows = [a for a in frame.attempts if a.model == model]
         status = frame.status.get((analysis, model))
-        state = s.state(status.state) if status else "?"
+        state = s.state(status) if status else "?"
         errors = error_counts(rows)
         text = ", ".join(f"{k} {n}" for k, n in errors.most_common()) or s.dim("-")
         p95 = percentile([a.duration for a in rows], 0.95)
@@ -328,7 +333,9 @@ def _event_text(s: Style, kind: str, text: str) -> str:
 class PlainView:
     """Periodic status lines and every event, for pipes and CI."""
 
-    def __init__(self, out: TextIO, engine: Engine, recorder: Recorder, scenario: Scenario) -> None:
+    def __init__(
+        self, out: TextIO, engine: Serving, recorder: Recorder, scenario: Scenario
+    ) -> None:
         self._out = out
         self._engine = engine
         self._recorder = recorder
@@ -351,9 +358,9 @@ class PlainView:
         models = _ok_rate(frame.all_calls)
         moved = sum(1 for r in frame.all_requests if r.failed_over)
         circuits = " ".join(
-            f"{model.rsplit('/', 1)[-1]}={status.state}"
-            for (_, model), status in frame.status.items()
-            if status.state != "closed"
+            f"{model.rsplit('/', 1)[-1]}={state}"
+            for (_, model), state in frame.status.items()
+            if state != "closed"
         )
         self._out.write(
             f"[{frame.now:6.1f}s] status   {self._scenario.phase_at(frame.now).name}: "
