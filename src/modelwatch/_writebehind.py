@@ -19,11 +19,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import Final
+from typing import Any, Final
+
+import structlog
 
 from modelwatch._safety import report_internal_error
 
-__all__ = ["WRITER", "WriteBehind"]
+__all__ = ["WRITER", "WriteBehind", "check_timeouts"]
 
 #: Owners queued at once before new ones wait for their next request.
 QUEUE_LIMIT: Final = 10_000
@@ -100,6 +102,29 @@ class WriteBehind:
         self._busy = 0
         self._thread = None
 
+
+def check_timeouts(client: Any, what: str) -> None:
+    """Warn once per client if a redis client has no socket timeout: calls are never affected,
+    but a paused Redis would then hold the background thread (and every other shared state
+    behind it) until Redis answers again."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if not isinstance(kwargs, dict) or kwargs.get("socket_timeout") is not None:
+        return
+    if id(client) in _warned:
+        return
+    _warned.add(id(client))
+    structlog.get_logger("modelwatch").warning(
+        "modelwatch.redis.no_timeout",
+        where=what,
+        message=(
+            f"the redis client given to {what} has no socket_timeout: give it one "
+            "(e.g. socket_timeout=0.5, socket_connect_timeout=0.5) so a stalled Redis cannot "
+            "hold modelwatch's shared-state thread"
+        ),
+    )
+
+
+_warned: set[int] = set()
 
 WRITER: Final = WriteBehind()
 os.register_at_fork(after_in_child=WRITER._after_fork)

@@ -163,3 +163,22 @@ def test_a_fork_while_the_background_thread_talks_to_redis_leaves_the_child_work
             os._exit(0 if b.state == "open" and not b._sync.pending else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_client_without_a_socket_timeout_is_warned_about(redis_server: RedisServer) -> None:
+    from structlog.testing import capture_logs
+
+    from modelwatch.capture.budget import redis_store
+
+    bare = redis.Redis.from_url(redis_server.url)
+    timed = redis.Redis.from_url(redis_server.url, socket_timeout=0.5)
+    try:
+        with capture_logs() as logs:
+            redis_storage(bare)
+            redis_storage(bare)  # once per client
+            redis_store(timed)
+        warned = [e for e in logs if e["event"] == "modelwatch.redis.no_timeout"]
+        assert [e["where"] for e in warned] == ["redis_storage()"]
+    finally:
+        bare.close()
+        timed.close()

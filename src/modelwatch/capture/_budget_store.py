@@ -46,6 +46,9 @@ class RedisBudgetStore:
             raise ConfigurationError(
                 f"redis_store(): namespace must be a non-empty string, got {namespace!r}"
             )
+        from modelwatch._writebehind import check_timeouts
+
+        check_timeouts(client, "redis_store()")
         self.client = client
         self.namespace = namespace
 

@@ -29,7 +29,7 @@ import pybreaker
 
 from modelwatch._clock import TimeSource
 from modelwatch._safety import report_internal_error
-from modelwatch._writebehind import WRITER
+from modelwatch._writebehind import WRITER, check_timeouts
 from modelwatch.resilience.policy import StorageFactory
 
 __all__ = ["Remote", "SharedState", "SharedSync", "redis_storage"]
@@ -52,6 +52,8 @@ def redis_storage(client: Any, namespace: str = "modelwatch") -> StorageFactory:
 
     >>> policy = BreakerPolicy(storage=redis_storage(redis.Redis(port=6379)))  # doctest: +SKIP
     """
+
+    check_timeouts(client, "redis_storage()")
 
     def build(name: str) -> Any:
         return pybreaker.CircuitRedisStorage(
