@@ -209,3 +209,35 @@ def test_an_unhashable_provider_still_gets_one_holder() -> None:
     with _telemetry.use_providers(TracerProvider(), provider) as second:
         _call()
     assert first._meters is second._meters
+
+
+def test_duration_points_exported_over_otlp_carry_exemplars_of_their_traces(
+    otlp_receiver: Any,
+) -> None:
+    """The Grafana exemplar-to-trace jump: configure()'s own OTLP pipeline, deferred records."""
+    script = (
+        _HOST_READER
+        + f"""
+    modelwatch.configure(service_name="svc", otlp_endpoint={otlp_receiver.http_endpoint!r})
+    for _ in range(5):
+        call()
+    assert modelwatch.flush(10.0)
+    print(json.dumps({{}}))
+    """
+    )
+    _run_child(script)
+    spans = otlp_receiver.wait_for_spans(5)
+    traces = {s.trace_id for s in spans}
+    otlp_receiver.wait_for_metric(DURATION)
+    exemplar_traces = {
+        exemplar.trace_id.hex()
+        for request in otlp_receiver.requests("metrics")
+        for rm in request.message.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == DURATION
+        for point in metric.histogram.data_points
+        for exemplar in point.exemplars
+    }
+    assert exemplar_traces
+    assert exemplar_traces <= traces
