@@ -227,3 +227,29 @@ def test_captured_prompts_are_scrubbed_and_stay_json(monkeypatch: pytest.MonkeyP
     for value in (*VALUES, "s3cr3t-0123"):
         assert value not in dumped
     assert json.loads(recorded["gen_ai.output.messages"]) == {"api_key": REDACTED}
+
+
+def test_a_health_check_error_and_its_log_line_carry_no_secret() -> None:
+    from modelwatch.health import Health
+
+    def probe() -> None:
+        raise ConnectionError(
+            f"login failed: {SECRETS['db']} {SECRETS['auth']} {SECRETS['google']}"
+        )
+
+    health = Health(jitter=0.0)
+    try:
+        health.add("db", probe=probe, kind="dependency")
+        with capture_logs() as logs:
+            check = health.run_once().check("db")
+    finally:
+        health.stop()
+    assert check is not None
+    assert check.status == "down"
+    assert check.error is not None
+    assert REDACTED in check.error
+    changes = [e for e in logs if e.get("event") == "modelwatch.health.state_change"]
+    assert changes
+    for value in [*VALUES[:2], "AIzaSyD"]:
+        assert value not in check.error
+        assert value not in repr(logs)
