@@ -237,3 +237,25 @@ def _git_head() -> str:
 def fmt_us(ns: float) -> str:
     """Nanoseconds as microseconds with two decimals."""
     return f"{ns / 1000:.2f}"
+
+
+def discard_exporters() -> tuple[Any, Any]:
+    """A span exporter and a metric exporter that accept everything and send nothing."""
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class DiscardSpans(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    class DiscardMetrics(MetricExporter):
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kw: Any) -> Any:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kw: Any) -> None:
+            return None
+
+    return DiscardSpans(), DiscardMetrics()

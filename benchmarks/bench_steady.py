@@ -53,34 +53,18 @@ MODES = {"quick": 20, "default": 100, "full": 200}  # rounds: calls per variant 
 
 # ------------------------------------------------------------------------- in the workers
 def _pipeline() -> tuple[Any, Any]:
+    from _common import discard_exporters
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import (
-        MetricExporter,
-        MetricExportResult,
-        PeriodicExportingMetricReader,
-    )
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    class DiscardSpans(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    class DiscardMetrics(MetricExporter):
-        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kw: Any) -> Any:
-            return MetricExportResult.SUCCESS
-
-        def force_flush(self, timeout_millis: float = 10_000) -> bool:
-            return True
-
-        def shutdown(self, timeout_millis: float = 30_000, **kw: Any) -> None:
-            return None
-
+    spans, metrics_exporter = discard_exporters()
     tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(DiscardSpans()))
+    tracer_provider.add_span_processor(BatchSpanProcessor(spans))
     meter_provider = MeterProvider(
-        metric_readers=[PeriodicExportingMetricReader(DiscardMetrics())]  # default interval
+        metric_readers=[PeriodicExportingMetricReader(metrics_exporter)]  # default interval
     )
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
