@@ -208,3 +208,16 @@ def test_under_opentelemetry_instrument_flush_never_duplicates_series(tmp_path: 
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = json.loads(proc.stdout.strip().splitlines()[-1])["counts"]
     assert len(counts) == 1, counts  # was 6 before the fix (issue 13)
+
+
+def test_otel_signal_exporter_none_turns_that_signal_off(otlp_receiver: OtlpReceiver) -> None:
+    ran = run_fresh(
+        CALL.format(args="") + "print(json.dumps({'flushed': flushed}))",
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint,
+            "OTEL_TRACES_EXPORTER": "none",
+        },
+    )
+    assert ran.out == {"flushed": True}
+    otlp_receiver.wait_for_metric("gen_ai.client.operation.duration")
+    assert otlp_receiver.requests("traces") == []

@@ -255,9 +255,13 @@ def _otlp_signal_endpoints(
 ) -> tuple[str | None, str | None]:
     """Full per-signal endpoints: a base URL (argument, ``MODELWATCH_OTLP_ENDPOINT``) gets
     ``/v1/traces`` and ``/v1/metrics`` (HTTP); otherwise ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT``
-    is used as it is, then ``OTEL_EXPORTER_OTLP_ENDPOINT`` as a base (the OTel rules)."""
+    is used as it is, then ``OTEL_EXPORTER_OTLP_ENDPOINT`` as a base (the OTel rules).
+    ``OTEL_<SIGNAL>_EXPORTER=none`` turns that signal's export off."""
 
     def one(signal: str) -> str | None:
+        exporters = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").lower()
+        if {e.strip() for e in exporters.split(",")} <= {"none", ""}:
+            return None  # OTEL_TRACES_EXPORTER=none / OTEL_METRICS_EXPORTER=none
         if not explicit_base:
             name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"
             found = _env(name)
