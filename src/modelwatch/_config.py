@@ -113,6 +113,10 @@ def _build(config: Config) -> Config:
             reader, _state.registry = prometheus_reader(_state.registry)
             readers.append(reader)
             config = replace(config, prometheus_port=kept.port)
+            if config.prometheus_sd_dir:  # the same file, rewritten with the new labels
+                _fleet.register_target(
+                    config.prometheus_sd_dir, config.prometheus_host, kept, config.service_name
+                )
         elif config.prometheus_ports is not None:  # first: a port taken fails before a thread
             reader, _state.registry = prometheus_reader()
             readers.append(reader)
@@ -159,7 +163,10 @@ def _build(config: Config) -> Config:
     _state.meter_provider = meter_provider
     _state.owned = True
     if config.system_metrics:
-        _state.system_metrics = _start_system_metrics(meter_provider)
+        try:
+            _state.system_metrics = _start_system_metrics(meter_provider)
+        except Exception as exc:  # the model telemetry works on without them
+            report_internal_error("system_metrics", exc)
     return config
 
 
