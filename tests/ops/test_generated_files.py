@@ -108,7 +108,10 @@ def test_promtool_accepts_the_example_prometheus_config() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(build_alerts())} rules found" in result.stdout
+    rules = yaml.safe_load((DEPLOY / "modelwatch-alerts.yml").read_text())
+    count = sum(len(group["rules"]) for group in rules["groups"])
+    assert count == len(build_alerts()) + 20  # + the model regressions' recording rules
+    assert f"SUCCESS: {count} rules found" in result.stdout
 
 
 def test_routing_groups_by_model_and_routes_by_severity() -> None:

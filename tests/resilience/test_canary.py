@@ -23,6 +23,16 @@ STABLE, CANDIDATE = "acme-reviewer-1", "acme-reviewer-2"
 FAST = {"min_calls": 40, "min_scores": 40, "check_every": 10, "weight": 0.5}
 
 
+_clients: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
 @pytest.fixture
 def prices() -> Iterator[None]:
     cost.set_prices(
@@ -41,6 +51,7 @@ def _backend(
     canary: Canary | None = None,
 ) -> Backend:
     client = openai.OpenAI(base_url=server.openai_base_url, api_key="sk-test", max_retries=0)
+    _clients.append(client)
     calls = [0]
 
     def call(prompt: str) -> Any:
@@ -178,24 +189,63 @@ def test_a_regressing_candidate_is_rolled_back_at_once(
         assert fake_server.request_count(CANDIDATE) == served
 
 
-def test_a_candidate_as_good_as_stable_is_promoted_and_then_serves_every_call(
+def test_a_candidate_as_good_as_stable_stays_in_and_once_promoted_serves_every_call(
     fake_server: FakeModelServer, prices: None
 ) -> None:
-    # wall-clock latency on a loaded shared machine: a loose latency margin here; the
-    # latency rollback test injects 15x
-    loose = Canary(against="v1", promote_after=3, max_latency_ratio=3.0, **FAST)
-    router = _router(fake_server, loose)
-    with capture_logs() as logs:
-        _drive(router, 300)
+    # wall-clock latency on a loaded shared machine: a loose latency margin here (the
+    # latency rollback test injects 15x)
+    router = _router(fake_server, Canary(against="v1", max_latency_ratio=3.0, **FAST))
+    _drive(router, 300)
     status = router.canary_status()
     assert status is not None
-    assert status.state == "promoted", status
-    assert status.weight == 1.0
+    assert status.state == "canary", status
+    assert status.clean_checks >= 5
+    with capture_logs() as logs:
+        router.promote("v2")
     (log,) = [e for e in logs if e["event"] == "modelwatch.canary.promote"]
-    assert log["clean_checks"] == 3
+    assert log["reason"] == "manual"
+    assert router.canary_status().weight == 1.0  # type: ignore[union-attr]
     stable_before = fake_server.request_count(STABLE)
     _drive(router, 20)
     assert fake_server.request_count(STABLE) == stable_before
+
+
+def test_a_clean_candidate_is_promoted_once_shown_not_worse() -> None:
+    """2 % errors on both versions: promoted after the clean checks, once its error rate is
+    shown (non-inferiority at z=3) to be under the margin; not before."""
+    clock = ManualClock()
+    rng = random.Random(11)
+
+    def flaky(_: str) -> str:
+        if rng.random() < 0.02:
+            raise ConnectionError("refused")
+        return "ok"
+
+    router = Router(
+        "clean",
+        [
+            Backend(flaky, model="m", provider="p", version="v1"),
+            Backend(flaky, model="m", provider="p", version="v2", name="m-v2",
+                    canary=Canary(weight=0.5, promote_after=5, max_latency_ratio=3.0)),
+        ],
+        isolate_sync=False,
+        clock=clock,
+        breaker=modelwatch.BreakerPolicy(consecutive_failures=1000, min_calls=100000),
+    )  # fmt: skip
+    seen_checks = 0
+    with capture_logs() as logs:
+        for i in range(20_000):
+            with contextlib.suppress(modelwatch.AllBackendsFailedError):
+                router.call(str(i))
+            status = router.canary_status()
+            assert status is not None
+            if status.state != "canary":
+                break
+            seen_checks = status.clean_checks
+    assert status.state == "promoted", status
+    assert seen_checks > 5  # the clean checks alone were not enough: the error margin was
+    (log,) = [e for e in logs if e["event"] == "modelwatch.canary.promote"]
+    assert log["candidate_calls"] > 1000
 
 
 def _plain_router(clock: ManualClock, canary: Canary, fail_candidate: bool = True) -> Router:

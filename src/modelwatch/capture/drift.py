@@ -49,8 +49,8 @@ MAX_FEATURES: Final = 64
 MAX_CATEGORIES: Final = 50
 BINS: Final = 10
 EPSILON: Final = 1e-4
-#: the fewest observations in the window before a feature is scored
-MIN_WINDOW: Final = 50
+#: features are scored once their window is full (at least this many observations)
+MIN_WINDOW: Final = 10
 OTHER: Final = semconv.LABEL_OTHER
 
 _open: list[Drift] = []
@@ -114,8 +114,8 @@ class _Feature:
         return [c / n for c in counts]
 
     def score(self) -> float | None:
-        if not self.ready or len(self.window) < min(MIN_WINDOW, self.window.maxlen or 1):
-            return None
+        if not self.ready or len(self.window) < (self.window.maxlen or MIN_WINDOW):
+            return None  # a part-filled window's PSI is biased up (small-sample noise)
         return psi(self.shares(self.reference), self.shares(list(self.window)))
 
 

@@ -10,6 +10,7 @@ from typing import Any, Final, Literal
 
 from modelwatch import semconv
 from modelwatch.ops.durations import format_duration
+from modelwatch.ops._regression_options import RegressionOptions
 from modelwatch.ops.promnames import SDK, Naming
 
 __all__ = [
@@ -160,6 +161,9 @@ class RuleOptions:
     regression_window_s: int = field(default=1800, metadata=_DURATION)
     regression_offset_s: int = field(default=86400, metadata=_DURATION)
     regression_for_s: int = field(default=900, metadata=_DURATION)
+
+    #: the quality, drift, anomaly, canary and adaptive-threshold rules (model regressions)
+    regressions: RegressionOptions = field(default_factory=RegressionOptions)
 
     absent_lookback_s: int = field(default=3600, metadata=_DURATION)
     absent_for_s: int = field(default=300, metadata=_DURATION)

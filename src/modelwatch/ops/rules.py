@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from modelwatch import semconv
-from modelwatch.ops import _yaml
+from modelwatch.ops import _rules_regressions, _yaml
 from modelwatch.ops._promql import (
     FAILOVER_REASON_CIRCUIT_OPEN,
     HEALTH_KIND_MODEL,
@@ -64,6 +64,7 @@ GROUPS: Final[tuple[str, ...]] = (
     "modelwatch.budget",
     "modelwatch.telemetry",
     "modelwatch.system",
+    *_rules_regressions.GROUPS,
 )
 
 
@@ -408,6 +409,7 @@ def build_alerts(options: RuleOptions | None = None) -> list[AlertRule]:
         *_budget_alerts(q),
         *_telemetry_alerts(q),
         *system_alerts(q),
+        *_rules_regressions.alerts(q),
     ]
 
 
@@ -415,9 +417,10 @@ def rule_groups(options: RuleOptions | None = None) -> dict[str, object]:
     """The rule file as a mapping (``{"groups": [...]}``)."""
     options = options or RuleOptions()
     alerts = build_alerts(options)
+    recorded = _rules_regressions.recording_rules(Queries(options))
     groups: list[dict[str, object]] = []
     for name in GROUPS:
-        rules = [a.to_rule(options) for a in alerts if a.group == name]
+        rules = [*recorded.get(name, []), *(a.to_rule(options) for a in alerts if a.group == name)]
         if not rules:
             continue
         group: dict[str, object] = {"name": name}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from modelwatch.ops._rules_regressions import RUNBOOK_TEXT
 from modelwatch.ops.rules import AlertRule, RuleOptions, build_alerts
 
 __all__ = ["RUNBOOKS", "Runbook", "main", "render_runbook", "runbook_files"]
@@ -340,6 +341,7 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
         ),
         "Memory levels off: the extrapolated growth falls under the threshold.",
     ),
+    **{name: Runbook(*text) for name, text in RUNBOOK_TEXT.items()},  # model regressions
 }
 
 

@@ -81,6 +81,23 @@ def error_ratio(cand: Sample, stable: Sample, max_ratio: float, z_crit: float) -
     return Verdict("error_ratio", regressed, p1, p2, z, cand.calls, stable.calls)
 
 
+#: the non-inferiority margin is at least this many errors per call above the stable rate
+#: (``max_ratio`` x a rate near 0 is no margin at all)
+MIN_ERROR_MARGIN: Final = 0.01
+
+
+def error_non_inferior(cand: Sample, stable: Sample, max_ratio: float, z_crit: float) -> bool:
+    """Is the candidate's error rate shown to be under the margin, ``max_ratio`` x the
+    stable one's (at least :data:`MIN_ERROR_MARGIN` above it), by a one-sided z test past
+    ``z_crit``? The promotion gate: with errors this rare, an absence of evidence of a
+    regression is not evidence of its absence."""
+    p1 = (cand.errors + 1) / (cand.calls + 2)
+    p2 = (stable.errors + 1) / (stable.calls + 2)
+    ratio = max(max_ratio, (p2 + MIN_ERROR_MARGIN) / p2)
+    var = p1 * (1 - p1) / max(cand.calls, 1) + ratio**2 * p2 * (1 - p2) / max(stable.calls, 1)
+    return var > 0 and (ratio * p2 - p1) / math.sqrt(var) > z_crit
+
+
 def latency(
     cand: Sample, stable: Sample, max_ratio: float, z_crit: float, q: float = 0.95
 ) -> Verdict:

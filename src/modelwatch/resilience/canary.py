@@ -75,7 +75,8 @@ class Canary:
         max_cost_ratio: roll back when the mean cost per call is this many times higher
             (``None``: cost is not compared).
         z: the one-sided z boundary every test must pass.
-        promote_after: clean comparisons in a row that promote the candidate (0: never).
+        promote_after: clean comparisons that promote the candidate (0: never), once its
+            error rate is also shown to be under ``max_error_ratio`` x the stable one's.
         cooldown_s: how long a rolled-back candidate stays out before a fresh trial
             (``None``: until promoted or reset by hand).
     """
@@ -302,9 +303,13 @@ class CanaryController:
             if v.regressed:
                 self._rollback(v.signal, v.figures())
                 return v
+        p = self.policy
         with self._lock:
             self.clean_checks += 1
-            promote = 0 < self.policy.promote_after <= self.clean_checks
+            promote = 0 < p.promote_after <= self.clean_checks and stats.error_non_inferior(
+                self.samples[id(self.candidate)], self.samples[id(self.stable)],
+                p.max_error_ratio, p.z,
+            )  # fmt: skip
         if promote:
             self._promote("clean_checks", {"clean_checks": self.clean_checks})
         return None
