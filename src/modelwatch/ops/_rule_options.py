@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from modelwatch import semconv
-from modelwatch.ops.durations import format_duration
 from modelwatch.ops._regression_options import RegressionOptions
+from modelwatch.ops.durations import format_duration
 from modelwatch.ops.promnames import SDK, Naming
 
 __all__ = [
