@@ -3,6 +3,7 @@
 The public surface is declared here once; everything else is internal.
 """
 
+import modelwatch.integrations  # noqa: F401 - makes modelwatch.huggingface/openai/celery importable
 from modelwatch import lifecycle
 from modelwatch._classify import classify
 from modelwatch._config import Config, configure, flush, shutdown

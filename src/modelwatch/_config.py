@@ -254,7 +254,7 @@ def configure(
         if previous is not None and _same_settings(previous, config):
             return previous
         set_prices(config.prices)
-        _settings.capture_content = config.capture_content
+        _settings.apply(config.capture_content)
         host_tp = trace.get_tracer_provider()
         host_mp = metrics.get_meter_provider()
         host_owns = not _state.owned and (

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final, TypedDict, Unpack
 from urllib.parse import urlsplit
 
+from modelwatch.capture import _settings
 from modelwatch.capture.cost import Price, parse_prices
 from modelwatch.errors import ConfigurationError
 
@@ -353,9 +354,9 @@ def resolve(**settings: Unpack[Settings]) -> Config:
         capture_content=_resolve(
             settings.get("capture_content"),
             "capture_content",
-            ("MODELWATCH_CAPTURE_CONTENT", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"),
+            _settings.ENVS,
             False,
-            _bool,
+            _settings.parse_capture_content,  # also util-genai's SPAN_ONLY... values
         ),
         prices=_resolve(settings.get("prices"), "prices", ("MODELWATCH_PRICES",), {}, _prices),
         sample_ratio=ratio,

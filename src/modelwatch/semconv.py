@@ -52,6 +52,8 @@ SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
 
 MODELWATCH_ANALYSIS: Final = "modelwatch.analysis"
+#: the client's task when it is not a GenAI operation (Hugging Face ``summarization``...)
+MODELWATCH_TASK: Final = "modelwatch.task"
 MODELWATCH_ROUTER: Final = "modelwatch.router"
 MODELWATCH_ATTEMPT: Final = "modelwatch.attempt"
 MODELWATCH_COST: Final = "modelwatch.cost"
@@ -114,7 +116,9 @@ METRIC_ATTRIBUTE_ALLOWLIST: Final[frozenset[str]] = frozenset(
         GEN_AI_TOOL_NAME,
         ERROR_TYPE,
         SERVER_ADDRESS,
+        SERVER_PORT,
         MODELWATCH_ANALYSIS,
+        MODELWATCH_TASK,
         MODELWATCH_ROUTER,
         MODELWATCH_BACKEND,
         MODELWATCH_CIRCUIT,
@@ -141,6 +145,16 @@ OPERATION_EMBEDDINGS: Final = "embeddings"
 OPERATION_INVOKE_AGENT: Final = "invoke_agent"
 OPERATION_EXECUTE_TOOL: Final = "execute_tool"
 
+#: Task names clients (and older modelwatch docs) used as operations -> the spec operation.
+#: ``monitored(operation="summarization")`` records ``text_completion`` with
+#: ``modelwatch.task="summarization"``.
+TASK_OPERATIONS: Final[dict[str, str]] = {
+    "text_generation": OPERATION_TEXT_COMPLETION,
+    "text_to_text": OPERATION_TEXT_COMPLETION,
+    "summarization": OPERATION_TEXT_COMPLETION,
+    "translation": OPERATION_TEXT_COMPLETION,
+}
+
 SPAN_ROUTE_PREFIX: Final = "route"
 """Router spans are named ``"route {router}"``."""
 
@@ -161,6 +175,8 @@ EVENT_RETRY: Final = "modelwatch.retry"
 EVENT_REJECTED: Final = "modelwatch.circuit.rejected"
 EVENT_STATE_CHANGE: Final = "modelwatch.circuit.state_change"
 EVENT_FIRST_CHUNK: Final = "gen_ai.first_chunk"
+#: the GenAI conventions' event carrying captured content (EVENT_ONLY / SPAN_AND_EVENT)
+EVENT_INFERENCE_DETAILS: Final = "gen_ai.client.inference.operation.details"
 EVENT_CANARY_ROLLBACK: Final = "modelwatch.canary.rollback"
 EVENT_CANARY_PROMOTE: Final = "modelwatch.canary.promote"
 
@@ -285,7 +301,9 @@ _MODEL_KEYS: Final = (
     GEN_AI_REQUEST_MODEL,
     GEN_AI_RESPONSE_MODEL,
     SERVER_ADDRESS,
+    SERVER_PORT,
     MODELWATCH_ANALYSIS,
+    MODELWATCH_TASK,
     MODELWATCH_ROUTER,
 )
 
@@ -310,6 +328,14 @@ TIME_TO_FIRST_CHUNK: Final = MetricSpec(
     "histogram",
     "s",
     "Time from the start of a streaming call to its first chunk.",
+    _MODEL_KEYS,
+    DURATION_BUCKETS,
+)
+TIME_PER_OUTPUT_CHUNK: Final = MetricSpec(
+    "gen_ai.client.operation.time_per_output_chunk",
+    "histogram",
+    "s",
+    "Time between consecutive chunks of a streaming call, after the first one.",
     _MODEL_KEYS,
     DURATION_BUCKETS,
 )
@@ -509,6 +535,7 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     OPERATION_DURATION,
     TOKEN_USAGE,
     TIME_TO_FIRST_CHUNK,
+    TIME_PER_OUTPUT_CHUNK,
     INVOKE_AGENT_DURATION,
     EXECUTE_TOOL_DURATION,
     COST,

@@ -148,11 +148,12 @@ def test_success_keeps_result_and_emits_span_and_duration(
 ) -> None:
     build, expected = SHAPES[shape]
     assert _run(build(False)) == expected
-    span = modelwatch_capture.span(f"text_generation {MODEL}")
+    span = modelwatch_capture.span(f"text_completion {MODEL}")
     assert span.kind is SpanKind.CLIENT
     assert span.status.status_code is StatusCode.UNSET
     assert span.attributes is not None
-    assert span.attributes["gen_ai.operation.name"] == "text_generation"
+    assert span.attributes["gen_ai.operation.name"] == "text_completion"
+    assert span.attributes["modelwatch.task"] == "text_generation"
     assert span.attributes["gen_ai.provider.name"] == "huggingface"
     assert span.attributes["gen_ai.request.model"] == MODEL
     assert span.attributes["modelwatch.analysis"] == "code_review"
@@ -168,7 +169,7 @@ def test_failure_reraises_the_same_exception_object(
     build, _ = SHAPES[shape]
     with pytest.raises(Boom) as raised:
         _run(build(True))
-    span = modelwatch_capture.span(f"text_generation {MODEL}")
+    span = modelwatch_capture.span(f"text_completion {MODEL}")
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes is not None
     assert span.attributes["error.type"] == "_OTHER"

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 import modelwatch
 from modelwatch import _safety
-from modelwatch.capture import _details, _record, _telemetry, call, cost, usage
+from modelwatch.capture import _content, _details, _record, _telemetry, call, cost, usage
 from modelwatch.integrations import logging as log_correlation
 from modelwatch.testing import Captured
 
@@ -82,7 +82,7 @@ def _break_classification(mp: pytest.MonkeyPatch) -> None:
 
 
 def _break_attribute_scrubbing(mp: pytest.MonkeyPatch) -> None:
-    mp.setattr(_details, "scrub", explode)
+    mp.setattr(_content, "scrub", explode)
     mp.setattr(_details, "scrub_value", explode)
     mp.setattr(_record, "scrub", explode)
 

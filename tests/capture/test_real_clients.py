@@ -56,7 +56,7 @@ def test_huggingface_faults_become_error_kinds(
         "httpx",
         "httpx2",
     }
-    span = modelwatch_capture.span(f"text_generation {FLAN}")
+    span = modelwatch_capture.span(f"text_completion {FLAN}")
     assert span.attributes is not None
     assert span.attributes["error.type"] == kind
     assert (
@@ -125,7 +125,7 @@ def test_usage_from_real_openai_and_hf_responses(
     assert gpt_span.attributes["gen_ai.usage.input_tokens"] == completion.usage.prompt_tokens
     assert gpt_span.attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
     assert gpt_span.attributes["gen_ai.response.model"] == completion.model
-    flan_span = modelwatch_capture.span(f"text_generation {FLAN}")
+    flan_span = modelwatch_capture.span(f"text_completion {FLAN}")
     assert flan_span.attributes is not None
     assert output.details is not None
     assert flan_span.attributes["gen_ai.usage.output_tokens"] == output.details.generated_tokens

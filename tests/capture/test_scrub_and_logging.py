@@ -81,8 +81,12 @@ def test_content_is_not_captured_unless_enabled(
     with modelwatch.monitored(model="m", provider="p") as call:
         call.record_messages(input="use key sk-abcdefghijklmnopqrstuvwx", output="ok")
     attrs = modelwatch_capture.span("chat m").attributes or {}
-    assert attrs["gen_ai.input.messages"] == "use key [REDACTED]"
-    assert attrs["gen_ai.output.messages"] == "ok"
+    assert json.loads(str(attrs["gen_ai.input.messages"])) == [
+        {"role": "user", "parts": [{"type": "text", "content": "use key [REDACTED]"}]}
+    ]
+    assert json.loads(str(attrs["gen_ai.output.messages"])) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "ok"}]}
+    ]
 
 
 def test_stdlib_filter_and_structlog_processor_add_ids(modelwatch_capture: Captured) -> None:

@@ -262,7 +262,7 @@ def test_otlp_endpoint_ships_the_same_telemetry(otlp_receiver: OtlpReceiver) -> 
     assert routes[0].resource["service.name"] == "modelwatch-demo"
     events = {e.name for span in routes for e in span.events}
     assert "modelwatch.failover" in events
-    attempts = otlp_receiver.spans("text_generation google/flan-t5-large")
+    attempts = otlp_receiver.spans("text_completion google/flan-t5-large")
     assert any(s.status == "ERROR" for s in attempts)
     assert "modelwatch.failovers" in otlp_receiver.metric_names()
 

@@ -72,9 +72,9 @@ def test_engine_example_serves_an_analysis_and_health(engine_module: ModuleType)
             health.stop()
     # the routed calls were monitored: one model span per attempt, the failed one included
     spans = [s.name for s in captured.spans]
-    assert "text_generation google/flan-t5-large" in spans
-    assert "summarization facebook/bart-large-cnn" in spans
-    assert "summarization sshleifer/distilbart-cnn-12-6" in spans
+    assert "text_completion google/flan-t5-large" in spans
+    assert "text_completion facebook/bart-large-cnn" in spans
+    assert "text_completion sshleifer/distilbart-cnn-12-6" in spans
     # the openai backend told modelwatch its tokens through current_call()
     usage = dict(captured.span("chat gpt-4o-mini").attributes or {})
     assert isinstance(usage["gen_ai.usage.input_tokens"], int)

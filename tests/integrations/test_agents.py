@@ -102,7 +102,7 @@ def test_nested_agent_tool_model_calls_form_one_tree(modelwatch_capture: Capture
     researcher = modelwatch_capture.span("invoke_agent researcher")
     writer = modelwatch_capture.span("invoke_agent writer")
     fetch = modelwatch_capture.span("execute_tool fetch")
-    models = modelwatch_capture.find_spans(f"text_generation {MODEL}")
+    models = modelwatch_capture.find_spans(f"text_completion {MODEL}")
     assert len(models) == 3
     assert root.parent is None
     assert parent_id(researcher) == span_id(root)
@@ -232,7 +232,7 @@ async def test_gather_keeps_each_branch_under_its_own_step(modelwatch_capture: C
 
     root = modelwatch_capture.span("invoke_agent fanout")
     tools = modelwatch_capture.find_spans("execute_tool lookup")
-    models = modelwatch_capture.find_spans(f"text_generation {MODEL}")
+    models = modelwatch_capture.find_spans(f"text_completion {MODEL}")
     assert len(tools) == 4
     assert len(models) == 4
     assert {parent_id(t) for t in tools} == {span_id(root)}
@@ -297,7 +297,7 @@ async def test_to_thread_copies_context_without_help(modelwatch_capture: Capture
         await asyncio.to_thread(model_call, "x")
     assert current is step
     root = modelwatch_capture.span("invoke_agent offload")
-    assert parent_id(modelwatch_capture.span(f"text_generation {MODEL}")) == span_id(root)
+    assert parent_id(modelwatch_capture.span(f"text_completion {MODEL}")) == span_id(root)
 
 
 # --------------------------------------------------------------------------- threads
@@ -307,7 +307,7 @@ def test_plain_thread_pool_loses_the_context(modelwatch_capture: Captured) -> No
     """Documents why the helper exists: concurrent.futures does not copy contextvars."""
     with modelwatch.agent_step("planner"), ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(model_call, "lost").result()
-    model = modelwatch_capture.span(f"text_generation {MODEL}")
+    model = modelwatch_capture.span(f"text_completion {MODEL}")
     assert model.parent is None
     assert trace_id(model) != trace_id(modelwatch_capture.span("invoke_agent planner"))
 
@@ -320,7 +320,7 @@ def test_context_executor_keeps_model_calls_under_the_step(modelwatch_capture: C
     assert results == ["X", "Y", "Z"]
     assert seen == [step] * 6
     root = modelwatch_capture.span("invoke_agent planner")
-    models = modelwatch_capture.find_spans(f"text_generation {MODEL}")
+    models = modelwatch_capture.find_spans(f"text_completion {MODEL}")
     assert len(models) == 3
     assert {parent_id(m) for m in models} == {span_id(root)}
     assert modelwatch_capture.metric_count(MODEL_DURATION) == 3
@@ -344,7 +344,7 @@ def test_context_executor_concurrent_steps_in_threads(modelwatch_capture: Captur
 
     root = modelwatch_capture.span("invoke_agent parallel")
     branches = modelwatch_capture.find_spans("execute_tool branch")
-    models = modelwatch_capture.find_spans(f"text_generation {MODEL}")
+    models = modelwatch_capture.find_spans(f"text_completion {MODEL}")
     assert {parent_id(b) for b in branches} == {span_id(root)}
     assert sorted(parent_id(m) for m in models) == sorted(span_id(b) for b in branches)
 
@@ -397,7 +397,7 @@ def test_propagate_binds_the_context_at_wrap_time(modelwatch_capture: Captured) 
     for t in threads:
         t.join(timeout=5)
     assert results == [(step, "from-caller")] * 2
-    models = modelwatch_capture.find_spans(f"text_generation {MODEL}")
+    models = modelwatch_capture.find_spans(f"text_completion {MODEL}")
     root = modelwatch_capture.span("invoke_agent spawner")
     assert {parent_id(m) for m in models} == {span_id(root)}
     assert bound.__name__ == "body"
@@ -443,7 +443,7 @@ def test_generator_step_is_current_only_while_its_code_runs(modelwatch_capture: 
     assert inside[0] is not consumer
     streamer = modelwatch_capture.span("invoke_agent streamer")
     assert parent_id(streamer) == span_id(modelwatch_capture.span("invoke_agent consumer"))
-    models = modelwatch_capture.find_spans(f"text_generation {MODEL}")
+    models = modelwatch_capture.find_spans(f"text_completion {MODEL}")
     assert {parent_id(m) for m in models} == {span_id(streamer)}
     assert modelwatch_capture.metric_count(AGENT_DURATION, {"gen_ai.agent.name": "streamer"}) == 1
 
@@ -500,7 +500,7 @@ async def test_async_generator_steps_interleaved_under_gather(
         results = await asyncio.gather(drain("a"), drain("b"))
     assert results == [["a0", "a1"], ["b0", "b1"]]
     tickers = modelwatch_capture.find_spans("invoke_agent ticker")
-    models = modelwatch_capture.find_spans(f"text_generation {MODEL}")
+    models = modelwatch_capture.find_spans(f"text_completion {MODEL}")
     assert len(tickers) == 2
     root = modelwatch_capture.span("invoke_agent root")
     assert {parent_id(t) for t in tickers} == {span_id(root)}

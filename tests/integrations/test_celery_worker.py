@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.servers, pytest.mark.slow]
 APP = "integrations.celery_tasks"
 DURATION = "modelwatch.task.duration"
 QUEUE_WAIT = "modelwatch.task.queue_wait"
-MODEL_SPAN = "text_generation google/flan-t5-large"
+MODEL_SPAN = "text_completion google/flan-t5-large"  # operation="text_generation", mapped
 
 
 def start_worker(

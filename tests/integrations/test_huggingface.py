@@ -102,7 +102,7 @@ def test_uninstrument_stops_the_telemetry_and_behaviour_is_unchanged(
             modelwatch.huggingface.uninstrument()
         plain_answer = c.text_generation("same answer please")
     assert instrumented_answer == plain_answer == f"[{FLAN}] same answer please"
-    assert len(modelwatch_capture.find_spans(f"text_generation {FLAN}")) == 1
+    assert len(modelwatch_capture.find_spans(f"text_completion {FLAN}")) == 1
     assert modelwatch_capture.metric_count(DURATION) == 1
 
 
@@ -155,10 +155,11 @@ def test_text_generation_emits_model_call_telemetry_with_usage(
     out = client.text_generation("review this code", details=True)
     assert out.generated_text == f"[{FLAN}] review this code"
 
-    span = modelwatch_capture.span(f"text_generation {FLAN}")
+    span = modelwatch_capture.span(f"text_completion {FLAN}")
     assert span.kind is SpanKind.CLIENT
     a = dict(span.attributes or {})
-    assert a["gen_ai.operation.name"] == "text_generation"
+    assert a["gen_ai.operation.name"] == "text_completion"
+    assert a["modelwatch.task"] == "text_generation"
     assert a["gen_ai.provider.name"] == "huggingface"
     assert a["gen_ai.request.model"] == FLAN
     assert a["server.address"] == "127.0.0.1"
@@ -199,7 +200,7 @@ def test_call_model_argument_overrides_the_client_model(
 ) -> None:
     with InferenceClient() as c:
         c.summarization("First sentence here. Second one.", model=fake_server.model_url(BART))
-    a = attrs(modelwatch_capture, f"summarization {BART}")
+    a = attrs(modelwatch_capture, f"text_completion {BART}")
     assert a["gen_ai.request.model"] == BART
     assert a["server.address"] == "127.0.0.1"
 
@@ -212,11 +213,9 @@ def test_summarization_and_translation(instrumented: None, modelwatch_capture: C
         summary = c.summarization("The cat sat. Then it left.", model=server.model_url(BART))
         c.translation("hello", model=server.model_url("t5-small"))
     assert summary.summary_text == "The cat sat"
-    assert (
-        modelwatch_capture.metric_count(DURATION, {"gen_ai.operation.name": "summarization"}) == 1
-    )
-    assert modelwatch_capture.metric_count(DURATION, {"gen_ai.operation.name": "translation"}) == 1
-    assert modelwatch_capture.find_spans("translation t5-small")
+    assert modelwatch_capture.metric_count(DURATION, {"modelwatch.task": "summarization"}) == 1
+    assert modelwatch_capture.metric_count(DURATION, {"modelwatch.task": "translation"}) == 1
+    assert modelwatch_capture.find_spans("text_completion t5-small")
 
 
 def test_feature_extraction_is_an_embeddings_call(
@@ -256,7 +255,7 @@ def test_http_errors_pass_through_and_are_classified(
     fake_server.fail(FLAN, fault, times=1)
     with pytest.raises(HfHubHTTPError) as info:
         client.text_generation("will fail")
-    span = modelwatch_capture.span(f"text_generation {FLAN}")
+    span = modelwatch_capture.span(f"text_completion {FLAN}")
     assert span.status.status_code is StatusCode.ERROR
     assert (span.attributes or {})["error.type"] == kind
     [event] = [e for e in span.events if e.name == "exception"]
@@ -274,7 +273,7 @@ def test_connection_reset_is_unavailable(
     fake_server.fail(FLAN, "reset", times=1)
     with pytest.raises(Exception):
         client.text_generation("reset me")
-    assert attrs(modelwatch_capture, f"text_generation {FLAN}")["error.type"] == "unavailable"
+    assert attrs(modelwatch_capture, f"text_completion {FLAN}")["error.type"] == "unavailable"
 
 
 # --------------------------------------------------------------------------- sync streams
@@ -286,10 +285,10 @@ def test_text_generation_stream_times_first_chunk_and_ends_at_exhaustion(
     stream = client.text_generation("one two three", stream=True, details=True)
     # the request was made, but the call is not current in the consumer's loop
     assert modelwatch.current_call() is None
-    assert modelwatch_capture.find_spans(f"text_generation {FLAN}") == []
+    assert modelwatch_capture.find_spans(f"text_completion {FLAN}") == []
     chunks = list(stream)
     assert "".join(c.token.text for c in chunks) == f"[{FLAN}] one two three"
-    span = modelwatch_capture.span(f"text_generation {FLAN}")
+    span = modelwatch_capture.span(f"text_completion {FLAN}")
     assert [e.name for e in span.events] == ["gen_ai.first_chunk"]
     a = dict(span.attributes or {})
     assert a["gen_ai.usage.output_tokens"] == chunks[-1].details.generated_tokens
@@ -320,7 +319,7 @@ def test_stream_broken_early_ends_once_marked_as_cut(
     for _ in client.text_generation("a b c d e f", stream=True):
         break
     gc.collect()
-    span = modelwatch_capture.span(f"text_generation {FLAN}")
+    span = modelwatch_capture.span(f"text_completion {FLAN}")
     assert (span.attributes or {})["modelwatch.stream"] is True
     assert span.status.status_code is StatusCode.UNSET
     assert modelwatch_capture.metric_count(DURATION) == 1
@@ -334,7 +333,7 @@ def test_stream_close_ends_the_call_and_closes_the_client_stream(
     stream.close()
     with pytest.raises(StopIteration):
         next(stream)  # the underlying generator is closed too
-    assert (attrs(modelwatch_capture, f"text_generation {FLAN}"))["modelwatch.stream"] is True
+    assert (attrs(modelwatch_capture, f"text_completion {FLAN}"))["modelwatch.stream"] is True
     assert modelwatch_capture.metric_count(DURATION) == 1
 
 
@@ -344,7 +343,7 @@ def test_stream_dropped_unconsumed_is_ended_by_garbage_collection(
     stream = client.text_generation("never read", stream=True)
     del stream
     gc.collect()
-    assert (attrs(modelwatch_capture, f"text_generation {FLAN}"))["modelwatch.stream"] is True
+    assert (attrs(modelwatch_capture, f"text_completion {FLAN}"))["modelwatch.stream"] is True
     assert modelwatch_capture.metric_count(DURATION) == 1
 
 
@@ -357,7 +356,7 @@ def test_stream_cut_mid_way_is_an_error_after_chunks(
         for token in client.text_generation("a b c d e f g", stream=True):
             got.append(token)
     assert len(got) == 2
-    span = modelwatch_capture.span(f"text_generation {FLAN}")
+    span = modelwatch_capture.span(f"text_completion {FLAN}")
     assert span.status.status_code is StatusCode.ERROR
     assert "gen_ai.first_chunk" in [e.name for e in span.events]
     assert modelwatch_capture.metric_count(DURATION, {"error.type": "unavailable"}) == 1
@@ -384,7 +383,7 @@ async def test_async_text_generation_and_chat(
     assert text == f"[{FLAN}] async hello"
     assert chat.usage is not None
     assert (
-        modelwatch_capture.metric_count(DURATION, {"gen_ai.operation.name": "text_generation"}) == 1
+        modelwatch_capture.metric_count(DURATION, {"gen_ai.operation.name": "text_completion"}) == 1
     )
     a = attrs(modelwatch_capture, f"chat {FLAN}")
     assert a["gen_ai.usage.output_tokens"] == chat.usage.completion_tokens
@@ -431,7 +430,7 @@ def test_nested_in_monitored_of_the_same_model_counts_once(
         return out.generated_text
 
     assert review("x = 1") == f"[{FLAN}] x = 1"
-    spans = modelwatch_capture.find_spans(f"text_generation {FLAN}")
+    spans = modelwatch_capture.find_spans(f"text_completion {FLAN}")
     assert len(spans) == 2
     inner, outer = spans  # the inner one ends first
     assert inner.parent is not None
@@ -458,7 +457,7 @@ def test_calls_inside_an_agent_step_are_its_children(
     with modelwatch.agent_step("reviewer"):
         client.text_generation("child")
     agent = modelwatch_capture.span("invoke_agent reviewer")
-    model = modelwatch_capture.span(f"text_generation {FLAN}")
+    model = modelwatch_capture.span(f"text_completion {FLAN}")
     assert model.parent is not None
     assert agent.context is not None
     assert model.parent.span_id == agent.context.span_id

@@ -5,7 +5,6 @@ settings, response details, content. :class:`CallDetails` is a base of
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,9 +12,9 @@ from opentelemetry.trace import Span
 
 from modelwatch import semconv
 from modelwatch._safety import guard
-from modelwatch.capture import _settings
+from modelwatch.capture import _content, _settings
 from modelwatch.capture._record import request_attributes, response_attributes
-from modelwatch.capture.scrub import scrub, scrub_value
+from modelwatch.capture.scrub import scrub_value
 
 
 class CallDetails:
@@ -30,20 +29,48 @@ class CallDetails:
     _response_model: str | None
 
     def record_usage(
-        self, input_tokens: int | None = None, output_tokens: int | None = None
+        self,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        *,
+        cache_read_input_tokens: int | None = None,
+        cache_creation_input_tokens: int | None = None,
+        reasoning_output_tokens: int | None = None,
     ) -> None:
         """Record token usage; overrides what would be read from the return value.
 
-        Raises ``ValueError`` for a negative or non-integer count (bad input to the API);
-        nothing is recorded in that case.
+        The cache and reasoning counts go on the span only
+        (``gen_ai.usage.cache_read.input_tokens``, ``gen_ai.usage.cache_creation.input_tokens``,
+        ``gen_ai.usage.reasoning.output_tokens``). Raises ``ValueError`` for a negative or
+        non-integer count (bad input to the API); nothing is recorded in that case.
         """
-        for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+        details = (cache_read_input_tokens, cache_creation_input_tokens, reasoning_output_tokens)
+        names = (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+            "reasoning_output_tokens",
+        )
+        for name, value in zip(names, (input_tokens, output_tokens, *details), strict=True):
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
             ):
                 raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
         with guard("record_usage"):
-            self._set_usage(input_tokens, output_tokens, explicit=True)
+            if input_tokens is not None or output_tokens is not None or details == (None,) * 3:
+                self._set_usage(input_tokens, output_tokens, explicit=True)
+            self._set_details(*details)
+
+    def _set_details(self, read: int | None, created: int | None, reasoning: int | None) -> None:
+        if self._span is not None:
+            for key, value in (
+                (semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, read),
+                (semconv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, created),
+                (semconv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning),
+            ):
+                if value is not None:
+                    self._span.set_attribute(key, value)
 
     def set_response_model(self, model: str) -> None:
         """Record the model that actually answered (``gen_ai.response.model``)."""
@@ -65,22 +92,41 @@ class CallDetails:
             if self._span is not None:
                 self._span.set_attribute(key, scrub_value(value))  # type: ignore[arg-type]
 
-    def record_messages(self, input: Any = None, output: Any = None) -> None:
+    def record_messages(self, input: Any = None, output: Any = None, system: Any = None) -> None:
         """Record prompt and completion content, only if content capture is enabled.
 
-        Content capture is off unless ``configure(capture_content=True)`` or
-        ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``; secrets are scrubbed.
+        ``input``/``output``: a text (a user prompt, an assistant answer), a list of
+        ``{"role": ..., "content": ...}`` messages (openai style, dicts or objects) or of
+        messages already in the conventions' role-and-parts form; system messages in
+        ``input`` go to ``gen_ai.system_instructions``, as does ``system`` (a text or parts).
+        Written as ``gen_ai.input.messages`` / ``gen_ai.output.messages`` /
+        ``gen_ai.system_instructions`` JSON on the span and/or as the
+        ``gen_ai.client.inference.operation.details`` event, as
+        ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` says (``SPAN_ONLY``,
+        ``EVENT_ONLY``, ``SPAN_AND_EVENT``; ``true`` = span). Off unless
+        ``configure(capture_content=True)`` or that variable enables it; scrubbed of secrets.
         """
         if not _settings.capture_content or self._span is None:
             return
         with guard("record_messages"):
-            for key, value in (
-                (semconv.GEN_AI_INPUT_MESSAGES, input),
-                (semconv.GEN_AI_OUTPUT_MESSAGES, output),
-            ):
-                if value is not None:
-                    text = value if isinstance(value, str) else json.dumps(value, default=str)
-                    self._span.set_attribute(key, scrub(text))
+            found: dict[str, str] = {}
+            instructions = _content.messages(system, "system") if system is not None else []
+            if input is not None:
+                more, chat = _content.split_system(_content.messages(input, "user"))
+                instructions = [p for m in instructions for p in m.get("parts", [])] + more
+                found[semconv.GEN_AI_INPUT_MESSAGES] = _content.encode(chat)
+            elif instructions:
+                instructions = [p for m in instructions for p in m.get("parts", [])]
+            if instructions:
+                found[semconv.GEN_AI_SYSTEM_INSTRUCTIONS] = _content.encode(instructions)
+            if output is not None:
+                found[semconv.GEN_AI_OUTPUT_MESSAGES] = _content.encode(
+                    _content.messages(output, "assistant")
+                )
+            if found and _settings.content_on_span:
+                self._span.set_attributes(found)
+            if found and _settings.content_on_event:
+                self._span.add_event(semconv.EVENT_INFERENCE_DETAILS, found)
 
     def set_request(
         self,

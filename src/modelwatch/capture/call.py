@@ -192,6 +192,7 @@ class Call(CallDetails):
         "_ctx_token",
         "_error_kind",
         "_first_chunk_at",
+        "_last_chunk_at",
         "_once",
         "_owner",
         "_probe",
@@ -210,6 +211,7 @@ class Call(CallDetails):
         self._once = [True]
         self._error_kind: str | None = None
         self._first_chunk_at: float | None = None
+        self._last_chunk_at = 0.0
         self._input_tokens: int | None = None
         self._output_tokens: int | None = None
         self._child_input: int | None = None
@@ -305,6 +307,8 @@ class Call(CallDetails):
     def _absorb_usage(self, found: Usage) -> None:
         if found.input_tokens is not None or found.output_tokens is not None:
             self._set_usage(found.input_tokens, found.output_tokens, explicit=False)
+        if found.details is not None:
+            self._set_details(*found.details)
         if found.response_model is not None and self._response_model is None:
             self._response_model = found.response_model
             if self._span is not None:
@@ -322,10 +326,21 @@ class Call(CallDetails):
             self._absorb_usage(found)
 
     def _on_chunk(self, chunk: Any) -> None:
-        """A stream produced a chunk: time the first one, pick up usage from any."""
-        if self._first_chunk_at is None:
-            now = time.perf_counter()
-            self._first_chunk_at = now
+        """A stream produced a chunk: time the first one and the gap before each later one,
+        pick up usage from any."""
+        now = time.perf_counter()
+        if self._first_chunk_at is not None:
+            if self._owner is None and self._spec.is_model:
+                tel = telemetry()
+                tel.defer(
+                    tel.instrument(semconv.TIME_PER_OUTPUT_CHUNK),
+                    now - self._last_chunk_at,
+                    self._spec.metric_attributes,
+                    self._span,
+                )
+            self._last_chunk_at = now
+        else:
+            self._first_chunk_at = self._last_chunk_at = now
             with guard("first_chunk"):
                 if self._span is not None:
                     self._span.add_event(semconv.EVENT_FIRST_CHUNK)

@@ -55,6 +55,8 @@ async def _run_async(spec: CallSpec, coro: Awaitable[Any]) -> Any:
 def _step_context(call: Call) -> tuple[otel_context.Context, Call]:
     ctx = otel_context.get_current()
     call.detach()
+    if call.model is not None:  # a monitored generator is a streamed model call
+        call.set_request(stream=True)
     return ctx, call
 
 

@@ -50,7 +50,7 @@ class monitored(Monitor):  # noqa: N801 - used like a function, as in DESIGN.md
 
     >>> import modelwatch
     >>> @modelwatch.monitored(model="google/flan-t5-large", provider="huggingface",
-    ...                       operation="text_generation", analysis="code_review")
+    ...                       operation="text_completion", analysis="code_review")
     ... def review(code: str) -> str:
     ...     return "looks fine"
     >>> review("x = 1")
@@ -61,7 +61,9 @@ class monitored(Monitor):  # noqa: N801 - used like a function, as in DESIGN.md
     Args:
         model: the requested model (``gen_ai.request.model``).
         provider: who serves it (``gen_ai.provider.name``: ``huggingface``, ``openai``, ...).
-        operation: ``gen_ai.operation.name`` (``chat``, ``text_generation``, ``summarization``...).
+        operation: ``gen_ai.operation.name`` (``chat``, ``text_completion``, ``embeddings``...).
+            A client task name (``text_generation``, ``summarization``, ``translation``) is
+            accepted: recorded as ``text_completion`` with ``modelwatch.task`` set to it.
         analysis: the analysis type this call serves (``code_review``...), or ``None``.
         server_address: host, ``host:port`` or URL of the endpoint (``server.address``).
         usage: a callable that takes the return value (or each stream chunk) and returns
@@ -99,6 +101,7 @@ class ModelOptions(TypedDict, total=False):
     server_address: str | None
     usage: Callable[[Any], Any] | None
     router: str | None
+    task: str | None
 
 
 def model_spec(model: str, provider: str, **options: Unpack[ModelOptions]) -> CallSpec:
@@ -122,6 +125,7 @@ def model_spec(model: str, provider: str, **options: Unpack[ModelOptions]) -> Ca
         options.get("server_address"),
         options.get("usage"),
         options.get("router"),
+        options.get("task"),
     )
 
 
@@ -134,6 +138,7 @@ def _model_spec(  # noqa: PLR0917 - private; both callers pass every argument in
     server_address: str | None,
     usage: Callable[[Any], Any] | None,
     router: str | None,
+    task: str | None = None,
 ) -> CallSpec:
     _require_str(who, "model", model)
     _require_str(who, "provider", provider)
@@ -141,6 +146,10 @@ def _model_spec(  # noqa: PLR0917 - private; both callers pass every argument in
     _require_str(who, "analysis", analysis, optional=True)
     _require_str(who, "server_address", server_address, optional=True)
     _require_str(who, "router", router, optional=True)
+    _require_str(who, "task", task, optional=True)
+    if operation in semconv.TASK_OPERATIONS:  # a client task name: the spec value, task kept
+        task = task or operation
+        operation = semconv.TASK_OPERATIONS[operation]
     if usage is not None and not callable(usage):
         raise ValueError(f"{who}: usage must be callable or None, got {usage!r}")
     host, port = _split_server(server_address)
@@ -157,6 +166,8 @@ def _model_spec(  # noqa: PLR0917 - private; both callers pass every argument in
         span_attributes[semconv.MODELWATCH_ANALYSIS] = analysis
     if router:
         span_attributes[semconv.MODELWATCH_ROUTER] = router
+    if task:
+        span_attributes[semconv.MODELWATCH_TASK] = task
     return CallSpec(
         span_name=semconv.model_span_name(operation, model),
         span_kind=SpanKind.CLIENT,

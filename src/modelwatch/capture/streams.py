@@ -294,6 +294,7 @@ def _wrap(
             raise TypeError(f"{name} must be callable or None, got {hook!r}")
     used = found if any(h is not None for h in found) else None
     call.detach()
+    call.set_request(stream=True)
     if not hasattr(stream, marks[0]) and not hasattr(stream, marks[1]):
         _finish_with(call, used, stream)
         return stream

@@ -1,12 +1,16 @@
 """Model-call telemetry for ``huggingface_hub.InferenceClient`` and ``AsyncInferenceClient``.
 
-:func:`instrument` wraps the text-model methods of both client classes (with wrapt, on the
-classes, so clients created before and after are covered) and every call then emits the
-model-call telemetry of ``@modelwatch.monitored``: span ``"{operation} {model}"``, provider
-``huggingface``, ``server.address`` from the endpoint URL, token usage and response model when
-the response carries them, and the error kind of the real HTTP error. Streaming calls
-(``stream=True``) return a transparent proxy of the client's stream that ends the call when the
-stream ends, is closed, or is dropped. :func:`uninstrument` puts the original methods back.
+:func:`instrument` wraps the text-model methods of both client classes (on the classes, through
+:mod:`modelwatch.integrations._patch`, so clients created before and after are covered) and
+every call then emits the model-call telemetry of ``@modelwatch.monitored``: span
+``"{operation} {model}"`` (``chat``, ``text_completion`` for the text-generation,
+summarization and translation tasks, with the task as ``modelwatch.task``, ``embeddings``),
+provider ``huggingface``, ``server.address``/``server.port`` from the endpoint URL, the request
+settings, token usage, response id, finish reasons and response model when the answer carries
+them, the error kind of the real HTTP error, and prompts and answers when content capture is on.
+Streaming calls (``stream=True``) return a transparent proxy of the client's stream that ends
+the call when the stream ends, is closed, or is dropped. :func:`uninstrument` puts the original
+methods back.
 
 A wrapped call nested inside an explicit ``@modelwatch.monitored`` of the same model is a nested
 call: it gets its own span, and the outer call alone records the metrics (no double count).
@@ -14,25 +18,28 @@ call: it gets its own span, and the outer call alone records the metrics (no dou
 
 from __future__ import annotations
 
-import inspect
-import threading
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import wrapt
+from modelwatch import semconv
+from modelwatch.integrations import _patch
+from modelwatch.integrations._patch import Method
+from modelwatch.lifecycle import Call, CallSpec
 
-from modelwatch import lifecycle, semconv
-from modelwatch._safety import report_internal_error
-from modelwatch.lifecycle import CallSpec
-
-__all__ = ["METHODS", "PROVIDER", "instrument", "is_instrumented", "uninstrument"]
+__all__ = [
+    "METHODS",
+    "PROVIDER",
+    "instrument",
+    "is_instrumented",
+    "uninstrument",
+]
 
 #: ``gen_ai.provider.name`` of every call made through the Hugging Face clients.
 PROVIDER: Final = "huggingface"
 
-#: Client method -> ``gen_ai.operation.name``. Methods missing from the installed
-#: ``huggingface_hub`` (``text_to_text`` in most versions) are skipped.
+#: Client method -> its inference task (``gen_ai.operation.name`` is the spec operation the
+#: task maps to). Methods missing from the installed ``huggingface_hub`` are skipped.
 METHODS: Final[dict[str, str]] = {
     "text_generation": "text_generation",
     "text_to_text": "text_generation",
@@ -45,25 +52,22 @@ METHODS: Final[dict[str, str]] = {
 #: Model name used when neither the call nor the client names a model or an endpoint.
 UNKNOWN_MODEL: Final = "unknown"
 
-_SPEC_CACHE_SIZE: Final = 512
+_SPECS: Final = _patch.SpecCache(PROVIDER)
 
-_lock = threading.Lock()
-_originals: dict[tuple[type[Any], str], tuple[Any, Any]] = {}
-_specs: dict[tuple[str, str, str | None], CallSpec] = {}
-
-
-class _HFMethodWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """Marks a client method wrapped by this module (so instrumenting twice is harmless)."""
-
-
-def _client_classes() -> list[type[Any]]:
-    try:
-        from huggingface_hub import AsyncInferenceClient, InferenceClient
-    except ImportError as exc:
-        raise ImportError(
-            "modelwatch.huggingface needs huggingface_hub: pip install 'modelwatch[huggingface]'"
-        ) from exc
-    return [InferenceClient, AsyncInferenceClient]
+#: request keyword -> ``Call.set_request`` setting
+_SETTINGS: Final = {
+    "temperature": "temperature",
+    "max_new_tokens": "max_tokens",
+    "max_tokens": "max_tokens",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "seed": "seed",
+    "stop": "stop_sequences",
+    "stop_sequences": "stop_sequences",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+    "n": "choice_count",
+}
 
 
 # ----------------------------------------------------------------------------- resolution
@@ -100,64 +104,79 @@ def resolve(client: Any, call_model: Any) -> tuple[str, str | None]:
     return UNKNOWN_MODEL, client_url
 
 
-def _spec_for(operation: str, client: Any, kwargs: dict[str, Any]) -> CallSpec | None:
-    try:
-        model, url = resolve(client, kwargs.get("model"))
-        key = (operation, model, url)
-        spec = _specs.get(key)
-        if spec is None:
-            spec = lifecycle.model_spec(
-                model=model, provider=PROVIDER, operation=operation, server_address=url
-            )
-            if len(_specs) >= _SPEC_CACHE_SIZE:
-                _specs.clear()
-            _specs[key] = spec
-        return spec
-    except Exception as exc:
-        report_internal_error("huggingface.resolve", exc)
-        return None
+def _spec(method: Method, client: Any, args: Any, kwargs: Mapping[str, Any]) -> CallSpec:
+    model, url = resolve(client, kwargs.get("model"))
+    return _SPECS.get(method.operation, model, url)
 
 
-# ----------------------------------------------------------------------------- wrappers
-def _sync_wrapper(operation: str) -> Callable[..., Any]:
-    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        spec = _spec_for(operation, instance, kwargs)
-        if spec is None:
-            return wrapped(*args, **kwargs)
-        call = lifecycle.start(spec)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        if kwargs.get("stream"):
-            return lifecycle.wrap_stream(call, result)
-        call.stop(result)
+# ----------------------------------------------------------------------------- readers
+def _request(call: Call, method: Method, client: Any, args: Any, kwargs: Mapping[str, Any]) -> None:
+    call.set_request(**_patch.request_settings(kwargs, _SETTINGS))
+    prompt = args[0] if args else kwargs.get("messages", kwargs.get("prompt", kwargs.get("text")))
+    if prompt is not None and method.operation != semconv.OPERATION_EMBEDDINGS:
+        call.record_messages(input=prompt)
+
+
+def _answer_text(result: Any) -> Any:
+    if isinstance(result, str):
         return result
+    for name in ("generated_text", "summary_text", "translation_text"):
+        text = getattr(result, name, None)
+        if isinstance(text, str):
+            return text
+    return None
 
-    return wrapper
+
+def _response(call: Call, method: Method, result: Any) -> None:
+    if isinstance(result, list) and len(result) == 1:
+        result = result[0]
+    if getattr(result, "choices", None) is not None:  # chat completion
+        _patch.choices_response(call, result)
+        return
+    shape = getattr(result, "shape", None)
+    if shape:  # embeddings (a numpy array)
+        call.set_request(dimension_count=int(shape[-1]))
+        return
+    details = getattr(result, "details", None)
+    reason = getattr(details, "finish_reason", None)
+    call.set_response(finish_reasons=reason)
+    text = _answer_text(result)
+    if text is not None:
+        call.record_messages(
+            output=[{"role": "assistant", "content": text, "finish_reason": reason}]
+        )
 
 
-def _async_wrapper(operation: str) -> Callable[..., Any]:
-    async def run(spec: CallSpec, wrapped: Any, args: Any, kwargs: Any) -> Any:
-        call = lifecycle.start(spec)
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.fail(exc)
-            raise
-        if kwargs.get("stream"):
-            return lifecycle.wrap_async_stream(call, result)
-        call.stop(result)
-        return result
+def _chunk_text(chunk: Any) -> tuple[Sequence[str], str | None]:
+    if getattr(chunk, "choices", None) is not None:  # chat stream
+        return _patch.choices_text(chunk)
+    if isinstance(chunk, str):  # text-generation stream without details
+        return [chunk], None
+    token = getattr(chunk, "token", None)
+    text = [token.text] if token is not None and not token.special else []
+    return text, getattr(getattr(chunk, "details", None), "finish_reason", None)
 
-    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        spec = _spec_for(operation, instance, kwargs)
-        if spec is None:
-            return wrapped(*args, **kwargs)
-        return run(spec, wrapped, args, kwargs)
 
-    return wrapper
+_CLASSES: Final = (
+    ("huggingface_hub.inference._client", "InferenceClient"),
+    ("huggingface_hub.inference._generated._async_client", "AsyncInferenceClient"),
+)
+_PATCHER: Final = _patch.Patcher(
+    _patch.Client(
+        name="huggingface",
+        methods=[
+            Method(module, f"{cls}.{name}", task)
+            for module, cls in _CLASSES
+            for name, task in METHODS.items()
+        ],
+        spec=_spec,
+        request=_request,
+        response=_response,
+        stream_hooks=lambda *_: _patch.text_stream_hooks(_chunk_text),
+        specs=_SPECS,
+        instrumentor=("HuggingFaceInstrumentor", ("huggingface_hub >= 0.20",)),
+    )
+)
 
 
 # ----------------------------------------------------------------------------- public
@@ -167,7 +186,8 @@ def instrument() -> None:
     Covers ``text_generation``, ``text_to_text`` (where the installed version has it),
     ``chat_completion`` (also reached through ``client.chat.completions.create``),
     ``summarization``, ``translation`` and ``feature_extraction``, streaming forms included.
-    Idempotent; clients created before the call are covered too.
+    Idempotent; clients created before the call are covered too; if ``huggingface_hub`` is
+    imported later, it is instrumented when imported.
 
     Raises:
         ImportError: ``huggingface_hub`` is not installed.
@@ -178,17 +198,13 @@ def instrument() -> None:
     True
     >>> modelwatch.huggingface.uninstrument()
     """
-    classes = _client_classes()
-    with _lock:
-        for cls in classes:
-            for name, operation in METHODS.items():
-                original = cls.__dict__.get(name)
-                if original is None or isinstance(original, _HFMethodWrapper):
-                    continue
-                factory = _async_wrapper if inspect.iscoroutinefunction(original) else _sync_wrapper
-                wrapper = _HFMethodWrapper(original, factory(operation))
-                setattr(cls, name, wrapper)
-                _originals[(cls, name)] = (original, wrapper)
+    try:
+        import huggingface_hub  # noqa: F401 - fail loudly when it is missing
+    except ImportError as exc:
+        raise ImportError(
+            "modelwatch.huggingface needs huggingface_hub: pip install 'modelwatch[huggingface]'"
+        ) from exc
+    _PATCHER.instrument()
 
 
 def uninstrument() -> None:
@@ -197,20 +213,13 @@ def uninstrument() -> None:
     A method that something else re-wrapped after :func:`instrument` is left alone, so
     another library's instrumentation is never removed by mistake.
     """
-    with _lock:
-        for (cls, name), (original, wrapper) in list(_originals.items()):
-            if cls.__dict__.get(name) is wrapper:
-                setattr(cls, name, original)
-            else:
-                report_internal_error(
-                    "huggingface.uninstrument",
-                    RuntimeError(f"{cls.__name__}.{name} was re-wrapped by someone else"),
-                )
-            del _originals[(cls, name)]
-        _specs.clear()
+    _PATCHER.uninstrument()
 
 
 def is_instrumented() -> bool:
     """``True`` while :func:`instrument` is in effect."""
-    with _lock:
-        return bool(_originals)
+    return _PATCHER.is_instrumented()
+
+
+#: ``HuggingFaceInstrumentor``: the OpenTelemetry ``BaseInstrumentor`` of this module.
+__getattr__ = _PATCHER.module_getattr()

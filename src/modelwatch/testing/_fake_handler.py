@@ -8,7 +8,8 @@ Routes (``{model}`` may contain slashes, e.g. ``google/flan-t5-large``):
 * ``POST /models/{model}/v1/chat/completions`` — TGI's OpenAI-compatible chat route, as
   ``InferenceClient(model=url).chat_completion`` calls it.
 * ``GET /models/{model}/info``, ``GET /models/{model}/health`` — TGI endpoint info and health.
-* ``POST /v1/chat/completions`` (model in the body), ``GET /v1/models`` — OpenAI compatible.
+* ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings`` (model in the body),
+  ``GET /v1/models`` — OpenAI compatible.
 * ``GET /health`` — the server itself.
 """
 
@@ -55,6 +56,8 @@ def parse_route(method: str, raw_path: str) -> Route | None:
         return Route("openai", "models", None)
     if path in ("/v1/chat/completions", "/chat/completions") and method == "POST":
         return Route("openai", "chat", None, "conversational")
+    if path in ("/v1/completions", "/v1/embeddings") and method == "POST":
+        return Route("openai", path[len("/v1/") :], None)
     if not path.startswith("/models/"):
         return None
     rest = path[len("/models/") :]
@@ -176,7 +179,7 @@ class FakeHandler(BaseHTTPRequestHandler):
             loaded = None
         payload: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
         model = route.model
-        if route.kind == "chat" and model is None:
+        if route.kind in ("chat", "completions", "embeddings") and model is None:
             model = str(payload.get("model") or "unknown")
         self._index = index = self.state.begin(
             RequestRecord(model, method, self.path, route.task, bool(payload.get("stream")))
@@ -363,6 +366,18 @@ class FakeHandler(BaseHTTPRequestHandler):
                 self._send_events(_sse(chunks, done=True), headers, fault)
             else:
                 self._send_json(200, responses.chat_completion(model, payload, gen), headers, fault)
+            return
+        if route.kind == "completions":
+            gen = responses.completion_generation(model, payload)
+            self.state.spend_tokens(model, gen.input_tokens + gen.output_tokens)
+            if payload.get("stream"):
+                chunks = responses.completion_chunks(model, payload, gen)
+                self._send_events(_sse(chunks, done=True), headers, fault)
+            else:
+                self._send_json(200, responses.completion(model, payload, gen), headers, fault)
+            return
+        if route.kind == "embeddings":
+            self._send_json(200, responses.openai_embeddings(model, payload), headers, fault)
             return
         inputs = payload.get("inputs", "")
         text = inputs if isinstance(inputs, str) else ""

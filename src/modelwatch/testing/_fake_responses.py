@@ -238,6 +238,58 @@ def chat_chunks(
         yield {**base, "choices": [], "usage": _usage(gen)}
 
 
+def completion_generation(model: str, payload: Mapping[str, Any]) -> Generation:
+    """The completion of an OpenAI legacy completions request: an echo of the prompt."""
+    prompt = payload.get("prompt")
+    text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt or []))
+    return generate(model, text, _int_or_none(payload.get("max_tokens")), count_tokens(text))
+
+
+def completion(model: str, payload: Mapping[str, Any], gen: Generation) -> dict[str, Any]:
+    """An OpenAI ``text_completion`` object for ``gen``."""
+    choice = {"index": 0, "text": gen.text, "logprobs": None, "finish_reason": gen.finish_reason}
+    return {
+        "id": _request_id("cmpl", model, payload),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": _usage(gen),
+    }
+
+
+def completion_chunks(
+    model: str, payload: Mapping[str, Any], gen: Generation
+) -> Iterator[dict[str, Any]]:
+    """Streamed ``text_completion`` objects: one per token, the finish reason on the last one,
+    then the usage when ``stream_options={"include_usage": True}``."""
+    base = completion(model, payload, gen)
+    pieces = list(gen.pieces())
+    for index, piece in enumerate(pieces):
+        finish = gen.finish_reason if index == len(pieces) - 1 else None
+        choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish}
+        yield {**base, "choices": [choice], "usage": None}
+    options = payload.get("stream_options")
+    if isinstance(options, Mapping) and options.get("include_usage"):
+        yield {**base, "choices": [], "usage": _usage(gen)}
+
+
+def openai_embeddings(model: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI embeddings answer: one vector per input string."""
+    raw = payload.get("input")
+    inputs = [str(item) for item in raw] if isinstance(raw, list) else [str(raw or "")]
+    tokens = sum(count_tokens(text) for text in inputs)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": embedding(text)}
+            for i, text in enumerate(inputs)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
 def tgi_generation(model: str, payload: Mapping[str, Any]) -> Generation:
     """The completion of a text-generation (TGI) request."""
     prompt = str(payload.get("inputs", ""))
