@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -496,3 +497,71 @@ def test_uninstrument_leaves_a_later_wrapper_in_place() -> None:
     finally:
         InferenceClient.summarization = original  # type: ignore[method-assign]
     assert not modelwatch.huggingface.is_instrumented()
+
+
+# --------------------------------------------------------------------------- conventions
+
+
+def test_request_settings_response_and_content_when_capture_is_on(
+    client: InferenceClient, modelwatch_capture: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelwatch.capture import _settings
+
+    monkeypatch.setattr(_settings, "capture_content", True)
+    out = client.chat_completion(
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}],
+        temperature=0.3,
+        max_tokens=20,
+        seed=1,
+        stop=["END"],
+    )
+    a = attrs(modelwatch_capture, f"chat {FLAN}")
+    assert a["gen_ai.request.temperature"] == 0.3
+    assert a["gen_ai.request.max_tokens"] == 20
+    assert a["gen_ai.request.seed"] == 1
+    assert a["gen_ai.request.stop_sequences"] == ("END",)
+    assert a["gen_ai.response.id"] == out.id
+    assert a["gen_ai.response.finish_reasons"] == ("stop",)
+    assert json.loads(a["gen_ai.system_instructions"]) == [{"type": "text", "content": "be brief"}]
+    assert json.loads(a["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "hello there"}]}
+    ]
+    output = json.loads(a["gen_ai.output.messages"])
+    assert output[0]["parts"][0]["content"] == out.choices[0].message.content
+
+
+def test_text_generation_content_and_stream_input_tokens(
+    client: InferenceClient, modelwatch_capture: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelwatch.capture import _settings
+
+    monkeypatch.setattr(_settings, "capture_content", True)
+    client.text_generation("one two three", max_new_tokens=10, details=True)
+    streamed = list(client.text_generation("four five", stream=True, details=True))
+    spans = modelwatch_capture.find_spans(f"text_completion {FLAN}")
+    assert len(spans) == 2
+    first, stream_span = dict(spans[0].attributes or {}), dict(spans[-1].attributes or {})
+    assert first["gen_ai.request.max_tokens"] == 10
+    assert first["gen_ai.response.finish_reasons"] == ("stop",)
+    assert json.loads(first["gen_ai.input.messages"])[0]["parts"][0]["content"] == "one two three"
+    assert json.loads(first["gen_ai.output.messages"])[0]["role"] == "assistant"
+    assert stream_span["gen_ai.request.stream"] is True
+    assert stream_span["gen_ai.usage.input_tokens"] == streamed[-1].details.input_length
+    assert json.loads(stream_span["gen_ai.output.messages"])[0]["parts"][0]["content"]
+
+
+async def test_async_content_capture(
+    aclient: AsyncInferenceClient, modelwatch_capture: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelwatch.capture import _settings
+
+    monkeypatch.setattr(_settings, "capture_content", True)
+    await aclient.text_generation("one two three", temperature=0.5)
+    a = attrs(modelwatch_capture, f"text_completion {FLAN}")
+    assert a["gen_ai.request.temperature"] == 0.5
+    assert json.loads(a["gen_ai.output.messages"])[0]["parts"][0]["content"].endswith("three")
+
+
+def test_no_content_without_capture(client: InferenceClient, modelwatch_capture: Captured) -> None:
+    client.text_generation("private words")
+    assert "gen_ai.input.messages" not in attrs(modelwatch_capture, f"text_completion {FLAN}")

@@ -46,13 +46,21 @@ def message(role: str, content: Any, finish_reason: str | None = None) -> dict[s
     return out
 
 
-def messages(value: Any, default_role: str) -> list[dict[str, Any]]:
+_MESSAGE_KEYS = ("role", "content", "parts")
+
+
+def messages(value: Any, default_role: str) -> Any:
     """Role-and-parts messages from a prompt string, a list of ``{"role", "content"}``
-    messages (dicts or objects) or of messages already in role-and-parts form."""
+    messages (dicts or objects) or of messages already in role-and-parts form. Anything else
+    (a mapping that is no message, a number) is returned as it is, to be recorded as JSON."""
     if isinstance(value, str):
         return [message(default_role, value)]
     if isinstance(value, Mapping):
+        if not any(key in value for key in _MESSAGE_KEYS):
+            return value
         value = [value]
+    if not isinstance(value, Sequence):
+        return value
     out = []
     for item in value:
         if isinstance(item, str):
@@ -65,8 +73,18 @@ def messages(value: Any, default_role: str) -> list[dict[str, Any]]:
     return out
 
 
-def split_system(chat: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def system_parts(system: Any) -> list[dict[str, Any]]:
+    """System instructions (a text, parts or system messages) as a list of parts."""
+    found = messages(system, "system")
+    if not isinstance(found, list):
+        return []
+    return [p for m in found if isinstance(m, Mapping) for p in m.get("parts", [])]
+
+
+def split_system(chat: Any) -> tuple[list[dict[str, Any]], Any]:
     """``(system instruction parts, the other messages)`` of a chat."""
+    if not isinstance(chat, list):
+        return [], chat
     system = [p for m in chat if m.get("role") == "system" for p in m.get("parts", [])]
     return system, [m for m in chat if m.get("role") != "system"]
 

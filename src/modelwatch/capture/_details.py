@@ -110,13 +110,11 @@ class CallDetails:
             return
         with guard("record_messages"):
             found: dict[str, str] = {}
-            instructions = _content.messages(system, "system") if system is not None else []
+            instructions = _content.system_parts(system) if system is not None else []
             if input is not None:
                 more, chat = _content.split_system(_content.messages(input, "user"))
-                instructions = [p for m in instructions for p in m.get("parts", [])] + more
+                instructions += more
                 found[semconv.GEN_AI_INPUT_MESSAGES] = _content.encode(chat)
-            elif instructions:
-                instructions = [p for m in instructions for p in m.get("parts", [])]
             if instructions:
                 found[semconv.GEN_AI_SYSTEM_INSTRUCTIONS] = _content.encode(instructions)
             if output is not None:
