@@ -30,7 +30,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import wrapt
 
@@ -119,6 +119,15 @@ class Client:
     specs: SpecCache | None = None
     #: ``(instrumentor class name, its instrumentation_dependencies)``
     instrumentor: tuple[str, Sequence[str]] | None = None
+
+
+#: Request keywords most clients share -> ``Call.set_request`` setting.
+COMMON_SETTINGS: Final[Mapping[str, str]] = {
+    **{k: k for k in ("temperature", "max_tokens", "top_p", "top_k", "seed")},
+    **{k: k for k in ("frequency_penalty", "presence_penalty")},
+    "stop": "stop_sequences",
+    "n": "choice_count",
+}
 
 
 def request_settings(kwargs: Mapping[str, Any], table: Mapping[str, str]) -> dict[str, Any]:

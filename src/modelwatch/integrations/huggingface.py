@@ -56,17 +56,9 @@ _SPECS: Final = _patch.SpecCache(PROVIDER)
 
 #: request keyword -> ``Call.set_request`` setting
 _SETTINGS: Final = {
-    "temperature": "temperature",
+    **_patch.COMMON_SETTINGS,
     "max_new_tokens": "max_tokens",
-    "max_tokens": "max_tokens",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "seed": "seed",
-    "stop": "stop_sequences",
     "stop_sequences": "stop_sequences",
-    "frequency_penalty": "frequency_penalty",
-    "presence_penalty": "presence_penalty",
-    "n": "choice_count",
 }
 
 

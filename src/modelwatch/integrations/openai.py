@@ -23,11 +23,8 @@ __all__ = ["PROVIDER", "instrument", "is_instrumented", "uninstrument"]
 PROVIDER: Final = "openai"
 _SPECS: Final = _patch.SpecCache(PROVIDER)
 _SETTINGS: Final = {
-    **{k: k for k in ("temperature", "max_tokens", "top_p", "seed", "frequency_penalty")},
-    "presence_penalty": "presence_penalty",
+    **_patch.COMMON_SETTINGS,
     "max_completion_tokens": "max_tokens",
-    "stop": "stop_sequences",
-    "n": "choice_count",
     "encoding_format": "encoding_formats",
     "dimensions": "dimension_count",
 }

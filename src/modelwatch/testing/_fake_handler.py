@@ -76,6 +76,17 @@ def parse_route(method: str, raw_path: str) -> Route | None:
     return Route("hf", "infer", rest)
 
 
+#: OpenAI-style route kind -> (generation, whole answer, streamed chunks)
+_OPENAI_GENERATIONS: Final[dict[str, tuple[Any, Any, Any]]] = {
+    "chat": (responses.chat_generation, responses.chat_completion, responses.chat_chunks),
+    "completions": (
+        responses.completion_generation,
+        responses.completion,
+        responses.completion_chunks,
+    ),
+}
+
+
 class FakeHTTPServer(ThreadingHTTPServer):
     """A threading HTTP server that tracks its handler threads and open connections."""
 
@@ -358,23 +369,15 @@ class FakeHandler(BaseHTTPRequestHandler):
         if route.kind == "info":
             self._send_json(200, responses.endpoint_info(model, self.state.task_of(model)), headers)
             return
-        if route.kind == "chat":
-            gen = responses.chat_generation(model, payload)
+        if route.kind in _OPENAI_GENERATIONS:
+            generation, answer, chunked = _OPENAI_GENERATIONS[route.kind]
+            gen = generation(model, payload)
             self.state.spend_tokens(model, gen.input_tokens + gen.output_tokens)
             if payload.get("stream"):
-                chunks = responses.chat_chunks(model, payload, gen)
+                chunks = chunked(model, payload, gen)
                 self._send_events(_sse(chunks, done=True), headers, fault)
             else:
-                self._send_json(200, responses.chat_completion(model, payload, gen), headers, fault)
-            return
-        if route.kind == "completions":
-            gen = responses.completion_generation(model, payload)
-            self.state.spend_tokens(model, gen.input_tokens + gen.output_tokens)
-            if payload.get("stream"):
-                chunks = responses.completion_chunks(model, payload, gen)
-                self._send_events(_sse(chunks, done=True), headers, fault)
-            else:
-                self._send_json(200, responses.completion(model, payload, gen), headers, fault)
+                self._send_json(200, answer(model, payload, gen), headers, fault)
             return
         if route.kind == "embeddings":
             self._send_json(200, responses.openai_embeddings(model, payload), headers, fault)
