@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from modelwatch import semconv
+from modelwatch.errors import ConfigurationError
 from modelwatch.health import Health, HealthReport, synthetic
 from modelwatch.health.results import CheckResult
 from modelwatch.testing import capture
@@ -480,7 +481,7 @@ def test_background_probing_starts_and_stops(make_health: MakeHealth) -> None:
         ({"kind": "database"}, ValueError),
         ({"timeout_s": 0}, ValueError),
         ({"timeout_s": float("inf")}, ValueError),
-        ({"timeout_s": "5"}, TypeError),
+        ({"timeout_s": "5"}, ConfigurationError),
         ({"interval_s": -1.0}, ValueError),
         ({"down_interval_s": 0.0}, ValueError),
         ({"weight": -1.0}, ValueError),
@@ -504,7 +505,7 @@ def test_names_must_be_unique_and_probes_callable(make_health: MakeHealth) -> No
         health.add("m", probe=lambda: True)
     with pytest.raises(ValueError, match="non-empty name"):
         health.add(" ", probe=lambda: True)
-    with pytest.raises(TypeError, match="callable"):
+    with pytest.raises(ConfigurationError, match="callable"):
         health.add("n", probe="ping")  # type: ignore[arg-type]
     with pytest.raises(KeyError, match="nope"):
         health.run_once(["nope"])

@@ -12,6 +12,7 @@ from typing import Any, Final, cast
 from modelwatch import semconv
 from modelwatch._classify import classify
 from modelwatch.capture.scrub import scrub_line as scrub
+from modelwatch.errors import ConfigurationError
 from modelwatch.health._workers import Probe, ProbePool
 from modelwatch.health.results import CheckResult, CircuitState, Kind, Status, worse
 
@@ -127,17 +128,36 @@ class Check:
 
 
 def positive(name: str, value: float) -> float:
+    """``value`` as a float if it is a finite number of seconds > 0, else a
+    :class:`~modelwatch.errors.ConfigurationError` naming the argument."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+        raise ConfigurationError(f"{name} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise ConfigurationError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
 def threshold(value: int) -> int:
+    """``value`` if it is a valid ``flap_threshold`` (an int >= 1)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"flap_threshold must be an int >= 1, got {value!r}")
+        raise ConfigurationError(f"flap_threshold must be an int >= 1, got {value!r}")
     return value
+
+
+def flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool (``critical='yes'`` is a mistake, not a truthy value)."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def share(name: str, value: object) -> float:
+    """``value`` as a float if it is a finite number >= 0 (a weight)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def backend_key(backend: Any) -> str:

@@ -1,5 +1,5 @@
-"""Where probes run: a bounded pool of daemon threads for sync probes, one event-loop thread
-for async probes, and the clock everything time-based reads.
+"""Where probes run: a bounded pool of daemon threads for sync probes, the loop async probes
+run on, and the clock everything time-based reads.
 
 Why not :class:`concurrent.futures.ThreadPoolExecutor`: its workers are joined at interpreter
 exit, so one probe that hangs forever would hang the host's shutdown, and a fixed-size pool
@@ -11,6 +11,7 @@ pool never grows beyond the number of sync checks, and idle workers leave after 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import queue
@@ -143,33 +144,48 @@ class ProbePool:
 
 
 class AsyncRunner:
-    """One daemon thread with an event loop that runs every async probe of a registry.
+    """Where a registry's async probes run: the application's event loop, or one daemon
+    thread with a loop of its own.
 
-    Async probes share the loop, so they must not block it; the registry's deadlines are
-    enforced by its scheduler, not by this loop, so a probe that does block it is still
-    reported down at its timeout.
+    With ``loop`` (the loop that started the registry: see :meth:`Health.start`) every
+    probe runs as a task on that loop, where the application's async clients were made
+    (an ``httpx.AsyncClient`` or ``AsyncInferenceClient`` is bound to the loop it was first
+    used on). Without, a private loop thread is started on first use. Either way probes
+    must not block the loop; the registry's deadlines are enforced by its scheduler, not
+    by the loop, so a probe that does block it is still reported down at its timeout.
     """
 
-    def __init__(self, name: str = "modelwatch-health-loop") -> None:
+    def __init__(
+        self, name: str = "modelwatch-health-loop", loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self._name = name
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._external = loop is not None
+        self._loop: asyncio.AbstractEventLoop | None = loop
         self._thread: threading.Thread | None = None
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
 
     @property
     def thread(self) -> threading.Thread | None:
-        """The loop's thread, once started."""
+        """The private loop's thread, once started (``None`` on the application's loop)."""
         return self._thread
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop probes run on (``None`` until a private one is started)."""
+        return self._loop
 
     def submit(self, factory: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``factory()`` on the loop. The coroutine is created inside the loop, so a
-        refused submission leaves no un-awaited coroutine behind. False once closed."""
+        refused submission leaves no un-awaited coroutine behind. False once closed (or
+        once the application's loop has closed)."""
         with self._lock:
             if self._closed:
                 return False
             loop = self._ensure_loop()
+        if loop.is_closed():
+            return False
 
         def start() -> None:
             task = loop.create_task(factory())
@@ -203,11 +219,20 @@ class AsyncRunner:
         return loop
 
     def close(self, timeout_s: float = 2.0) -> None:
-        """Cancel running probes, stop the loop and wait (bounded) for its thread."""
+        """Cancel running probes; stop a private loop and wait (bounded) for its thread.
+        The application's loop is left running."""
         with self._lock:
             self._closed = True
             loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if loop is None:
+            return
+        if self._external:
+            tasks = list(self._tasks)
+            with contextlib.suppress(RuntimeError):  # the loop closed already
+                for task in tasks:
+                    loop.call_soon_threadsafe(task.cancel)
+            return
+        if thread is None:
             return
         try:
             loop.call_soon_threadsafe(loop.stop)

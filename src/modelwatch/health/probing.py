@@ -25,7 +25,9 @@ from modelwatch._clock import SystemClock
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import allowed_metric_attributes, telemetry
 from modelwatch.capture.origin import probing
+from modelwatch.errors import ConfigurationError
 from modelwatch.health._check import Check, Outcome, Run, describe, error_kind, interpret, threshold
+from modelwatch.health._loops import WrongLoopWarnings, is_wrong_loop, on_loop_thread, resolve_loop
 from modelwatch.health._workers import AsyncRunner, Clock, Probe, ProbePool
 from modelwatch.health.results import Status
 
@@ -53,15 +55,20 @@ class ProbeEngine:
         rng: random.Random | None,
     ) -> None:
         self._flap_threshold = threshold(flap_threshold)
-        if not 0.0 <= jitter < 1.0:
-            raise ValueError(f"jitter must be within 0 (none) and 1 (exclusive), got {jitter!r}")
+        if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter < 1:
+            raise ConfigurationError(
+                f"Health(jitter=...): must be a number within 0 (none) and 1 (exclusive), "
+                f"got {jitter!r}"
+            )
         self._jitter = float(jitter)
         if (
             isinstance(probe_threads, bool)
             or not isinstance(probe_threads, int)
             or probe_threads < 1
         ):
-            raise ValueError(f"probe_threads must be an int >= 1, got {probe_threads!r}")
+            raise ConfigurationError(
+                f"Health(probe_threads=...): must be an int >= 1, got {probe_threads!r}"
+            )
         self._probe_threads = probe_threads
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._rng = rng if rng is not None else random.Random()
@@ -69,6 +76,8 @@ class ProbeEngine:
         self._checks: dict[str, Check] = {}
         self._pool: ProbePool | None = None
         self._loop: AsyncRunner | None = None
+        self._app_loop: asyncio.AbstractEventLoop | None = None
+        self._wrong_loop = WrongLoopWarnings()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._scheduler: threading.Thread | None = None
@@ -142,6 +151,11 @@ class ProbeEngine:
     def _probe_now(self, names: Iterable[str] | None) -> None:
         """Probe the checks (all, or ``names``) now and wait for each, at most its timeout.
         A check whose previous probe is still stuck is not probed again (it fails again)."""
+        if on_loop_thread(self._app_loop):
+            raise RuntimeError(
+                "run_once() would block the event loop its async probes run on: "
+                "use await health.arun_once() there"
+            )
         with self._lock:
             wanted = list(self._checks) if names is None else list(names)
             missing = [n for n in wanted if n not in self._checks]
@@ -218,8 +232,16 @@ class ProbeEngine:
 
     def _async_runner(self) -> AsyncRunner:
         if self._loop is None:
-            self._loop = AsyncRunner()
+            self._loop = AsyncRunner(loop=self._app_loop)
         return self._loop
+
+    def _failure(self, check: Check, exc: BaseException) -> tuple[str, str]:
+        """The ``error`` text and ``error.type`` of a probe that raised ``exc``."""
+        if is_wrong_loop(exc):  # our mistake or the set-up's, not the target's: say so
+            return self._wrong_loop.describe(
+                check.name, check.kind, describe(exc)
+            ), semconv.ERROR_OTHER
+        return describe(exc), error_kind(exc)
 
     def _probe_sync(self, check: Check, run: Run, probe: Probe) -> None:
         with self._lock:  # a worker picked it up: the clock starts now
@@ -235,11 +257,11 @@ class ProbeEngine:
             with probing():  # model calls a probe makes are not users' calls
                 value = probe()
                 if inspect.isawaitable(value):  # a sync callable that returned a coroutine
-                    value = asyncio.run(_await(value))
+                    value = self._await_elsewhere(value, check.timeout_s)
             status, error = interpret(value)
             self._finish(check, run, status, error, None)
         except BaseException as exc:  # a probe's failure is a result
-            self._finish(check, run, "down", describe(exc), error_kind(exc))
+            self._finish(check, run, "down", *self._failure(check, exc))
 
     async def _probe_async(self, check: Check, run: Run, probe: Probe) -> None:
         try:
@@ -254,7 +276,16 @@ class ProbeEngine:
             if isinstance(exc, TimeoutError) and not str(exc):  # wait_for's own timeout
                 self._finish(check, run, "down", self._timeout_text(check), semconv.ERROR_TIMEOUT)
             else:
-                self._finish(check, run, "down", describe(exc), error_kind(exc))
+                self._finish(check, run, "down", *self._failure(check, exc))
+
+    def _await_elsewhere(self, value: Any, timeout_s: float) -> Any:
+        """Await what a sync probe returned, from its worker thread: on the application's
+        loop if the registry has one (where the objects it awaits were made), else on a
+        fresh loop of its own."""
+        loop = self._app_loop
+        if loop is None or loop.is_closed():
+            return asyncio.run(_await(value))
+        return asyncio.run_coroutine_threadsafe(_await(value), loop).result(timeout_s)
 
     @staticmethod
     def _timeout_text(check: Check) -> str:
@@ -358,12 +389,24 @@ class ProbeEngine:
                 outcome.latency_s, attributes
             )
 
-    def start(self) -> None:
+    def start(self, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Start probing in the background (idempotent). Probes start within a short,
-        jittered delay; until a check's first result it reports ``unknown``."""
+        jittered delay; until a check's first result it reports ``unknown``.
+
+        Async probes run on ``loop``; by default on the loop running in the calling thread
+        (so ``health.start()`` in a FastAPI lifespan runs them on the application's loop,
+        where its async clients work), or, called outside any loop, on a private loop
+        thread. See also :meth:`astart`.
+        """
+        app_loop = resolve_loop(loop)
         with self._lock:
             if self._scheduler is not None and self._scheduler.is_alive():
                 return
+            if app_loop is not self._app_loop:  # a new loop: later async probes go there
+                self._app_loop = app_loop
+                if self._loop is not None:
+                    self._loop.close()
+                    self._loop = None
             self._stopping.clear()
             self._scheduler = threading.Thread(
                 target=self._schedule, name="modelwatch-health-scheduler", daemon=True
@@ -390,6 +433,26 @@ class ProbeEngine:
         if loop is not None:
             loop.close()
 
+    async def astart(self) -> None:
+        """:meth:`start` from async code: async probes run on the calling loop::
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            await health.astart()
+            yield
+            await health.astop()
+        """
+        self.start(loop=asyncio.get_running_loop())
+
+    async def astop(self, timeout_s: float = 5.0) -> None:
+        """:meth:`stop` from async code, without blocking the loop while it waits."""
+        await asyncio.to_thread(self.stop, timeout_s)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The application's loop async probes run on (``None``: a private loop thread)."""
+        return self._app_loop
+
     @property
     def running(self) -> bool:
         """Whether background probing is on."""
@@ -406,6 +469,7 @@ class ProbeEngine:
         self._scheduler = None
         self._pool = None
         self._loop = None
+        self._app_loop = None
         for check in self._checks.values():
             if check.run is not None:
                 check.run.done.set()

@@ -5,7 +5,7 @@ from cached results, and serves them over HTTP. The probing itself is
 
 from __future__ import annotations
 
-import math
+import asyncio
 import os
 import random
 import threading
@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Any, cast
 from modelwatch import semconv
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import register_observable
-from modelwatch.health._check import Check, apply_breaker, backend_key, positive, threshold
+from modelwatch.errors import ConfigurationError
+from modelwatch.health._check import (
+    Check,
+    apply_breaker,
+    backend_key,
+    flag,
+    positive,
+    share,
+    threshold,
+)
 from modelwatch.health._workers import Clock, Probe, is_async_probe
 from modelwatch.health.probing import ProbeEngine
 from modelwatch.health.results import KINDS, STATUS_VALUE, HealthReport, Kind, Status
@@ -106,8 +115,14 @@ class Health(ProbeEngine):
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if not 0.0 <= degraded_below <= 1.0:
-            raise ValueError(f"degraded_below must be within 0..1, got {degraded_below!r}")
+        if (
+            isinstance(degraded_below, bool)
+            or not isinstance(degraded_below, int | float)
+            or not 0.0 <= degraded_below <= 1.0
+        ):
+            raise ConfigurationError(
+                f"Health(degraded_below=...): must be a number within 0..1, got {degraded_below!r}"
+            )
         super().__init__(
             flap_threshold=flap_threshold,
             jitter=jitter,
@@ -139,11 +154,13 @@ class Health(ProbeEngine):
 
         ``kind`` is ``"model"``, ``"analysis"`` or ``"dependency"``. A ``critical`` check that
         is down makes the whole service down (and ``/ready`` answer 503); ``weight`` is its
-        share of the score. Raises ``ValueError``/``TypeError`` on invalid arguments and
-        ``ValueError`` if the name is taken.
+        share of the score. Raises :class:`~modelwatch.errors.ConfigurationError` (a
+        ``ValueError``) naming the argument if one is invalid or the name is taken.
         """
         if not callable(probe):
-            raise TypeError(f"probe for check {name!r} must be callable, got {probe!r}")
+            raise ConfigurationError(
+                f"add({name!r}, probe=...): probe must be callable, got {probe!r}"
+            )
         self._register(
             self._build(
                 name,
@@ -176,6 +193,10 @@ class Health(ProbeEngine):
         (the worse of the two wins). The breaker's own thresholds do the damping, so a
         primary whose breaker opens shows as down in the very next report.
         """
+        if not callable(getattr(router, "status", None)):
+            raise ConfigurationError(
+                f"add_router(router): router must be a modelwatch.Router, got {router!r}"
+            )
         statuses = list(router.status())
         probes = {
             backend_key(b): getattr(b, "probe", None) for b in getattr(router, "backends", ()) or ()
@@ -220,19 +241,15 @@ class Health(ProbeEngine):
         flap_threshold: int | None,
     ) -> Check:
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"a check needs a non-empty name, got {name!r}")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+            raise ConfigurationError(f"add(name): a check needs a non-empty name, got {name!r}")
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise ConfigurationError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
         timeout = positive("timeout_s", timeout_s)
         interval = positive("interval_s", interval_s)
         if down_interval_s is None:
             down_interval = min(interval, max(interval / 5.0, 1.0))
         else:
             down_interval = positive("down_interval_s", down_interval_s)
-        if isinstance(weight, bool) or not isinstance(weight, int | float):
-            raise TypeError(f"weight must be a number, got {weight!r}")
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
         return Check(
             name=name,
             kind=cast(Kind, kind),
@@ -241,8 +258,8 @@ class Health(ProbeEngine):
             timeout_s=timeout,
             interval_s=interval,
             down_interval_s=down_interval,
-            critical=bool(critical),
-            weight=float(weight),
+            critical=flag("critical", critical),
+            weight=share("weight", weight),
             flap_threshold=self._flap_threshold
             if flap_threshold is None
             else threshold(flap_threshold),
@@ -254,7 +271,7 @@ class Health(ProbeEngine):
             seen: set[str] = set()
             for check in checks:
                 if check.name in self._checks or check.name in seen:
-                    raise ValueError(f"a check called {check.name!r} already exists")
+                    raise ConfigurationError(f"a check called {check.name!r} already exists")
                 seen.add(check.name)
             for check in checks:
                 self._checks[check.name] = check
@@ -321,6 +338,11 @@ class Health(ProbeEngine):
         """
         self._probe_now(names)
         return self.report()
+
+    async def arun_once(self, names: Iterable[str] | None = None) -> HealthReport:
+        """:meth:`run_once` from async code: waits in a worker thread, so the loop keeps
+        running the async probes it waits for."""
+        return await asyncio.to_thread(self.run_once, names)
 
     def __enter__(self) -> Health:
         self.start()
