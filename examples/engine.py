@@ -27,7 +27,7 @@ import functools
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -123,30 +123,43 @@ def build_routers(
     attempt_timeout_s: float = 25.0,
     client_timeout_s: float = 20.0,
     wrap: Wrap | None = None,
+    canaries: Mapping[str, modelwatch.Canary] | None = None,
 ) -> dict[str, modelwatch.Router]:
     """One router per analysis: the primary first, then its backup.
 
+    ``canaries`` puts a candidate version of an analysis' primary on trial (served at the
+    endpoint ``{model}-v2``, version ``"v2"`` against the primary's ``"v1"``): it takes a share
+    of the calls and is rolled back on its own if it does worse (``modelwatch.Canary``).
     The keyword arguments are the production settings; ``modelwatch demo`` passes shorter ones.
     """
+    canaries = canaries or {}
+
+    def backend(analysis: str, model: str, provider: str, operation: str, **more: Any) -> Any:
+        endpoint = f"{model}-v2" if "canary" in more else model
+        fn = model_function(
+            endpoint, operation, provider, hf_base_url, openai_base_url, timeout_s=client_timeout_s
+        )
+        if wrap is not None:
+            fn = wrap(analysis, endpoint, fn)
+        return modelwatch.Backend(
+            fn,
+            model=model,
+            provider=provider,
+            operation=operation,
+            analysis=analysis,
+            probe=functools.partial(fn, "ping"),  # an open breaker sees recovery
+            **more,
+        )
+
     routers = {}
     for analysis, models in ANALYSES.items():
-        backends = []
-        for model, provider, operation in models:
-            fn = model_function(
-                model, operation, provider, hf_base_url, openai_base_url, timeout_s=client_timeout_s
-            )
-            if wrap is not None:
-                fn = wrap(analysis, model, fn)
-            backends.append(
-                modelwatch.Backend(
-                    fn,
-                    model=model,
-                    provider=provider,
-                    operation=operation,
-                    analysis=analysis,
-                    probe=functools.partial(fn, "ping"),  # an open breaker sees recovery
-                )
-            )
+        trial = canaries.get(analysis)
+        primary, *others = models
+        backends = [backend(analysis, *primary, **({"version": "v1"} if trial else {}))]
+        if trial is not None:
+            name = f"{primary[0]}@v2"
+            backends.append(backend(analysis, *primary, version="v2", name=name, canary=trial))
+        backends += [backend(analysis, *other) for other in others]
         routers[analysis] = modelwatch.Router(
             analysis,
             backends,

@@ -393,3 +393,26 @@ def test_workers_run_the_engine_as_processes_and_the_summary_counts_them_all() -
     assert "shut down cleanly" in output
     for url in workers:
         assert port_is_closed(url), url
+
+
+def test_a_slow_candidate_version_is_rolled_back_without_users_noticing() -> None:
+    """examples/engine.py puts a v2 of tech_recommendation's primary on trial (5 % of its
+    calls); the scenario makes it slow from the start: the canary rolls it back on latency."""
+    # 5 % of tech_recommendation's calls: ~0.35 calls a second reach the candidate
+    run = start_demo("--duration", "35", "--no-live", "--seed", "7", "--no-prometheus")
+    try:
+        assert run.proc.wait(90) == 0, run.output
+    finally:
+        finish(run)
+    output = run.output
+    rolled = re.search(
+        r"^\s+canary\s+([\d.]+) s\s+tech_recommendation: version v2 rolled back \(latency_p95: "
+        r"candidate ([\d.]+) against stable ([\d.]+)",
+        output,
+        re.MULTILINE,
+    )
+    assert rolled, output
+    assert float(rolled.group(2)) > 10 * float(rolled.group(3))  # +0.48 s per call
+    # answers of the candidate are the model's own: not a failover, and users saw none fail
+    assert "-v2" not in "".join(line for line in run.lines if " failover " in line)
+    assert rate(output, "user requests") == 1.0, output

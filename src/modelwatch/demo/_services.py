@@ -122,6 +122,20 @@ def library_logs(recorder: Recorder) -> Iterator[None]:
                 f"{event.get('kind')} check {event.get('check')}: "
                 f"{event.get('previous')} -> {event.get('status')}",
             )
+        elif name.startswith("modelwatch.canary."):
+            what = name.rsplit(".", 1)[-1].replace("rollback", "rolled back")
+            figures = ""
+            if "candidate_value" in event:
+                figures = (
+                    f": candidate {event['candidate_value']:.4g} against stable "
+                    f"{event.get('stable_value', 0.0):.4g}"
+                )
+            recorder.event(
+                "canary",
+                f"{event.get('router')}: version {event.get('version')} {what} "
+                f"({event.get('reason')}{figures}, after {event.get('candidate_calls')} "
+                f"candidate calls)",
+            )
         elif name == "modelwatch.internal_error":
             recorder.internal_errors += 1
             recorder.event(

@@ -61,6 +61,8 @@ from modelwatch.demo.alerts import (
 )
 from modelwatch.demo.engine import (
     ANALYSES,
+    CANARY_ANALYSIS,
+    CANARY_MODEL,
     FAILING_MODEL,
     SLOW_MODEL,
     Engine,
@@ -232,6 +234,7 @@ class _Demo:
             failing=FAILING_MODEL,
             slow=SLOW_MODEL,
             slow_latency_s=self.timing.slow_latency_s,
+            canary=(CANARY_ANALYSIS, CANARY_MODEL),
         )
         self.recorder = Recorder()
         self.stop = threading.Event()
@@ -271,7 +274,7 @@ class _Demo:
         """Start the model server, telemetry, engine, health and Prometheus; print the
         endpoints."""
         port = self.args.port_base
-        models = [m.model for spec in ANALYSES for m in spec.models]
+        models = [m.model for spec in ANALYSES for m in spec.models] + [CANARY_MODEL]
         server = FakeModelServer(HOST, port, models=models)
         server.start()
         stack.callback(server.stop)

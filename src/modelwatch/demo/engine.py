@@ -36,11 +36,20 @@ from modelwatch.demo.record import (
 )
 from modelwatch.errors import AllBackendsFailedError, ConfigurationError
 from modelwatch.health import Health
-from modelwatch.resilience import Breaker, BreakerPolicy, RetryPolicy, Router, Transition
+from modelwatch.resilience import (
+    Breaker,
+    BreakerPolicy,
+    Canary,
+    RetryPolicy,
+    Router,
+    Transition,
+)
 from modelwatch.testing.fake_server import FakeModelServer
 
 __all__ = [
     "ANALYSES",
+    "CANARY_ANALYSIS",
+    "CANARY_MODEL",
     "FAILING_MODEL",
     "SLOW_MODEL",
     "AnalysisSpec",
@@ -154,6 +163,11 @@ ANALYSES: Final = _analyses()
 FAILING_MODEL: Final = ANALYSES[0].primary.model
 #: the scenario's slow model: the second analysis' primary
 SLOW_MODEL: Final = ANALYSES[1].primary.model
+#: the analysis whose primary has a candidate version on trial (examples/engine.py's canaries)
+CANARY_ANALYSIS: Final = ANALYSES[2].name
+#: where that candidate is served (``{model}-v2``): the scenario makes it answer slowly
+CANARY_MODEL: Final = f"{ANALYSES[2].primary.model}-v2"
+_CANDIDATE_OF: Final = {CANARY_MODEL: ANALYSES[2].primary.model}
 
 
 @dataclass(frozen=True)
@@ -227,6 +241,25 @@ class Timing:
             probe_timeout_s=self.attempt_timeout_s,
         )
 
+    def canary(self) -> Canary:
+        """The candidate's trial: 5 % of the calls (production default 10 %), compared after
+        a few calls each (default 200), rolled back for good. The latency test compares the
+        share of each version's calls above the p95 of both together, so it sees a uniformly
+        slower candidate only while the candidate takes under ~5 % of the calls."""
+        calls = int(min(20, max(5, self.duration / 10)))
+        return Canary(
+            weight=0.05,
+            min_calls=calls,
+            # the error test's +1/+2 prior reads a candidate with no error in its first few
+            # dozen calls as worse than a stable version with hundreds (1/22 vs 1/400): off,
+            # so that what the demo shows is the regression it injects (reported in NOTES)
+            max_error_ratio=1e6,
+            check_every=2,
+            max_cost_ratio=None,
+            promote_after=0,
+            cooldown_s=None,
+        )
+
     def retry_policy(self) -> RetryPolicy:
         """Fail over at once; retry the same model at most once, briefly."""
         return RetryPolicy(max_retries=1, backoff_s=0.1, max_wait_s=self.attempt_timeout_s)
@@ -282,6 +315,7 @@ class Engine:
             attempt_timeout_s=timing.attempt_timeout_s,
             client_timeout_s=timing.client_timeout_s,
             wrap=self._recorded,
+            canaries={CANARY_ANALYSIS: timing.canary()},
         )
         for name, router in self.routers.items():
             for spec in self.analyses[name].models:
@@ -303,7 +337,11 @@ class Engine:
 
     def circuit_states(self) -> dict[tuple[str, str], str]:
         """``(analysis, model) -> "closed" | "half_open" | "open"``, from the routers."""
-        return {(n, s.model): s.state for n, r in self.routers.items() for s in r.status()}
+        states: dict[tuple[str, str], str] = {}
+        for name, router in self.routers.items():
+            for status in router.status():  # the primary before its candidate version
+                states.setdefault((name, status.model), status.state)
+        return states
 
     # ------------------------------------------------------------------ calls
     def analyze_for_user(self, analysis: str, text: str) -> RequestRecord:
@@ -346,8 +384,8 @@ class Engine:
                 token, AttemptRecord(start, recorder.now(), analysis, model, origin, None)
             )
             holder = _SERVED.get()
-            if holder is not None:
-                holder.append(model)
+            if holder is not None:  # a candidate version answers for its model
+                holder.append(_CANDIDATE_OF.get(model, model))
             return text
 
         call.__name__ = call.__qualname__ = getattr(fn, "__name__", "call")

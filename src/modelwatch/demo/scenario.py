@@ -80,10 +80,19 @@ class Scenario:
         failing: the model that fails during the incident.
         slow: the model that gets slow.
         slow_latency_s: how much slower it gets.
+        canary: ``(analysis, endpoint)`` of a candidate version that answers slowly from the
+            start (and is rolled back).
     """
 
     def __init__(
-        self, duration: float, seed: int, *, failing: str, slow: str, slow_latency_s: float
+        self,
+        duration: float,
+        seed: int,
+        *,
+        failing: str,
+        slow: str,
+        slow_latency_s: float,
+        canary: tuple[str, str] | None = None,
     ) -> None:
         self.duration = duration
         self.seed = seed
@@ -117,6 +126,17 @@ class Scenario:
             Step(self.recover_at, f"{failing} recovers", lambda server: server.heal(failing)),
             Step(self.calm_at, f"{slow} is fast again", lambda server: server.set_latency(slow, 0)),
         ]
+        if canary is not None:  # a bad build on trial from the start
+            analysis, endpoint = canary
+            self.steps.insert(
+                0,
+                Step(
+                    0.0,
+                    f"{analysis}'s candidate version ({endpoint}, on trial for 5 % of its "
+                    f"calls) answers slowly: +{slow_latency_s:.2f} s per call",
+                    lambda server: server.set_latency(endpoint, slow_latency_s),
+                ),
+            )
 
     def _fault_plan(self, rng: random.Random) -> list[FaultStep]:
         # Rate limiting first (the provider sheds load), then a seeded mix of "loading" and

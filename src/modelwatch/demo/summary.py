@@ -41,6 +41,8 @@ class Summary:
     calls_by_model: dict[str, int]
     verdicts: list[Verdict]
     cost_source: str = "computed from the price table"
+    #: what happened to candidate versions on trial (the canary event lines), with when
+    canary: list[str] = field(default_factory=list)
     #: ``modelwatch.failovers`` as the demo's ``/metrics`` counted it (``None``: not read)
     failovers_metric: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -110,6 +112,7 @@ def summarize(
         calls_by_model=dict(calls),
         verdicts=verdicts,
         cost_source=cost_source,
+        canary=[f"{e.at:.1f} s  {e.text}" for e in recorder.events()[0] if e.kind == "canary"],
     )
 
 
@@ -146,6 +149,7 @@ def render_summary(
         + secs(summary.time_to_failover_s, "first fault -> first answer from the backup"),
         "  time to open     " + secs(summary.time_to_open_s, "first fault -> breaker open"),
         "  time to recover  " + secs(summary.time_to_recover_s, "model healed -> breaker closed"),
+        *(f"  canary           {line}" for line in summary.canary or ["no candidate rolled back"]),
         "  user latency p95 "
         + ", ".join(f"{k} {_seconds(v).strip()}" for k, v in summary.p95_by_analysis.items()),
         f"  cost by model    ({summary.cost_source})",
