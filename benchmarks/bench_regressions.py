@@ -98,6 +98,7 @@ class Summary:
             )
         else:
             out["detection_rate"] = round(len(detected) / len(self.runs), 4)
+        if detected:
             out["reasons"] = {
                 k: sum(r.reason == k for r in detected) for k in {r.reason for r in detected}
             }
@@ -210,8 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="never promote: clean runs are tested for the whole horizon (the strict FP rate)",
     )
+    parser.add_argument("--z", type=float, help="override Canary.z (tuning)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
+    parser.add_argument("--no-drift", action="store_true", help="skip the drift runs")
     args = parser.parse_args(argv)
-    canary = Canary(promote_after=0) if args.no_promotion else Canary()
+    overrides: dict[str, Any] = {} if args.z is None else {"z": args.z}
+    if args.no_promotion:
+        overrides["promote_after"] = 0
+    canary = Canary(**overrides)
     horizon = args.days * DAY_S
     results: dict[str, Any] = {
         "settings": {
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.perf_counter()
     with capture_logs():
-        for scenario in SCENARIOS:
+        for scenario in args.scenarios.split(","):
             summary = Summary(scenario)
             for seed in range(args.runs):
                 summary.runs.append(simulate_canary(scenario, seed, canary, args.rate, horizon))
@@ -232,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             results["canary"].append(row)
             print(json.dumps(row), flush=True)
         drift_rows = {}
-        for drifted in (False, True):
+        for drifted in () if args.no_drift else (False, True):
             outcomes = [simulate_drift(drifted, seed, 20_000) for seed in range(args.runs)]
             hits = [n for ok, n in outcomes if ok and n is not None]
             drift_rows["drifted" if drifted else "clean"] = {
@@ -241,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                 "observations_to_alarm_median": statistics.median(hits) if hits else None,
                 "observations_to_alarm_max": max(hits) if hits else None,
             }
-        results["drift"] = drift_rows
-        print(json.dumps(drift_rows), flush=True)
+        if drift_rows:
+            results["drift"] = drift_rows
+            print(json.dumps(drift_rows), flush=True)
     results["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         with open(args.json, "w") as f:

@@ -91,7 +91,7 @@ class Canary:
     max_quality_drop: float = 0.05
     min_quality: float | None = None
     max_cost_ratio: float | None = 1.5
-    z: float = 3.0
+    z: float = 3.5
     promote_after: int = 20
     cooldown_s: float | None = 3600.0
 
