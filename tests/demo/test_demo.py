@@ -395,11 +395,14 @@ def test_workers_run_the_engine_as_processes_and_the_summary_counts_them_all() -
         assert port_is_closed(url), url
 
 
-def test_a_slow_candidate_version_is_rolled_back_without_users_noticing() -> None:
+def test_a_slow_candidate_is_rolled_back_and_the_slow_model_drifts() -> None:
     """examples/engine.py puts a v2 of tech_recommendation's primary on trial (5 % of its
-    calls); the scenario makes it slow from the start: the canary rolls it back on latency."""
+    calls); the scenario makes it slow from the start: the canary rolls it back on latency.
+    The slow model's latency drift monitor
+    (fed by its monitored calls) fires ModelwatchDriftDetected once the model gets slow."""
+    require_server("prometheus")
     # 5 % of tech_recommendation's calls: ~0.35 calls a second reach the candidate
-    run = start_demo("--duration", "35", "--no-live", "--seed", "7", "--no-prometheus")
+    run = start_demo("--duration", "35", "--no-live", "--seed", "7")
     try:
         assert run.proc.wait(90) == 0, run.output
     finally:
@@ -416,3 +419,4 @@ def test_a_slow_candidate_version_is_rolled_back_without_users_noticing() -> Non
     # answers of the candidate are the model's own: not a failover, and users saw none fail
     assert "-v2" not in "".join(line for line in run.lines if " failover " in line)
     assert rate(output, "user requests") == 1.0, output
+    assert re.search(r"FIRED  ModelwatchDriftDetected .* facebook/bart-large-cnn", output), output

@@ -207,6 +207,9 @@ def test_scaled_options_shrink_windows_but_not_thresholds() -> None:
     assert fast.regression_offset_s == 1440
     assert fast.slo_fast_burn[0] == BurnWindow(60, 5, 14.4)
     assert "[5s]" in render_rules(fast)
+    # the regression rules' durations scale too, their thresholds in seconds do not
+    assert (fast.regressions.drift_for_s, fast.regressions.canary_window_s) == (15, 60)
+    assert fast.regressions.latency_min_s == RuleOptions().regressions.latency_min_s
 
 
 @pytest.mark.parametrize(

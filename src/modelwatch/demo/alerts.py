@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 
 from modelwatch.demo._background import Background
 from modelwatch.demo.prometheus import Prometheus, PrometheusError
+from modelwatch.ops._rule_options import regression_durations
 from modelwatch.ops.promnames import PromNames
 from modelwatch.ops.rules import AlertRule, BurnWindow, RuleOptions, build_alerts, render_rules
 
@@ -68,6 +69,15 @@ def demo_rule_options(duration: float, *, latency_threshold_s: float, hung_s: fl
         for f in dataclasses.fields(scaled)
         if f.name.endswith(("_window_s", "_lookback_s"))
     }
+    regressions = scaled.regressions
+    floors["regressions"] = dataclasses.replace(
+        regressions,
+        **{
+            name: max(MIN_WINDOW_S, getattr(regressions, name))
+            for name in regression_durations(regressions)
+            if name.endswith("_window_s")
+        },
+    )
     for name in ("slo_fast_burn", "slo_slow_burn"):
         floors[name] = tuple(
             BurnWindow(max(MIN_WINDOW_S, w.long_s), max(MIN_WINDOW_S, w.short_s), w.factor)

@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any, Final, Protocol
 
 from modelwatch._classify import classify
+from modelwatch.capture.drift import Drift
 from modelwatch.capture.origin import in_probe
 from modelwatch.demo.record import (
     AttemptRecord,
@@ -241,6 +242,12 @@ class Timing:
             probe_timeout_s=self.attempt_timeout_s,
         )
 
+    @property
+    def drift_window(self) -> int:
+        """Calls in the drift monitor's reference and sliding window: about a tenth of the
+        slow model's calls in the run."""
+        return int(min(200, max(20, self.duration)))
+
     def canary(self) -> Canary:
         """The candidate's trial: 5 % of the calls (production default 10 %), compared after
         a few calls each (default 200), rolled back for good. The latency test compares the
@@ -320,6 +327,14 @@ class Engine:
         for name, router in self.routers.items():
             for spec in self.analyses[name].models:
                 router.breaker(spec.model).add_listener(self._on_transition)
+        # the slow model's latency, fed by its monitored calls: drifts when the scenario
+        # slows it down, and modelwatch.drift.score carries it to ModelwatchDriftDetected
+        self.drift = Drift(
+            "latency of the slow model",
+            features={"latency_s": "numeric"},
+            model=SLOW_MODEL,
+            window=timing.drift_window,
+        )
         interval = timing.health_interval_s
         self.health: Health = example.build_health(
             self.routers,
@@ -334,6 +349,7 @@ class Engine:
         """Release the routers' worker threads and background probes."""
         for router in self.routers.values():
             router.close()
+        self.drift.close()
 
     def circuit_states(self) -> dict[tuple[str, str], str]:
         """``(analysis, model) -> "closed" | "half_open" | "open"``, from the routers."""

@@ -207,4 +207,22 @@ class RuleOptions:
             changes[name] = tuple(
                 BurnWindow(shrink(w.long_s), shrink(w.short_s), w.factor) for w in windows
             )
+        changes["regressions"] = dataclasses.replace(
+            self.regressions,
+            **{
+                name: shrink(getattr(self.regressions, name))
+                for name in regression_durations(self.regressions)
+            },
+        )
         return dataclasses.replace(self, **changes)
+
+
+def regression_durations(options: RegressionOptions) -> tuple[str, ...]:
+    """The fields of ``options`` that are durations: whole seconds named ``..._for_s`` or
+    ``..._window_s`` (``latency_min_s`` and the other float ``_s`` fields are thresholds)."""
+    return tuple(
+        item.name
+        for item in dataclasses.fields(options)
+        if item.name.endswith(("_for_s", "_window_s"))
+        and isinstance(getattr(options, item.name), int)
+    )
