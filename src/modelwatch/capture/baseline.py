@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,14 +55,16 @@ CallEnd = tuple[str, "str | None", "str | None", float, "int | None", "int | Non
 _queue: deque[CallEnd] = deque()
 _drain_lock = threading.Lock()
 _clock: TimeSource = SYSTEM_CLOCK
+_now: Callable[[], float] = time.time  # _clock.time, bound once (the call path reads it)
 #: other consumers of the same feed (drift monitors)
 _consumers: list[Callable[[Sequence[CallEnd]], None]] = []
 
 
 def set_clock(clock: TimeSource) -> None:
     """Read time from ``clock`` (tests pass a :class:`~modelwatch._clock.ManualClock`)."""
-    global _clock
+    global _clock, _now
     _clock = clock
+    _now = clock.time
 
 
 def record_end(  # noqa: PLR0917 - positional: it runs on every call
@@ -75,7 +78,7 @@ def record_end(  # noqa: PLR0917 - positional: it runs on every call
     """A monitored model call ended (called by :class:`modelwatch.Call`; cheap)."""
     if model is None:
         return
-    _queue.append((model, analysis, kind, duration_s, input_tokens, output_tokens, _clock.time()))
+    _queue.append((model, analysis, kind, duration_s, input_tokens, output_tokens, _now()))
     if len(_queue) > QUEUE_CAP:
         drain()
 
