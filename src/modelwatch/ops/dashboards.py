@@ -36,6 +36,7 @@ from modelwatch.ops._grafana import (
     state_timeline,
     timeseries,
 )
+from modelwatch.ops._panels_regressions import regression_panels
 from modelwatch.ops._panels_system import system_panels
 from modelwatch.ops.promnames import SDK, Naming, PromNames
 
@@ -450,6 +451,7 @@ def _dashboard(name: DashboardName, options: DashboardOptions | None) -> Builder
         yield from _usage_panels(n, by, legend)
         yield from _resilience_panels(n, by, legend)
         yield from _health_panels(n, by, legend, model_only=not overview)
+        yield from regression_panels(n, by, legend)
         if overview:
             yield from system_panels(n)
 
