@@ -68,6 +68,13 @@ ORIGIN_PROBE: Final = "probe"
 MODELWATCH_RETRY_AFTER: Final = "modelwatch.retry_after_s"
 #: span events only (router): how long the router waits before retrying a backend
 MODELWATCH_WAIT: Final = "modelwatch.wait_s"
+#: hedged requests: how a hedge ended (``modelwatch.hedges``), and the delay it waited
+HEDGE_OUTCOME: Final = "modelwatch.hedge.outcome"
+HEDGE_WON: Final = "won"
+HEDGE_LOST: Final = "lost"
+HEDGE_CANCELLED: Final = "cancelled"
+HEDGE_OUTCOMES: Final = (HEDGE_WON, HEDGE_LOST, HEDGE_CANCELLED)
+MODELWATCH_HEDGE: Final = "modelwatch.hedge"
 
 # attribute keys that only the resilience and health metrics carry
 FROM: Final = "from"
@@ -130,6 +137,7 @@ METRIC_ATTRIBUTE_ALLOWLIST: Final[frozenset[str]] = frozenset(
         HEALTH_KIND,
         RATE_LIMIT_RESOURCE,
         BUDGET,
+        HEDGE_OUTCOME,
         TASK_NAME,
         TASK_OUTCOME,
         *_REGRESSION_KEYS,
@@ -179,6 +187,7 @@ EVENT_FIRST_CHUNK: Final = "gen_ai.first_chunk"
 EVENT_INFERENCE_DETAILS: Final = "gen_ai.client.inference.operation.details"
 EVENT_CANARY_ROLLBACK: Final = "modelwatch.canary.rollback"
 EVENT_CANARY_PROMOTE: Final = "modelwatch.canary.promote"
+EVENT_HEDGE: Final = "modelwatch.hedge"
 
 
 def model_span_name(operation: str, model: str) -> str:
@@ -407,6 +416,13 @@ FAILOVER_DURATION: Final = MetricSpec(
     (MODELWATCH_ROUTER, FROM, TO, REASON),
     DURATION_BUCKETS,
 )
+HEDGES: Final = MetricSpec(
+    "modelwatch.hedges",
+    "counter",
+    "{hedge}",
+    "Hedged attempts, by how they ended: won, lost (failed) or cancelled (another answered first).",
+    (MODELWATCH_ROUTER, HEDGE_OUTCOME),
+)
 HEALTH_STATUS: Final = MetricSpec(
     "modelwatch.health.status",
     "observable_gauge",
@@ -545,6 +561,7 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
     CIRCUIT_TRANSITIONS,
     FAILOVERS,
     FAILOVER_DURATION,
+    HEDGES,
     HEALTH_STATUS,
     HEALTH_READY,
     HEALTH_CHECK_DURATION,

@@ -543,9 +543,9 @@ def test_failover_duration_is_the_time_spent_before_the_backup(
 
 
 def test_retry_budget_refills_with_time(clock: ManualClock) -> None:
-    from modelwatch.resilience._budget import RetryBudget
+    from modelwatch.resilience._retry_tokens import RetryTokens
 
-    budget = RetryBudget(RetryPolicy(budget_ratio=0.0, budget_min_per_s=1.0), clock)
+    budget = RetryTokens(RetryPolicy(budget_ratio=0.0, budget_min_per_s=1.0), clock)
     taken = sum(budget.withdraw() for _ in range(20))
     assert taken == 10  # the starting reserve
     assert not budget.withdraw()

@@ -1,12 +1,11 @@
-"""The router's telemetry beyond spans: failover, retry and rejection events and metrics.
+"""The router's telemetry beyond spans: failover, retry, rejection and hedge events and metrics.
 
 Every function here is guarded: telemetry can fail, the call it describes cannot.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.trace import Span
 
@@ -15,9 +14,24 @@ from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import telemetry
 from modelwatch.errors import CircuitOpenError
 from modelwatch.resilience._kinds import rate_limit_ratios, response_headers
-from modelwatch.resilience._members import Member
+from modelwatch.resilience._members import Member, Req
 
-__all__ = ["failover", "failover_duration", "note_headers", "rejected", "retry"]
+__all__ = [
+    "HEDGE_CANCELLED",
+    "HEDGE_LOST",
+    "HEDGE_WON",
+    "failover",
+    "failover_duration",
+    "hedge_outcome",
+    "hedge_started",
+    "note_headers",
+    "rejected",
+    "retry",
+]
+
+HEDGE_WON: Final = semconv.HEDGE_WON
+HEDGE_LOST: Final = semconv.HEDGE_LOST
+HEDGE_CANCELLED: Final = semconv.HEDGE_CANCELLED
 
 
 def rejected(span: Span, m: Member, reason: str, retry_after_s: float | None) -> CircuitOpenError:
@@ -88,14 +102,46 @@ def retry(span: Span, m: Member, attempt: int, wait_s: float, reason: str) -> No
             )
 
 
-def note_headers(m: Member, source: Any) -> None:
-    """Feed ``x-ratelimit-*`` headers of a result or an error into the rate-limit gauge."""
+def hedge_started(span: Span, slow: Member, req: Req) -> None:
+    """A hedged attempt on ``req.member`` starts alongside the slow attempt on ``slow``."""
+    with guard("router.hedge_event"):
+        if span.is_recording():
+            span.add_event(
+                semconv.EVENT_HEDGE,
+                {
+                    semconv.FROM: slow.backend.model,
+                    semconv.TO: req.member.backend.model,
+                    semconv.MODELWATCH_ATTEMPT: req.number,
+                },
+            )
+
+
+#: ``(router, outcome) -> attributes``
+_hedge_attributes: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def hedge_outcome(router: str, span: Span | None, m: Member, outcome: str) -> None:
+    """A hedged attempt on ``m`` ended: ``won``, ``lost`` (it failed) or ``cancelled``."""
+    with guard("router.hedge_outcome"):
+        key = (router, outcome)
+        attrs = _hedge_attributes.get(key)
+        if attrs is None:
+            attrs = _hedge_attributes[key] = {
+                semconv.MODELWATCH_ROUTER: router,
+                semconv.HEDGE_OUTCOME: outcome,
+            }
+        telemetry().instrument(semconv.HEDGES).add(1, attrs)
+
+
+def note_headers(m: Member, source: Any, now: float) -> None:
+    """Feed ``x-ratelimit-*`` headers of a result or an error into the rate-limit gauge
+    (``now``: the router clock's time of the reading)."""
     try:
         headers = response_headers(source)
         if headers:
             ratios = rate_limit_ratios(headers)
             if ratios:
                 m.rate_limits.update(ratios)
-                m.rate_limits_at = time.monotonic()
+                m.rate_limits_at = now
     except Exception as exc:
         report_internal_error("router.rate_limit", exc)

@@ -12,10 +12,15 @@ from modelwatch.capture.monitored import monitored
 from modelwatch.resilience.backend import Backend
 from modelwatch.resilience.breaker import Breaker, Permit
 from modelwatch.resilience.deadline import WorkerPool
+from modelwatch.resilience.hedge import LatencyWindow
 
-__all__ = ["DONE", "Member", "Outcome", "Plan", "Req"]
+__all__ = ["DONE", "HEDGE_DUE", "WAIT", "Member", "Outcome", "Plan", "Req"]
 
 DONE: Final = object()  # a stream ended
+#: driver -> plan: the hedge delay passed while attempts are still running
+HEDGE_DUE: Final = object()
+#: plan -> driver: start nothing new, wait for one of the running attempts
+WAIT: Final = object()
 
 
 class Member:
@@ -27,6 +32,7 @@ class Member:
         "benched_until",
         "breaker",
         "index",
+        "latencies",
         "pool",
         "rate_limits",
         "rate_limits_at",
@@ -49,10 +55,12 @@ class Member:
         )._spec
         self.benched_until = 0.0
         self.rate_limits: dict[str, float] = {}
-        self.rate_limits_at = 0.0  # monotonic time of the last reading
+        self.rate_limits_at = 0.0  # router clock time of the last reading
         self.what = f"attempt on {backend.model!r}"
         self._specs: list[CallSpec] = []
         self.pool: WorkerPool | None = None
+        #: recent successful durations, kept only when the router hedges (for the p95 delay)
+        self.latencies: LatencyWindow | None = None
 
     def spec_for(self, attempt: int) -> CallSpec:
         """The attempt span's spec with ``modelwatch.attempt`` already among its start
@@ -73,17 +81,35 @@ class Member:
 
 
 class Req:
-    """The plan asks its driver to run one attempt."""
+    """The plan asks its driver to run one attempt.
 
-    __slots__ = ("member", "number", "permit", "timeout_s")
+    ``hedge_s``: if the attempt has not answered after this many seconds, the driver tells the
+    plan (it sends :data:`HEDGE_DUE`) and keeps the attempt running; ``None``: no hedge timer.
+    ``hedge``: this attempt is itself a hedge (it runs alongside an earlier one).
+    """
 
-    def __init__(self, member: Member, permit: Permit, number: int, timeout_s: float) -> None:
+    __slots__ = ("hedge", "hedge_s", "member", "number", "permit", "started", "timeout_s")
+
+    def __init__(
+        self,
+        member: Member,
+        permit: Permit,
+        number: int,
+        timeout_s: float,
+        hedge_s: float | None = None,
+        hedge: bool = False,
+    ) -> None:
         self.member = member
         self.permit = permit
         self.number = number
         self.timeout_s = timeout_s
+        self.hedge_s = hedge_s
+        self.hedge = hedge
+        self.started = 0.0  # clock time the plan handed it over
 
 
-# An attempt's outcome as the driver reports it: (succeeded, result or exception, seconds)
-Outcome = tuple[bool, Any, float]
-Plan = Generator["Req | float", "Outcome | None", Any]
+# An attempt's outcome as the driver reports it: (succeeded, result or exception, seconds, req)
+Outcome = tuple[bool, Any, float, Req]
+# What a plan yields: an attempt to start, seconds to sleep, or WAIT; it is sent back an
+# Outcome, HEDGE_DUE, or None (after a sleep).
+Plan = Generator[Any, Any, Any]

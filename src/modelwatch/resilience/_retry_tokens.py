@@ -1,9 +1,13 @@
-"""The retry budget: retries may add at most a fixed share of traffic.
+"""The retry token bucket: retries and hedges may add at most a fixed share of traffic.
 
-Each call deposits ``budget_ratio`` tokens (capped); each same-backend retry withdraws one.
-``budget_min_per_s`` tokens also accrue per second, so a quiet service can still retry.
-During an outage, when every call would like to retry, retries add at most ``budget_ratio``
-of the traffic (plus ``budget_min_per_s``) instead of multiplying it by ``max_retries``.
+Each call deposits ``budget_ratio`` tokens (capped); each same-backend retry, and each hedged
+attempt, withdraws one. ``budget_min_per_s`` tokens also accrue per second, so a quiet service
+can still retry. During an outage, when every call would like to retry (or hedge), the extra
+attempts add at most ``budget_ratio`` of the traffic (plus ``budget_min_per_s``) instead of
+multiplying it by ``max_retries``.
+
+(It was called the "retry budget"; "budget" now means cost budgets only, see
+:class:`modelwatch.Budget`. The :class:`~modelwatch.RetryPolicy` fields keep their names.)
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import threading
 from modelwatch._clock import Clock
 from modelwatch.resilience.policy import RetryPolicy
 
-__all__ = ["RetryBudget"]
+__all__ = ["RetryTokens"]
 
 
-class RetryBudget:
-    """A token bucket for retries (see module docstring)."""
+class RetryTokens:
+    """A token bucket for retries and hedges (see module docstring)."""
 
     __slots__ = ("_cap", "_clock", "_last", "_lock", "_min_per_s", "_ratio", "tokens")
 
@@ -36,7 +40,7 @@ class RetryBudget:
             self.tokens += self._ratio
 
     def withdraw(self) -> bool:
-        """Take one retry token if there is one."""
+        """Take one token if there is one."""
         with self._lock:
             now = self._clock.monotonic()
             self.tokens = min(self._cap, self.tokens + (now - self._last) * self._min_per_s)

@@ -1,0 +1,360 @@
+"""The router's policy: one generator decides, the drivers run what it asks.
+
+:meth:`Core.plan` is the whole failover, retry and hedging policy as a generator, in the manner
+of httpx's ``Auth.auth_flow``: it yields a :class:`Req` (start this attempt), a float (sleep that
+long) or :data:`WAIT` (wait for a running attempt), and is sent back each attempt's
+:data:`Outcome` (or :data:`HEDGE_DUE` when an attempt is slow to answer). The two drivers of
+:mod:`modelwatch.resilience._drive` (sync and async) run it for calls and streams alike, so
+the four entry points cannot drift apart. What an error kind means is read from
+:mod:`modelwatch.errorkinds`.
+
+:class:`Core` is what the drivers and the stream wrappers may use of a router: its members,
+timeouts, clock, pools, classifier and the plan; :class:`~modelwatch.Router` is the public
+face around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+from opentelemetry.trace import Span, SpanKind
+
+from modelwatch import errorkinds, semconv
+from modelwatch._safety import guard, report_internal_error
+from modelwatch.capture._telemetry import telemetry
+from modelwatch.errors import AllBackendsFailedError, Attempt, CircuitOpenError
+from modelwatch.resilience import _events
+from modelwatch._clock import Clock
+from modelwatch.resilience._kinds import Classifier, retry_after_s
+from modelwatch.resilience._members import HEDGE_DUE, WAIT, Member, Plan, Req
+from modelwatch.resilience._retry_tokens import RetryTokens
+from modelwatch.resilience.breaker import Permit
+from modelwatch.resilience.deadline import AttemptTimeoutError, Deadline, WorkerPool
+from modelwatch.resilience.hedge import Hedge, LatencyWindow
+from modelwatch.resilience.ordering import Ordering, Priority
+from modelwatch.resilience.policy import RetryPolicy
+
+__all__ = ["Core"]
+
+#: How long a 429 without ``Retry-After`` benches a backend.
+DEFAULT_BENCH_S: Final = 1.0
+#: A ``Retry-After`` longer than this is treated as this (a bogus header cannot bench forever).
+MAX_BENCH_S: Final = 3600.0
+#: Reasons of failovers and rejections that are not error kinds.
+REASON_CIRCUIT_OPEN: Final = semconv.REASON_CIRCUIT_OPEN
+REASON_BENCHED: Final = "rate_limited"
+
+
+class _Walk:
+    """What one call has done so far (the plan's bookkeeping)."""
+
+    __slots__ = ("attempts", "first_passed", "last_exc", "last_kind", "number", "passed", "started")
+
+    def __init__(self, started: float) -> None:
+        self.attempts: list[Attempt] = []
+        self.last_exc: BaseException | None = None
+        self.last_kind: dict[int, str] = {}
+        self.passed: tuple[Member, str] | None = None  # the last backend passed over
+        self.first_passed: tuple[Member, str] | None = None
+        self.number = 0
+        self.started = started  # clock time the call began
+
+    def pass_over(self, m: Member, reason: str) -> None:
+        self.passed = (m, reason)
+        if self.first_passed is None:
+            self.first_passed = self.passed
+
+
+class Core:
+    """One router's routing engine (see the module docstring). Attributes are read-only
+    for the drivers."""
+
+    def __init__(
+        self,
+        name: str,
+        members: list[Member],
+        *,
+        retry: RetryPolicy,
+        ordering: Ordering,
+        classify: Classifier,
+        clock: Clock,
+        timeout_s: float | None,
+        attempt_timeout_s: float | None,
+        first_chunk_timeout_s: float | None,
+        idle_timeout_s: float | None,
+        isolate_sync: bool,
+        pool: WorkerPool | None,
+        max_workers: int,
+        hedge: Hedge | None,
+    ) -> None:
+        self.name = name
+        self.members = members
+        self.retry = retry
+        self.ordering = ordering
+        self.priority = isinstance(ordering, Priority)
+        self.classify = classify
+        self.clock = clock
+        self.timeout_s = timeout_s
+        self.attempt_timeout_s = attempt_timeout_s
+        self.first_chunk_timeout_s = first_chunk_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.isolate_sync = isolate_sync
+        self.hedge = hedge
+        self.tokens = RetryTokens(retry, clock)
+        self._pool = pool
+        self._max_workers = max_workers
+        self._span_attributes = {semconv.MODELWATCH_ROUTER: name}
+        self._span_name = semconv.route_span_name(name)
+        if hedge is not None:
+            for m in members:
+                m.latencies = LatencyWindow(hedge.window)
+
+    # ------------------------------------------------------------------ for the drivers
+    def begin(self) -> tuple[Span, Deadline]:
+        """A call starts: its retry tokens, its deadline and its (not yet current) span."""
+        self.tokens.deposit()
+        deadline = Deadline(self.clock, self.timeout_s)
+        span = telemetry().tracer.start_span(
+            self._span_name, kind=SpanKind.INTERNAL, attributes=self._span_attributes
+        )
+        return span, deadline
+
+    def pool_for(self, m: Member) -> WorkerPool:
+        """The backend's own bounded pool (a bulkhead: a hung backend can tie up its own
+        threads only, never the backups'), unless the router was given one ``pool``."""
+        pool = self._pool or m.pool
+        if pool is None:
+            pool = m.pool = WorkerPool(
+                self._max_workers, name=f"modelwatch-{self.name}-{m.backend.name}"
+            )
+        return pool
+
+    def kind_of(self, exc: BaseException) -> str:
+        """The error kind of an attempt's exception (never raises)."""
+        if isinstance(exc, AttemptTimeoutError):
+            return semconv.ERROR_TIMEOUT
+        try:
+            return self.classify(exc)
+        except Exception as internal:
+            report_internal_error("router.classify", internal)
+            return semconv.ERROR_OTHER
+
+    # ------------------------------------------------------------------ the policy
+    def plan(self, span: Span, deadline: Deadline, stream: bool = False) -> Plan:
+        """Decide attempts, failovers, hedges and retries; the drivers run what it yields.
+
+        Returns the result; raises the surfaced exception or :class:`AllBackendsFailedError`.
+        For streams it returns ``(value, member, permit)`` at the first chunk and leaves the
+        breaker outcome to the stream driver. Streams are never hedged.
+        """
+        members = self.members if self.priority else list(self.ordering(self.members))
+        queue: Sequence[Member] = members
+        walk = _Walk(self.clock.monotonic())
+        hedge = None if stream else self.hedge
+        hedges_left = 0 if hedge is None else hedge.max_hedges
+        retries = 0
+        running: list[Req] = []  # attempts in flight: more than one only while hedging
+        try:
+            while True:
+                todo = iter(queue)
+                request = self._start(span, todo, walk, deadline, hedges_left > 0)
+                while request is not None or running:
+                    if request is not None:
+                        running.append(request)
+                    event = yield (WAIT if request is None else request)
+                    request = None
+                    if event is HEDGE_DUE:
+                        if hedges_left > 0 and self.tokens.withdraw():
+                            hedges_left -= 1
+                            request = self._start(
+                                span, todo, walk, deadline, hedges_left > 0, hedge=True
+                            )
+                            if request is not None:
+                                _events.hedge_started(span, running[-1].member, request)
+                        continue
+                    ok, value, duration, req = event
+                    running.remove(req)
+                    m = req.member
+                    if ok:
+                        return self._succeeded(walk, req, value, duration, stream)
+                    if req.hedge:
+                        _events.hedge_outcome(self.name, span, m, _events.HEDGE_LOST)
+                    self._failed(span, m, req.permit, value, duration=duration, walk=walk)
+                    if not running:  # fail over at once, without sleeping
+                        request = self._start(span, todo, walk, deadline, hedges_left > 0)
+                # nobody could take the call: one more chance, or give up
+                chance = self._next_chance(members, walk, retries, deadline)
+                if chance is None:
+                    raise self._give_up(span, members, walk)
+                member, wait = chance
+                retries += 1
+                reason = walk.last_kind.get(member.index, REASON_CIRCUIT_OPEN)
+                _events.retry(span, member, walk.number + 1, wait, reason)
+                if wait > 0:
+                    yield wait
+                queue = (member,)
+                walk.passed = None
+        finally:
+            for req in running:  # losers of a hedge race, or the call ended around them
+                req.member.breaker.release(req.permit)
+                if req.hedge:
+                    _events.hedge_outcome(self.name, span, req.member, _events.HEDGE_CANCELLED)
+
+    def _start(
+        self,
+        span: Span,
+        todo: Iterator[Member],
+        walk: _Walk,
+        deadline: Deadline,
+        may_hedge: bool,
+        hedge: bool = False,
+    ) -> Req | None:
+        """The next backend of ``todo`` that admits the call, as an attempt to run."""
+        for m in todo:
+            if deadline.remaining() <= 0:
+                return None
+            permit = self._admit(span, m, walk)
+            if permit is None:
+                continue
+            walk.number += 1
+            if walk.passed is not None and not hedge:
+                _events.failover(self.name, span, walk.passed, m)
+            timeout = self.attempt_timeout_s
+            if m.backend.timeout_s is not None:
+                timeout = m.backend.timeout_s
+            timeout = deadline.cap(timeout)
+            hedge_s = None
+            if may_hedge and self.hedge is not None:
+                delay = self.hedge.delay_s(m.latencies)
+                if delay < timeout:
+                    hedge_s = delay
+            req = Req(m, permit, walk.number, timeout, hedge_s, hedge)
+            req.started = self.clock.monotonic()
+            return req
+        return None
+
+    def _succeeded(self, walk: _Walk, req: Req, value: Any, duration: float, stream: bool) -> Any:
+        m = req.member
+        if walk.first_passed is not None:  # what failing over cost this call
+            _events.failover_duration(
+                self.name, walk.first_passed, m, req.started - walk.started
+            )
+        if req.hedge:
+            _events.hedge_outcome(self.name, None, m, _events.HEDGE_WON)
+        if m.latencies is not None:
+            m.latencies.add(duration)
+        if stream:
+            return value, m, req.permit
+        m.breaker.record_success(req.permit, duration)
+        return value
+
+    def _admit(self, span: Span, m: Member, walk: _Walk) -> Permit | None:
+        """The backend's permit, or ``None`` (recorded as a rejection) if it cannot take it."""
+        benched = m.benched_until - self.clock.monotonic() if m.benched_until else 0.0
+        if benched <= 0.0:
+            permit = m.breaker.admit()
+            if permit is not None:
+                return permit
+            reason, wait = REASON_CIRCUIT_OPEN, m.breaker.retry_after_s
+        else:  # benched after a 429: its breaker is not even asked (no trial slot taken)
+            reason, wait = REASON_BENCHED, benched
+        rejected = _events.rejected(span, m, reason, wait)
+        walk.attempts.append(Attempt(m.backend.model, reason, rejected, 0.0))
+        if walk.last_exc is None or isinstance(walk.last_exc, CircuitOpenError):
+            walk.last_exc = rejected
+        walk.pass_over(m, reason)
+        return None
+
+    def _failed(
+        self,
+        span: Span,
+        m: Member,
+        permit: Permit,
+        exc: BaseException,
+        *,
+        duration: float,
+        walk: _Walk,
+    ) -> None:
+        """Learn from a failed attempt; raise if the error must surface instead of failing
+        over (cancellation, bad requests, unclassified errors)."""
+        kind = self.kind_of(exc)
+        if not isinstance(exc, Exception) or kind == semconv.ERROR_CANCELLED:
+            m.breaker.release(permit)
+            raise exc
+        m.breaker.record_failure(permit, kind, duration)
+        _events.note_headers(m, exc, self.clock.monotonic())
+        walk.attempts.append(Attempt(m.backend.model, kind, exc, duration))
+        walk.last_exc = exc
+        walk.last_kind[m.index] = kind
+        if kind == semconv.ERROR_OTHER:
+            fails_over = self.retry.failover_on_other
+        else:
+            fails_over = errorkinds.fails_over(kind)
+        if not fails_over:
+            with guard("router.error_type"):
+                span.set_attribute(semconv.ERROR_TYPE, kind)
+            raise exc
+        if errorkinds.benches(kind):
+            bench = retry_after_s(exc)
+            bench = DEFAULT_BENCH_S if bench is None else bench
+            m.benched_until = self.clock.monotonic() + min(bench, MAX_BENCH_S)
+        walk.pass_over(m, kind)
+
+    def availability(self, m: Member, kind: str | None, retries: int) -> float | None:
+        """Seconds until ``m`` could take this call again (``None``: not for this call)."""
+        policy = self.retry
+        if kind is not None and kind not in policy.retry_kinds:
+            return None  # auth, not_found...: retrying cannot help
+        now = self.clock.monotonic()
+        if m.benched_until > now:
+            return m.benched_until - now
+        after = m.breaker.retry_after_s
+        if after is not None:
+            return after
+        if kind is None:  # never tried: its half-open trial slot was busy
+            return policy.backoff_s
+        return float(policy.backoff_s * 2.0**retries)
+
+    def _next_chance(
+        self, members: Sequence[Member], walk: _Walk, retries: int, deadline: Deadline
+    ) -> tuple[Member, float] | None:
+        """The backend to retry and the wait before it, if a retry is allowed now."""
+        policy = self.retry
+        if retries >= policy.max_retries:
+            return None
+        best: tuple[Member, float] | None = None
+        for m in members:
+            wait = self.availability(m, walk.last_kind.get(m.index), retries)
+            if wait is not None and (best is None or wait < best[1]):
+                best = (m, wait)
+        if best is None:
+            return None
+        _, wait = best
+        if wait > policy.max_wait_s or wait >= deadline.remaining():
+            return None
+        if not self.tokens.withdraw():
+            return None
+        return best
+
+    def _give_up(
+        self, span: Span, members: Sequence[Member], walk: _Walk
+    ) -> AllBackendsFailedError:
+        waits = [
+            w
+            for m in members
+            if (w := self.availability(m, walk.last_kind.get(m.index), 0)) is not None
+        ]
+        attempts = walk.attempts
+        last_exc = walk.last_exc
+        if last_exc is None:  # the deadline ran out before any attempt
+            last_exc = AttemptTimeoutError(f"router {self.name!r}", self.timeout_s or 0.0)
+            attempts.append(Attempt("", semconv.ERROR_TIMEOUT, last_exc, 0.0))
+        error = AllBackendsFailedError(self.name, attempts, min(waits) if waits else None)
+        error.__cause__ = last_exc
+        with guard("router.give_up"):
+            kind = attempts[-1].error_kind
+            if kind not in semconv.ERROR_KINDS:
+                kind = semconv.ERROR_UNAVAILABLE
+            span.set_attribute(semconv.ERROR_TYPE, kind)
+        return error
