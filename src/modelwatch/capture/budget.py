@@ -329,6 +329,11 @@ class Budget:
         return f"Budget({self.name!r}, limit_usd={self.limit_usd}, period={self.period!r})"
 
 
+def any_enforcing() -> bool:
+    """Whether any open budget has ``enforce`` set (the router's cheap check per call)."""
+    return any(budget.enforce is not None for budget in _open)
+
+
 def spent_budgets(
     *, model: str | None = None, provider: str | None = None, analysis: str | None = None
 ) -> tuple[Budget, ...]:

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from modelwatch import semconv
 from modelwatch.capture.call import CallSpec
-from modelwatch.capture.monitored import monitored
+from modelwatch.lifecycle import model_spec
 from modelwatch.resilience.backend import Backend
 from modelwatch.resilience.breaker import Breaker, Permit
 from modelwatch.resilience.deadline import WorkerPool
@@ -44,15 +44,15 @@ class Member:
         self.index = index
         self.backend = backend
         self.breaker = breaker
-        self.spec = monitored(
-            model=backend.model,
-            provider=backend.provider,
+        self.spec = model_spec(
+            backend.model,
+            backend.provider,
             operation=backend.operation,
             analysis=backend.analysis,
             server_address=backend.server_address,
             usage=backend.usage,
             router=router,
-        )._spec
+        )
         self.benched_until = 0.0
         self.rate_limits: dict[str, float] = {}
         self.rate_limits_at = 0.0  # router clock time of the last reading
@@ -96,6 +96,7 @@ class Req:
         permit: Permit,
         number: int,
         timeout_s: float,
+        *,
         hedge_s: float | None = None,
         hedge: bool = False,
     ) -> None:

@@ -15,17 +15,19 @@ face around it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 from opentelemetry.trace import Span, SpanKind
 
 from modelwatch import errorkinds, semconv
+from modelwatch._clock import Clock
 from modelwatch._safety import guard, report_internal_error
+from modelwatch.capture import budget as _budgets
 from modelwatch.capture._telemetry import telemetry
 from modelwatch.errors import AllBackendsFailedError, Attempt, CircuitOpenError
 from modelwatch.resilience import _events
-from modelwatch._clock import Clock
 from modelwatch.resilience._kinds import Classifier, retry_after_s
 from modelwatch.resilience._members import HEDGE_DUE, WAIT, Member, Plan, Req
 from modelwatch.resilience._retry_tokens import RetryTokens
@@ -44,6 +46,7 @@ MAX_BENCH_S: Final = 3600.0
 #: Reasons of failovers and rejections that are not error kinds.
 REASON_CIRCUIT_OPEN: Final = semconv.REASON_CIRCUIT_OPEN
 REASON_BENCHED: Final = "rate_limited"
+REASON_BUDGET: Final = "budget"
 
 
 class _Walk:
@@ -101,6 +104,9 @@ class Core:
         self.idle_timeout_s = idle_timeout_s
         self.isolate_sync = isolate_sync
         self.hedge = hedge
+        #: regressions' canary controller (``order(members)``: who may serve this call;
+        #: ``observe(member, ok, value, duration, kind)``: every attempt's outcome), or None
+        self.canary: Any = None
         self.tokens = RetryTokens(retry, clock)
         self._pool = pool
         self._max_workers = max_workers
@@ -149,6 +155,9 @@ class Core:
         breaker outcome to the stream driver. Streams are never hedged.
         """
         members = self.members if self.priority else list(self.ordering(self.members))
+        canary = self.canary
+        if canary is not None:  # the candidate serves its share, and only that
+            members = canary.order(members)
         queue: Sequence[Member] = members
         walk = _Walk(self.clock.monotonic())
         hedge = None if stream else self.hedge
@@ -158,39 +167,34 @@ class Core:
         try:
             while True:
                 todo = iter(queue)
-                request = self._start(span, todo, walk, deadline, hedges_left > 0)
+                request = self._start(span, todo, walk, deadline, may_hedge=hedges_left > 0)
                 while request is not None or running:
                     if request is not None:
                         running.append(request)
                     event = yield (WAIT if request is None else request)
                     request = None
                     if event is HEDGE_DUE:
-                        if hedges_left > 0 and self.tokens.withdraw():
+                        if hedges_left > 0 and self.tokens.withdraw():  # a hedge costs a token
                             hedges_left -= 1
-                            request = self._start(
-                                span, todo, walk, deadline, hedges_left > 0, hedge=True
-                            )
-                            if request is not None:
-                                _events.hedge_started(span, running[-1].member, request)
+                            request = self._hedge(span, todo, walk, deadline, running[-1])
+                            if request is not None and hedges_left > 0:
+                                request.hedge_s = self._hedge_delay(request)
                         continue
                     ok, value, duration, req = event
                     running.remove(req)
                     m = req.member
+                    if canary is not None:
+                        canary.observe(m, ok, value, duration, None if ok else self.kind_of(value))
                     if ok:
                         return self._succeeded(walk, req, value, duration, stream)
                     if req.hedge:
-                        _events.hedge_outcome(self.name, span, m, _events.HEDGE_LOST)
+                        _events.hedge_outcome(self.name, _events.HEDGE_LOST)
                     self._failed(span, m, req.permit, value, duration=duration, walk=walk)
                     if not running:  # fail over at once, without sleeping
-                        request = self._start(span, todo, walk, deadline, hedges_left > 0)
+                        request = self._start(span, todo, walk, deadline, may_hedge=hedges_left > 0)
                 # nobody could take the call: one more chance, or give up
-                chance = self._next_chance(members, walk, retries, deadline)
-                if chance is None:
-                    raise self._give_up(span, members, walk)
-                member, wait = chance
+                member, wait = self._retry(span, members, walk, retries, deadline)
                 retries += 1
-                reason = walk.last_kind.get(member.index, REASON_CIRCUIT_OPEN)
-                _events.retry(span, member, walk.number + 1, wait, reason)
                 if wait > 0:
                     yield wait
                 queue = (member,)
@@ -199,7 +203,7 @@ class Core:
             for req in running:  # losers of a hedge race, or the call ended around them
                 req.member.breaker.release(req.permit)
                 if req.hedge:
-                    _events.hedge_outcome(self.name, span, req.member, _events.HEDGE_CANCELLED)
+                    _events.hedge_outcome(self.name, _events.HEDGE_CANCELLED)
 
     def _start(
         self,
@@ -207,6 +211,7 @@ class Core:
         todo: Iterator[Member],
         walk: _Walk,
         deadline: Deadline,
+        *,
         may_hedge: bool,
         hedge: bool = False,
     ) -> Req | None:
@@ -223,25 +228,35 @@ class Core:
             timeout = self.attempt_timeout_s
             if m.backend.timeout_s is not None:
                 timeout = m.backend.timeout_s
-            timeout = deadline.cap(timeout)
-            hedge_s = None
-            if may_hedge and self.hedge is not None:
-                delay = self.hedge.delay_s(m.latencies)
-                if delay < timeout:
-                    hedge_s = delay
-            req = Req(m, permit, walk.number, timeout, hedge_s, hedge)
+            req = Req(m, permit, walk.number, deadline.cap(timeout), hedge=hedge)
+            if may_hedge:
+                req.hedge_s = self._hedge_delay(req)
             req.started = self.clock.monotonic()
             return req
         return None
 
+    def _hedge_delay(self, req: Req) -> float | None:
+        """When to hedge ``req`` (``None``: not before its own timeout ends it)."""
+        if self.hedge is None:
+            return None
+        delay = self.hedge.delay_s(req.member.latencies)
+        return delay if delay < req.timeout_s else None
+
+    def _hedge(
+        self, span: Span, todo: Iterator[Member], walk: _Walk, deadline: Deadline, slow: Req
+    ) -> Req | None:
+        """A hedged attempt on the next backend that admits the call, alongside ``slow``."""
+        req = self._start(span, todo, walk, deadline, may_hedge=False, hedge=True)
+        if req is not None:
+            _events.hedge_started(self.name, span, slow.member, req, slow.hedge_s or 0.0)
+        return req
+
     def _succeeded(self, walk: _Walk, req: Req, value: Any, duration: float, stream: bool) -> Any:
         m = req.member
         if walk.first_passed is not None:  # what failing over cost this call
-            _events.failover_duration(
-                self.name, walk.first_passed, m, req.started - walk.started
-            )
+            _events.failover_duration(self.name, walk.first_passed, m, req.started - walk.started)
         if req.hedge:
-            _events.hedge_outcome(self.name, None, m, _events.HEDGE_WON)
+            _events.hedge_outcome(self.name, _events.HEDGE_WON)
         if m.latencies is not None:
             m.latencies.add(duration)
         if stream:
@@ -250,21 +265,44 @@ class Core:
         return value
 
     def _admit(self, span: Span, m: Member, walk: _Walk) -> Permit | None:
-        """The backend's permit, or ``None`` (recorded as a rejection) if it cannot take it."""
+        """The backend's permit, or ``None`` (recorded as a rejection) if it cannot take it.
+
+        Raises :class:`~modelwatch.BudgetExceededError` when a spent budget with
+        ``enforce="refuse"`` covers the backend."""
         benched = m.benched_until - self.clock.monotonic() if m.benched_until else 0.0
-        if benched <= 0.0:
+        spent = self._spent(m)
+        wait: float | None
+        if spent is not None:  # a spent budget with enforce="skip": not even its breaker asked
+            reason, wait = REASON_BUDGET, spent
+        elif benched <= 0.0:
             permit = m.breaker.admit()
             if permit is not None:
                 return permit
             reason, wait = REASON_CIRCUIT_OPEN, m.breaker.retry_after_s
         else:  # benched after a 429: its breaker is not even asked (no trial slot taken)
             reason, wait = REASON_BENCHED, benched
-        rejected = _events.rejected(span, m, reason, wait)
+        rejected = _events.rejected(self.name, span, m, reason, wait)
         walk.attempts.append(Attempt(m.backend.model, reason, rejected, 0.0))
+        if reason == REASON_BUDGET:
+            walk.last_kind[m.index] = REASON_BUDGET  # not a retry kind: no retry in this call
         if walk.last_exc is None or isinstance(walk.last_exc, CircuitOpenError):
             walk.last_exc = rejected
         walk.pass_over(m, reason)
         return None
+
+    def _spent(self, m: Member) -> float | None:
+        """Seconds until a spent ``enforce="skip"`` budget covering ``m`` renews, or ``None``
+        when none does; raises the error of a spent ``enforce="refuse"`` one."""
+        if not _budgets.any_enforcing():
+            return None
+        b = m.backend
+        found = _budgets.spent_budgets(model=b.model, provider=b.provider, analysis=b.analysis)
+        if not found:
+            return None
+        for budget in found:
+            if budget.enforce == "refuse":
+                raise budget.error()
+        return max(0.0, min(budget.period_end for budget in found) - time.time())
 
     def _failed(
         self,
@@ -316,6 +354,18 @@ class Core:
             return policy.backoff_s
         return float(policy.backoff_s * 2.0**retries)
 
+    def _retry(
+        self, span: Span, members: Sequence[Member], walk: _Walk, retries: int, deadline: Deadline
+    ) -> tuple[Member, float]:
+        """The backend to retry and the wait before it; raises when there is none."""
+        chance = self._next_chance(members, walk, retries, deadline)
+        if chance is None:
+            raise self._give_up(span, members, walk)
+        member, wait = chance
+        reason = walk.last_kind.get(member.index, REASON_CIRCUIT_OPEN)
+        _events.retry(self.name, span, member, attempt=walk.number + 1, wait_s=wait, reason=reason)
+        return chance
+
     def _next_chance(
         self, members: Sequence[Member], walk: _Walk, retries: int, deadline: Deadline
     ) -> tuple[Member, float] | None:
@@ -337,15 +387,18 @@ class Core:
             return None
         return best
 
-    def _give_up(
-        self, span: Span, members: Sequence[Member], walk: _Walk
-    ) -> AllBackendsFailedError:
+    def _give_up(self, span: Span, members: Sequence[Member], walk: _Walk) -> Exception:
         waits = [
             w
             for m in members
             if (w := self.availability(m, walk.last_kind.get(m.index), 0)) is not None
         ]
         attempts = walk.attempts
+        if attempts and all(a.error_kind == REASON_BUDGET for a in attempts):
+            b = members[0].backend  # every backend skipped for its budget: say so
+            spent = _budgets.spent_budgets(model=b.model, provider=b.provider, analysis=b.analysis)
+            if spent:
+                return spent[0].error()
         last_exc = walk.last_exc
         if last_exc is None:  # the deadline ran out before any attempt
             last_exc = AttemptTimeoutError(f"router {self.name!r}", self.timeout_s or 0.0)

@@ -19,22 +19,20 @@ import inspect
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, NoReturn
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from modelwatch import semconv
+from modelwatch import lifecycle, semconv
 from modelwatch._safety import guard
-from modelwatch.capture.call import Call, start_call
 from modelwatch.capture.scrub import record_exception
 from modelwatch.errors import ConfigurationError, StreamInterruptedError
+from modelwatch.resilience._drive import adrive, drive
 from modelwatch.resilience._members import DONE, Member, Outcome, Req
+from modelwatch.resilience._plan import Core
 from modelwatch.resilience.breaker import Permit
-from modelwatch.resilience.deadline import Deadline, await_within
-
-if TYPE_CHECKING:
-    from modelwatch.resilience.router import Router
+from modelwatch.resilience.deadline import await_within
 
 __all__ = ["astream", "stream"]
 
@@ -51,18 +49,19 @@ def _next_chunk(iterator: Iterator[Any]) -> Any:
 class _Committed:
     """A stream after its first chunk: the backend, its permit and its attempt call."""
 
-    __slots__ = ("call", "chunks", "member", "permit", "span", "start")
+    __slots__ = ("call", "chunks", "core", "member", "permit", "span", "start")
 
-    def __init__(self, span: Span, opened: tuple[Any, Member, Permit]) -> None:
+    def __init__(self, core: Core, span: Span, opened: tuple[Any, Member, Permit]) -> None:
         (_, _, self.call), self.member, self.permit = opened
+        self.core = core
         self.span = span
         self.chunks = 0
         self.start = time.perf_counter()
 
-    def broke(self, router: Router, exc: BaseException) -> StreamInterruptedError:
-        kind = router._kind_of(exc)
+    def broke(self, exc: BaseException) -> StreamInterruptedError:
+        kind = self.core.kind_of(exc)
         self.member.breaker.record_failure(self.permit, kind, time.perf_counter() - self.start)
-        self.call._end(exc)
+        self.call.fail(exc)
         with guard("router.stream_broke"):
             self.span.set_attribute(semconv.ERROR_TYPE, kind)
         return StreamInterruptedError(self.member.backend.model, self.chunks, kind)
@@ -70,7 +69,7 @@ class _Committed:
     def closed(self) -> None:
         """The consumer stopped early: no verdict on the backend."""
         self.member.breaker.release(self.permit)
-        self.call._end(stream_closed=True)
+        self.call.stop(closed=True)
         with guard("router.stream_span"):
             self.span.set_attribute(semconv.MODELWATCH_STREAM, True)
             self.span.end()
@@ -79,12 +78,12 @@ class _Committed:
         """Something other than the backend ended the stream (cancellation, our own error)."""
         if not isinstance(exc, StreamInterruptedError):
             self.member.breaker.release(self.permit)
-            self.call._end(exc)
+            self.call.fail(exc)
         end_route_span(self.span, exc)
 
     def done(self) -> None:
         self.member.breaker.record_success(self.permit, time.perf_counter() - self.start)
-        self.call._end()
+        self.call.stop()
         with guard("router.stream_span"):
             self.span.end()
 
@@ -97,93 +96,138 @@ def end_route_span(span: Span, exc: BaseException) -> None:
         span.end()
 
 
-def _start_attempt(m: Member, req: Req) -> Call:
-    call = start_call(m.spec_for(req.number))
-    call.set_attribute(semconv.MODELWATCH_STREAM, True)
-    return call
+class _Opening:
+    """The attempts of a stream, up to each one's first chunk (never hedged)."""
+
+    running = 0
+
+    def __init__(self, core: Core, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.core = core
+        self.args = args
+        self.kwargs = kwargs
+
+    def begin(self, req: Req) -> tuple[lifecycle.Call, float, float]:
+        """The attempt's call, its start time and its first-chunk timeout."""
+        call = lifecycle.start(req.member.spec_for(req.number))
+        call.set_attribute(semconv.MODELWATCH_STREAM, True)
+        timeout = req.timeout_s
+        if self.core.first_chunk_timeout_s is not None:
+            timeout = min(timeout, self.core.first_chunk_timeout_s)
+        return call, time.perf_counter(), timeout
+
+    @staticmethod
+    def opened(call: lifecycle.Call, first: Any, it: Any, start: float, req: Req) -> Outcome:
+        call.detach()
+        if first is not DONE:
+            call.record_chunk(first)
+        return True, (it, first, call), time.perf_counter() - start, req
+
+    @staticmethod
+    def open_failed(call: lifecycle.Call, exc: BaseException, start: float, req: Req) -> Outcome:
+        call.fail(exc)
+        return False, exc, time.perf_counter() - start, req
+
+    def start(self, req: Req) -> NoReturn:
+        raise AssertionError("streams are not hedged")
+
+    def abandon(self) -> None:
+        """Nothing runs concurrently while a stream opens."""
 
 
-def _first_timeout(router: Router, req: Req) -> float:
-    if router.first_chunk_timeout_s is None:
-        return req.timeout_s
-    return min(req.timeout_s, router.first_chunk_timeout_s)
+class _SyncOpening(_Opening):
+    def run(self, req: Req) -> Outcome:
+        """Start a sync stream attempt and wait for its first chunk (or its end)."""
+        m = req.member
+        call, start, timeout = self.begin(req)
+        try:
+            if m.backend.is_async:
+                raise ConfigurationError(
+                    f"backend {m.backend.name!r} is async: use router.astream()"
+                )
+            if self.core.isolate_sync:
+                it, first = self.core.pool_for(m).run(
+                    _open_stream, (m.backend.fn, self.args, self.kwargs), None, timeout, m.what
+                )
+            else:
+                it, first = _open_stream(m.backend.fn, self.args, self.kwargs)
+        except BaseException as exc:
+            return self.open_failed(call, exc, start, req)
+        return self.opened(call, first, it, start, req)
+
+    def next_event(self, due: float | None) -> NoReturn:
+        raise AssertionError("streams are not hedged")
 
 
-def _opened(call: Call, first: Any, iterator: Any, start: float) -> Outcome:
-    call._detach()
-    if first is not DONE:
-        call._on_chunk(first)
-    return True, (iterator, first, call), time.perf_counter() - start
+class _AsyncOpening(_Opening):
+    async def run(self, req: Req) -> Outcome:
+        """Start an async (or sync, on the pool) stream attempt, up to its first chunk."""
+        m = req.member
+        call, start, timeout = self.begin(req)
+        fn, args, kwargs = m.backend.fn, self.args, self.kwargs
+
+        async def open_async() -> tuple[Any, Any]:
+            source = fn(*args, **kwargs)
+            if inspect.isawaitable(source):
+                source = await source
+            if hasattr(source, "__aiter__"):
+                iterator = source.__aiter__()
+                try:
+                    return iterator, await iterator.__anext__()
+                except StopAsyncIteration:
+                    return iterator, DONE
+            iterator = iter(source)
+            return iterator, next(iterator, DONE)
+
+        try:
+            if m.backend.is_async:
+                it, first = await await_within(open_async(), timeout, m.what)
+            else:
+                future = self.core.pool_for(m).submit(_open_stream, (fn, args, kwargs))
+                try:
+                    it, first = await await_within(asyncio.wrap_future(future), timeout, m.what)
+                finally:
+                    future.cancel()
+        except BaseException as exc:
+            return self.open_failed(call, exc, start, req)
+        return self.opened(call, first, it, start, req)
+
+    async def next_event(self, due: float | None) -> NoReturn:
+        raise AssertionError("streams are not hedged")
+
+    async def abandon(self) -> None:  # type: ignore[override]
+        """Nothing runs concurrently while a stream opens."""
 
 
-def _open_failed(call: Call, exc: BaseException, start: float) -> Outcome:
-    call._detach()
-    call._end(exc)
-    return False, exc, time.perf_counter() - start
+def _idle(core: Core) -> float:
+    return core.idle_timeout_s or core.attempt_timeout_s or math.inf
 
 
-def _open(router: Router, req: Req, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
-    """Start a sync stream attempt and wait for its first chunk (or its end)."""
-    m = req.member
-    call = _start_attempt(m, req)
-    start = time.perf_counter()
-    try:
-        if m.backend.is_async:
-            raise ConfigurationError(f"backend {m.backend.name!r} is async: use router.astream()")
-        if router._isolate:
-            iterator, first = router._pool_for(m).run(
-                _open_stream,
-                (m.backend.fn, args, kwargs),
-                None,
-                _first_timeout(router, req),
-                m.what,
-            )
-        else:
-            iterator, first = _open_stream(m.backend.fn, args, kwargs)
-    except BaseException as exc:
-        return _open_failed(call, exc, start)
-    return _opened(call, first, iterator, start)
-
-
-def stream(router: Router, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
+def stream(core: Core, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
     """The generator behind :meth:`Router.stream`."""
-    router._budget.deposit()
-    deadline = Deadline(router._clock, router.timeout_s)
-    span = router._start_span()
+    span, deadline = core.begin()
     try:
         with trace.use_span(span, end_on_exit=False):
-            plan = router._plan(span, deadline, stream=True)
-            request = next(plan)
-            while True:
-                if isinstance(request, Req):
-                    outcome: Outcome | None = _open(router, request, args, kwargs)
-                else:
-                    router._clock.sleep(request)
-                    outcome = None
-                try:
-                    request = plan.send(outcome)
-                except StopIteration as done:
-                    opened = done.value
-                    break
+            plan = core.plan(span, deadline, stream=True)
+            opened = drive(plan, _SyncOpening(core, args, kwargs), core.clock.sleep)
     except BaseException as exc:
         end_route_span(span, exc)
         raise
     (iterator, chunk, _), m, _ = opened
-    state = _Committed(span, opened)
-    idle = router.idle_timeout_s or router.attempt_timeout_s or math.inf
+    state = _Committed(core, span, opened)
+    idle = _idle(core)
     try:
         while chunk is not DONE:
             yield chunk
             state.chunks += 1
             try:
-                if router._isolate:
-                    chunk = router._pool_for(m).run(_next_chunk, (iterator,), None, idle, m.what)
+                if core.isolate_sync:
+                    chunk = core.pool_for(m).run(_next_chunk, (iterator,), None, idle, m.what)
                 else:
                     chunk = next(iterator, DONE)
             except Exception as exc:
-                raise state.broke(router, exc) from exc
+                raise state.broke(exc) from exc
             if chunk is not DONE:
-                state.call._on_chunk(chunk)
+                state.call.record_chunk(chunk)
     except GeneratorExit:
         state.closed()
         with guard("router.stream_close"):
@@ -199,43 +243,7 @@ def stream(router: Router, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ite
     state.done()
 
 
-async def _aopen(
-    router: Router, req: Req, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Outcome:
-    m = req.member
-    call = _start_attempt(m, req)
-    start = time.perf_counter()
-    fn = m.backend.fn
-
-    async def open_async() -> tuple[Any, Any]:
-        source = fn(*args, **kwargs)
-        if inspect.isawaitable(source):
-            source = await source
-        if hasattr(source, "__aiter__"):
-            iterator = source.__aiter__()
-            try:
-                return iterator, await iterator.__anext__()
-            except StopAsyncIteration:
-                return iterator, DONE
-        iterator = iter(source)
-        return iterator, next(iterator, DONE)
-
-    try:
-        timeout = _first_timeout(router, req)
-        if m.backend.is_async:
-            iterator, first = await await_within(open_async(), timeout, m.what)
-        else:
-            future = router._pool_for(m).submit(_open_stream, (fn, args, kwargs))
-            try:
-                iterator, first = await await_within(asyncio.wrap_future(future), timeout, m.what)
-            finally:
-                future.cancel()
-    except BaseException as exc:
-        return _open_failed(call, exc, start)
-    return _opened(call, first, iterator, start)
-
-
-async def _anext(router: Router, m: Member, iterator: Any, idle: float) -> Any:
+async def _anext(core: Core, m: Member, iterator: Any, idle: float) -> Any:
     if hasattr(iterator, "__anext__"):
 
         async def step() -> Any:
@@ -245,51 +253,36 @@ async def _anext(router: Router, m: Member, iterator: Any, idle: float) -> Any:
                 return DONE
 
         return await await_within(step(), idle, m.what)
-    future = router._pool_for(m).submit(_next_chunk, (iterator,))
+    future = core.pool_for(m).submit(_next_chunk, (iterator,))
     try:
         return await await_within(asyncio.wrap_future(future), idle, m.what)
     finally:
         future.cancel()
 
 
-async def astream(
-    router: Router, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> AsyncIterator[Any]:
+async def astream(core: Core, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
     """The async generator behind :meth:`Router.astream`."""
-    router._budget.deposit()
-    deadline = Deadline(router._clock, router.timeout_s)
-    span = router._start_span()
+    span, deadline = core.begin()
     try:
         with trace.use_span(span, end_on_exit=False):
-            plan = router._plan(span, deadline, stream=True)
-            request = next(plan)
-            while True:
-                if isinstance(request, Req):
-                    outcome: Outcome | None = await _aopen(router, request, args, kwargs)
-                else:
-                    await router._clock.asleep(request)
-                    outcome = None
-                try:
-                    request = plan.send(outcome)
-                except StopIteration as done:
-                    opened = done.value
-                    break
+            plan = core.plan(span, deadline, stream=True)
+            opened = await adrive(plan, _AsyncOpening(core, args, kwargs), core.clock.asleep)
     except BaseException as exc:
         end_route_span(span, exc)
         raise
     (iterator, chunk, _), m, _ = opened
-    state = _Committed(span, opened)
-    idle = router.idle_timeout_s or router.attempt_timeout_s or math.inf
+    state = _Committed(core, span, opened)
+    idle = _idle(core)
     try:
         while chunk is not DONE:
             yield chunk
             state.chunks += 1
             try:
-                chunk = await _anext(router, m, iterator, idle)
+                chunk = await _anext(core, m, iterator, idle)
             except Exception as exc:
-                raise state.broke(router, exc) from exc
+                raise state.broke(exc) from exc
             if chunk is not DONE:
-                state.call._on_chunk(chunk)
+                state.call.record_chunk(chunk)
     except GeneratorExit:
         state.closed()
         with guard("router.stream_close"):

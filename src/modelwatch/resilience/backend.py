@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 from modelwatch import semconv
 from modelwatch.errors import ConfigurationError
+from modelwatch.resilience._validate import check_callable, check_timeout
 
 __all__ = ["Backend", "BackendStatus"]
 
@@ -73,12 +75,17 @@ class Backend:
         for key, value in (("model", model), ("provider", provider), ("operation", operation)):
             if not isinstance(value, str) or not value.strip():
                 raise ConfigurationError(f"Backend {key} must be a non-empty str, got {value!r}")
-        if timeout_s is not None and not timeout_s > 0:
-            raise ConfigurationError(f"Backend timeout_s must be > 0 or None, got {timeout_s!r}")
-        if probe is not None and not callable(probe):
-            raise ConfigurationError(f"Backend probe must be callable or None, got {probe!r}")
-        if not weight > 0:
-            raise ConfigurationError(f"Backend weight must be > 0, got {weight!r}")
+        owner = f"Backend({model!r})"
+        timeout_s = check_timeout(owner, "timeout_s", timeout_s)
+        check_callable(owner, "probe", probe)
+        check_callable(owner, "usage", usage)
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not math.isfinite(weight)
+            or weight <= 0
+        ):
+            raise ConfigurationError(f"{owner} weight must be a finite number > 0, got {weight!r}")
         self.fn = fn
         self.model = model
         self.provider = provider

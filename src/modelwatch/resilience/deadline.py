@@ -67,9 +67,15 @@ class _Task:
     never starts).
     """
 
-    __slots__ = ("args", "ctx", "done", "error", "fn", "kwargs", "result", "state")
+    __slots__ = ("args", "ctx", "done", "error", "fn", "kwargs", "notify", "result", "state")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Any,
+        notify: queue.SimpleQueue[Any] | None = None,
+    ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
@@ -79,6 +85,13 @@ class _Task:
         self.result: Any = None
         self.error: BaseException | None = None
         self.state = 0
+        self.notify = notify  # told when the task ends (hedged attempts wait on several)
+
+    def abandon(self) -> None:
+        """The caller gives up on it: if still queued it never starts; if running, it
+        finishes on its own and its result is dropped."""
+        if self.state == 0:
+            self.state = 2
 
     def execute(self) -> None:
         if self.state:
@@ -90,6 +103,8 @@ class _Task:
             self.error = exc
         finally:
             self.done.release()
+            if self.notify is not None:
+                self.notify.put(self)
 
 
 class WorkerPool:
@@ -151,6 +166,19 @@ class WorkerPool:
         future: Future[T] = Future()
         self._put((future, _Task(fn, args, kwargs)))
         return future
+
+    def start(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Any,
+        notify: queue.SimpleQueue[Any],
+    ) -> _Task:
+        """Start ``fn(*args, **kwargs)`` on a worker and return at once: the task is put on
+        ``notify`` when it ends (``.error`` or ``.result``); ``.abandon()`` gives up on it."""
+        task = _Task(fn, args, kwargs, notify)
+        self._put(task)
+        return task
 
     def run(
         self,

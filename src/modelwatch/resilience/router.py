@@ -1,102 +1,93 @@
 """The failover router: ordered backends, each behind its own breaker, with deadlines.
 
 One call walks the backends in order (see :mod:`modelwatch.resilience.ordering`). A backend
-whose breaker refuses, or which is benched after a 429, is skipped at once; a failed attempt
-fails over to the next backend without sleeping. Only when no backend can take the call is
-one retried, after its ``Retry-After`` (or the reopening of its breaker), within the call's
-deadline and a retry budget. Errors that say "your request is wrong" (``bad_request``) or
-"unknown error" (``_OTHER``, unless :attr:`RetryPolicy.failover_on_other`) surface as the
-original exception; cancellation propagates at once and releases the breaker permit.
+whose breaker refuses, which is benched after a 429, or whose cost budget is spent
+(``Budget(enforce="skip")``) is skipped at once; a failed attempt fails over to the next
+backend without sleeping. Only when no backend can take the call is one retried, after its
+``Retry-After`` (or the reopening of its breaker), within the call's deadline and the retry
+token bucket. With ``Router(hedge=Hedge())`` an attempt slow to answer is raced by the next
+backend (:mod:`modelwatch.resilience.hedge`). What each error kind means (fail over, bench,
+retry) is read from :mod:`modelwatch.errorkinds`; errors that say "your request is wrong"
+(``bad_request``) or "unknown error" (``_OTHER``, unless
+:attr:`RetryPolicy.failover_on_other`) surface as the original exception; cancellation
+propagates at once and releases the breaker permit.
 
-The policy lives in one generator, :meth:`Router._plan`, that asks its driver to run
-attempts (or to sleep) and receives their outcomes: the sync, async and streaming drivers
-(:mod:`modelwatch.resilience._streaming`) share it, so the twins cannot drift apart.
+The policy is one generator (:mod:`modelwatch.resilience._plan`) run by one sync and one
+async driver (:mod:`modelwatch.resilience._drive`) for calls and streams alike
+(:mod:`modelwatch.resilience._streaming`); this class is the public face around it.
 
 Telemetry: a ``route {router}`` INTERNAL span per call, one child model span per attempt
-(from :mod:`modelwatch.capture`, with ``modelwatch.router`` and ``modelwatch.attempt``),
-span events for failover, retry and rejection, and the ``modelwatch.failovers``,
-``modelwatch.failover.duration`` and ``modelwatch.rate_limit.remaining`` metrics.
+(on :mod:`modelwatch.lifecycle`, with ``modelwatch.router`` and ``modelwatch.attempt``); the
+failover, retry, rejection and hedge decisions go to the event stream of
+:mod:`modelwatch.resilience.hooks` (span events and ``modelwatch.failovers`` by its default
+listener); ``modelwatch.failover.duration``, ``modelwatch.hedges`` and
+``modelwatch.rate_limit.remaining`` are recorded here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
+import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 
 from modelwatch import semconv
 from modelwatch._clock import SYSTEM_CLOCK, Clock
 from modelwatch._safety import guard, report_internal_error
-from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
-from modelwatch.capture.call import Call, start_call
+from modelwatch.capture._telemetry import Attributes, register_observable
 from modelwatch.capture.scrub import record_exception
-from modelwatch.errors import (
-    AllBackendsFailedError,
-    Attempt,
-    CircuitOpenError,
-    ConfigurationError,
+from modelwatch.errors import ConfigurationError
+from modelwatch.resilience import _streaming
+from modelwatch.resilience._drive import AsyncAttempts, SyncAttempts, adrive, drive
+from modelwatch.resilience._kinds import Classifier, default_classify
+from modelwatch.resilience._members import Member
+from modelwatch.resilience._plan import Core
+from modelwatch.resilience._validate import (
+    check_callable,
+    check_instance,
+    check_timeout,
+    checked_backends,
 )
-from modelwatch.resilience import _events, _streaming
-from modelwatch.resilience._budget import RetryBudget
-from modelwatch.resilience._kinds import Classifier, default_classify, retry_after_s
-from modelwatch.resilience._members import Member, Outcome, Plan, Req
 from modelwatch.resilience.backend import Backend, BackendStatus
-from modelwatch.resilience.breaker import Breaker, Permit
+from modelwatch.resilience.breaker import Breaker
 from modelwatch.resilience.canary import CanaryStatus, canary_for
-from modelwatch.resilience.deadline import (
-    AttemptTimeoutError,
-    Deadline,
-    WorkerPool,
-    await_within,
-)
+from modelwatch.resilience.deadline import WorkerPool
+from modelwatch.resilience.hedge import Hedge
 from modelwatch.resilience.ordering import Ordering, Priority
 from modelwatch.resilience.policy import BreakerPolicy, RetryPolicy
 
 __all__ = ["Backend", "BackendStatus", "Router"]
 
-#: How long a 429 without ``Retry-After`` benches a backend.
-DEFAULT_BENCH_S: Final = 1.0
-#: A ``Retry-After`` longer than this is treated as this (a bogus header cannot bench forever).
-MAX_BENCH_S: Final = 3600.0
-#: Reasons of failovers and rejections that are not error kinds.
-REASON_CIRCUIT_OPEN: Final = semconv.REASON_CIRCUIT_OPEN
-REASON_BENCHED: Final = "rate_limited"
-
-_FAILOVER_KINDS: Final = frozenset(
-    {
-        semconv.ERROR_RATE_LIMITED,
-        semconv.ERROR_TIMEOUT,
-        semconv.ERROR_UNAVAILABLE,
-        semconv.ERROR_AUTH,
-        semconv.ERROR_NOT_FOUND,
-    }
-)
+logger = structlog.get_logger("modelwatch")
 
 _routers: weakref.WeakSet[Router] = weakref.WeakSet()
-
 
 #: A rate-limit reading older than this is no longer reported: answers without headers (or
 #: no traffic) would otherwise leave a "0 % left" reading, and its alert, standing forever.
 RATE_LIMIT_READING_TTL_S = 120.0
+#: After this many calls cancelled by their callers, a router logs (once) that a hung
+#: backend cannot trip its breaker that way.
+CANCELLED_WARN_AFTER: Final = 10
+_CANCELLED_TYPES: Final = (asyncio.CancelledError,)
 
 
-def _current_rate_limits(m: Member) -> dict[str, float]:
-    if time.monotonic() - m.rate_limits_at > RATE_LIMIT_READING_TTL_S:
+def _current_rate_limits(m: Member, now: float) -> dict[str, float]:
+    if not m.rate_limits or now - m.rate_limits_at > RATE_LIMIT_READING_TTL_S:
         return {}
     return dict(m.rate_limits)
 
 
 def _observe_rate_limits() -> Iterable[tuple[float, Attributes]]:
     for router in list(_routers):
+        now = router._core.clock.monotonic()
         for m in router._members:
-            for resource, ratio in _current_rate_limits(m).items():
+            for resource, ratio in _current_rate_limits(m, now).items():
                 yield (
                     ratio,
                     {
@@ -108,11 +99,6 @@ def _observe_rate_limits() -> Iterable[tuple[float, Attributes]]:
 
 
 register_observable(semconv.RATE_LIMIT_REMAINING, _observe_rate_limits)
-
-
-def _run_coroutine(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run an async backend to completion on a worker thread (for the sync ``call``)."""
-    return asyncio.run(fn(*args, **kwargs))
 
 
 def _sync_probe(probe: Callable[[], Any]) -> Callable[[], object]:
@@ -149,26 +135,6 @@ async def _drained(stream: Any) -> None:
         pass
 
 
-class _Walk:
-    """What one call has done so far (the plan's bookkeeping)."""
-
-    __slots__ = ("attempts", "first_passed", "last_exc", "last_kind", "number", "passed", "started")
-
-    def __init__(self, started: float) -> None:
-        self.attempts: list[Attempt] = []
-        self.last_exc: BaseException | None = None
-        self.last_kind: dict[int, str] = {}
-        self.passed: tuple[Member, str] | None = None  # the last backend passed over
-        self.first_passed: tuple[Member, str] | None = None
-        self.number = 0
-        self.started = started  # clock time the call began
-
-    def pass_over(self, m: Member, reason: str) -> None:
-        self.passed = (m, reason)
-        if self.first_passed is None:
-            self.first_passed = self.passed
-
-
 class Router:
     """Routes calls over ordered backends with breakers, deadlines, failover and retries.
 
@@ -203,6 +169,8 @@ class Router:
         pool: one worker pool for every backend's sync attempts (default: each backend gets
             its own, started on demand, so a hung backend cannot starve the others).
         max_workers: the bound of each backend's own pool.
+        hedge: race a slow attempt with the next backend (:class:`~modelwatch.Hedge`; off
+            by default). Hedged sync attempts always run on the worker pool.
     """
 
     def __init__(
@@ -223,18 +191,28 @@ class Router:
         clock: Clock | None = None,
         pool: WorkerPool | None = None,
         max_workers: int = 32,
+        hedge: Hedge | None = None,
     ) -> None:
-        backends = _validated(name, backends)
+        found = checked_backends(name, backends, Backend)
+        owner = f"Router({name!r})"
         if probe_args is not None and not isinstance(probe_args, tuple):
-            raise ConfigurationError(f"Router probe_args must be a tuple, got {probe_args!r}")
-        for key, value in (
-            ("timeout_s", timeout_s),
-            ("attempt_timeout_s", attempt_timeout_s),
-            ("first_chunk_timeout_s", first_chunk_timeout_s),
-            ("idle_timeout_s", idle_timeout_s),
-        ):
-            if value is not None and not value > 0:
-                raise ConfigurationError(f"Router {key} must be > 0 or None, got {value!r}")
+            raise ConfigurationError(f"{owner} probe_args must be a tuple, got {probe_args!r}")
+        timeout_s = check_timeout(owner, "timeout_s", timeout_s)
+        attempt_timeout_s = check_timeout(owner, "attempt_timeout_s", attempt_timeout_s)
+        first_chunk_timeout_s = check_timeout(owner, "first_chunk_timeout_s", first_chunk_timeout_s)
+        idle_timeout_s = check_timeout(owner, "idle_timeout_s", idle_timeout_s)
+        check_instance(owner, "breaker", breaker, BreakerPolicy, "a BreakerPolicy")
+        check_instance(owner, "retry", retry, RetryPolicy, "a RetryPolicy")
+        check_instance(owner, "hedge", hedge, Hedge, "a Hedge")
+        check_instance(owner, "pool", pool, WorkerPool, "a WorkerPool")
+        check_callable(owner, "ordering", ordering)
+        check_callable(owner, "classify", classify)
+        if not isinstance(isolate_sync, bool):
+            raise ConfigurationError(f"{owner} isolate_sync must be a bool, got {isolate_sync!r}")
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ConfigurationError(
+                f"{owner} max_workers must be an int >= 1, got {max_workers!r}"
+            )
         self.name = name
         self.breaker_policy = breaker if breaker is not None else BreakerPolicy()
         self.retry_policy = retry if retry is not None else RetryPolicy()
@@ -242,39 +220,44 @@ class Router:
         self.attempt_timeout_s = attempt_timeout_s
         self.first_chunk_timeout_s = first_chunk_timeout_s
         self.idle_timeout_s = idle_timeout_s
-        self._ordering: Ordering = ordering if ordering is not None else Priority()
-        self._priority = isinstance(self._ordering, Priority)
-        self._classify: Classifier = classify if classify is not None else default_classify
-        self._isolate = isolate_sync
-        self._clock = clock if clock is not None else SYSTEM_CLOCK
-        self._pool = pool
-        if not isinstance(max_workers, int) or max_workers < 1:
-            raise ConfigurationError(f"Router max_workers must be an int >= 1, got {max_workers!r}")
-        self._max_workers = max_workers
-        self._budget = RetryBudget(self.retry_policy, self._clock)
-        self._span_attributes = {semconv.MODELWATCH_ROUTER: name}
-        self._span_name = semconv.route_span_name(name)
+        self.hedge = hedge
+        clock = clock if clock is not None else SYSTEM_CLOCK
         self._members = [
             Member(
                 i,
                 b,
                 Breaker(
-                    f"{name}/{b.name}",
-                    self.breaker_policy,
-                    router=name,
-                    model=b.model,
-                    clock=self._clock,
+                    f"{name}/{b.name}", self.breaker_policy, router=name, model=b.model, clock=clock
                 ),
                 name,
             )
-            for i, b in enumerate(backends)
+            for i, b in enumerate(found)
         ]
+        self._core = Core(
+            name,
+            self._members,
+            retry=self.retry_policy,
+            ordering=ordering if ordering is not None else Priority(),
+            classify=classify if classify is not None else default_classify,
+            clock=clock,
+            timeout_s=timeout_s,
+            attempt_timeout_s=attempt_timeout_s,
+            first_chunk_timeout_s=first_chunk_timeout_s,
+            idle_timeout_s=idle_timeout_s,
+            isolate_sync=isolate_sync,
+            pool=pool,
+            max_workers=max_workers,
+            hedge=hedge,
+        )
         for m in self._members:
             if m.backend.probe is not None:
                 m.breaker.set_probe(_sync_probe(m.backend.probe))
             elif probe_args is not None:
                 m.breaker.set_probe(_minimal_call(m.backend, probe_args))
-        self._canary = canary_for(name, self._members, self._clock)  # None: no canary
+        self._canary = canary_for(name, self._members, clock)  # None: no canary
+        self._core.canary = self._canary
+        self._cancelled = 0
+        self._cancel_warned = False
         _routers.add(self)
 
     # ------------------------------------------------------------------ introspection
@@ -292,7 +275,7 @@ class Router:
 
     def status(self) -> list[BackendStatus]:
         """Each backend's state, from memory (no I/O, no locks held for long)."""
-        now = self._clock.monotonic()
+        now = self._core.clock.monotonic()
         out = []
         for m in self._members:
             b = m.breaker
@@ -310,7 +293,7 @@ class Router:
                     last_error_at=b.last_error_at,
                     error_rate=b.error_rate,
                     latency_s=b.latency_ewma_s,
-                    rate_limit_remaining=_current_rate_limits(m),
+                    rate_limit_remaining=_current_rate_limits(m, now),
                 )
             )
         return out
@@ -333,182 +316,6 @@ class Router:
             raise KeyError(f"router {self.name!r} has no canary {backend!r}")
         return c
 
-    # ------------------------------------------------------------------ the policy
-    def _plan(self, span: Span, deadline: Deadline, stream: bool = False) -> Plan:
-        """Decide attempts, failovers and retries; the drivers run what it yields.
-
-        Yields a :class:`Req` (run this attempt; send back its :data:`Outcome`) or a float
-        (sleep that long). Returns the result; raises the surfaced exception or
-        :class:`AllBackendsFailedError`. For streams it returns ``(value, member, permit)``
-        at the first chunk and leaves the breaker outcome to the stream driver.
-        """
-        members = self._members if self._priority else list(self._ordering(self._members))
-        if self._canary is not None:  # the candidate serves its share, and only that
-            members = self._canary.order(members)
-        queue: Sequence[Member] = members
-        walk = _Walk(self._clock.monotonic())
-        retries = 0
-        while True:
-            for m in queue:
-                if deadline.remaining() <= 0:
-                    break
-                permit = self._admit(span, m, walk)
-                if permit is None:
-                    continue
-                walk.number += 1
-                if walk.passed is not None:
-                    _events.failover(self.name, span, walk.passed, m)
-                timeout = self.attempt_timeout_s
-                if m.backend.timeout_s is not None:
-                    timeout = m.backend.timeout_s
-                attempt_started = self._clock.monotonic()
-                outcome = yield Req(m, permit, walk.number, deadline.cap(timeout))
-                assert outcome is not None
-                ok, value, duration = outcome
-                if self._canary is not None:
-                    self._canary.observe(
-                        m, ok, value, duration, None if ok else self._kind_of(value)
-                    )
-                if ok:
-                    if walk.first_passed is not None:  # what failing over cost this call
-                        _events.failover_duration(
-                            self.name, walk.first_passed, m, attempt_started - walk.started
-                        )
-                    if stream:
-                        return value, m, permit
-                    m.breaker.record_success(permit, duration)
-                    return value
-                self._failed(span, m, permit, value, duration=duration, walk=walk)
-            # nobody could take the call: one more chance, or give up
-            chance = self._next_chance(members, walk, retries, deadline)
-            if chance is None:
-                raise self._give_up(span, members, walk)
-            member, wait = chance
-            retries += 1
-            reason = walk.last_kind.get(member.index, REASON_CIRCUIT_OPEN)
-            _events.retry(span, member, walk.number + 1, wait, reason)
-            if wait > 0:
-                yield wait
-            queue = (member,)
-            walk.passed = None
-
-    def _admit(self, span: Span, m: Member, walk: _Walk) -> Permit | None:
-        """The backend's permit, or ``None`` (recorded as a rejection) if it cannot take it."""
-        benched = m.benched_until - self._clock.monotonic() if m.benched_until else 0.0
-        if benched <= 0.0:
-            permit = m.breaker.admit()
-            if permit is not None:
-                return permit
-            reason, wait = REASON_CIRCUIT_OPEN, m.breaker.retry_after_s
-        else:  # benched after a 429: its breaker is not even asked (no trial slot taken)
-            reason, wait = REASON_BENCHED, benched
-        rejected = _events.rejected(span, m, reason, wait)
-        walk.attempts.append(Attempt(m.backend.model, reason, rejected, 0.0))
-        if walk.last_exc is None or isinstance(walk.last_exc, CircuitOpenError):
-            walk.last_exc = rejected
-        walk.pass_over(m, reason)
-        return None
-
-    def _failed(
-        self,
-        span: Span,
-        m: Member,
-        permit: Permit,
-        exc: BaseException,
-        *,
-        duration: float,
-        walk: _Walk,
-    ) -> None:
-        """Learn from a failed attempt; raise if the error must surface instead of failing
-        over (cancellation, bad requests, unclassified errors)."""
-        kind = self._kind_of(exc)
-        if not isinstance(exc, Exception) or kind == semconv.ERROR_CANCELLED:
-            m.breaker.release(permit)
-            raise exc
-        m.breaker.record_failure(permit, kind, duration)
-        _events.note_headers(m, exc)
-        walk.attempts.append(Attempt(m.backend.model, kind, exc, duration))
-        walk.last_exc = exc
-        walk.last_kind[m.index] = kind
-        if kind not in _FAILOVER_KINDS and not (
-            kind == semconv.ERROR_OTHER and self.retry_policy.failover_on_other
-        ):
-            with guard("router.error_type"):
-                span.set_attribute(semconv.ERROR_TYPE, kind)
-            raise exc
-        if kind == semconv.ERROR_RATE_LIMITED:
-            bench = retry_after_s(exc)
-            bench = DEFAULT_BENCH_S if bench is None else bench
-            m.benched_until = self._clock.monotonic() + min(bench, MAX_BENCH_S)
-        walk.pass_over(m, kind)
-
-    def _kind_of(self, exc: BaseException) -> str:
-        if isinstance(exc, AttemptTimeoutError):
-            return semconv.ERROR_TIMEOUT
-        try:
-            return self._classify(exc)
-        except Exception as internal:
-            report_internal_error("router.classify", internal)
-            return semconv.ERROR_OTHER
-
-    def _availability(self, m: Member, kind: str | None, retries: int) -> float | None:
-        """Seconds until ``m`` could take this call again (``None``: not for this call)."""
-        policy = self.retry_policy
-        if kind is not None and kind not in policy.retry_kinds:
-            return None  # auth, not_found...: retrying cannot help
-        now = self._clock.monotonic()
-        if m.benched_until > now:
-            return m.benched_until - now
-        after = m.breaker.retry_after_s
-        if after is not None:
-            return after
-        if kind is None:  # never tried: its half-open trial slot was busy
-            return policy.backoff_s
-        return float(policy.backoff_s * 2.0**retries)
-
-    def _next_chance(
-        self, members: Sequence[Member], walk: _Walk, retries: int, deadline: Deadline
-    ) -> tuple[Member, float] | None:
-        """The backend to retry and the wait before it, if a retry is allowed now."""
-        policy = self.retry_policy
-        if retries >= policy.max_retries:
-            return None
-        best: tuple[Member, float] | None = None
-        for m in members:
-            wait = self._availability(m, walk.last_kind.get(m.index), retries)
-            if wait is not None and (best is None or wait < best[1]):
-                best = (m, wait)
-        if best is None:
-            return None
-        _, wait = best
-        if wait > policy.max_wait_s or wait >= deadline.remaining():
-            return None
-        if not self._budget.withdraw():
-            return None
-        return best
-
-    def _give_up(
-        self, span: Span, members: Sequence[Member], walk: _Walk
-    ) -> AllBackendsFailedError:
-        waits = [
-            w
-            for m in members
-            if (w := self._availability(m, walk.last_kind.get(m.index), 0)) is not None
-        ]
-        attempts = walk.attempts
-        last_exc = walk.last_exc
-        if last_exc is None:  # the deadline ran out before any attempt
-            last_exc = AttemptTimeoutError(f"router {self.name!r}", self.timeout_s or 0.0)
-            attempts.append(Attempt("", semconv.ERROR_TIMEOUT, last_exc, 0.0))
-        error = AllBackendsFailedError(self.name, attempts, min(waits) if waits else None)
-        error.__cause__ = last_exc
-        with guard("router.give_up"):
-            kind = attempts[-1].error_kind
-            if kind not in semconv.ERROR_KINDS:
-                kind = semconv.ERROR_UNAVAILABLE
-            span.set_attribute(semconv.ERROR_TYPE, kind)
-        return error
-
     def close(self) -> None:
         """Release the router's threads: its backends' worker pools let their workers go
         (busy ones when their attempt ends) and its breakers stop background probing.
@@ -521,32 +328,7 @@ class Router:
                 m.pool.close()
             m.breaker.set_probe(None)
 
-    # ------------------------------------------------------------------ shared by drivers
-    def _pool_for(self, m: Member) -> WorkerPool:
-        """The backend's own bounded pool (a bulkhead: a hung backend can tie up its own
-        threads only, never the backups'), unless the router was given one ``pool``."""
-        pool = self._pool or m.pool
-        if pool is None:
-            pool = m.pool = WorkerPool(
-                self._max_workers, name=f"modelwatch-{self.name}-{m.backend.name}"
-            )
-        return pool
-
-    def _start_span(self) -> Span:
-        return telemetry().tracer.start_span(
-            self._span_name, kind=SpanKind.INTERNAL, attributes=self._span_attributes
-        )
-
-    def _finish_call(self, call: Call, m: Member, result: Any) -> None:
-        try:
-            call._usage_from_result(result)
-        except Exception as exc:  # a try, not guard(): this runs on every call
-            report_internal_error("router.usage", exc)
-        call._end()
-        if getattr(result, "headers", None) is not None:
-            _events.note_headers(m, result)
-
-    # ------------------------------------------------------------------ sync driver
+    # ------------------------------------------------------------------ calls
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Call the first backend that can take the call; fail over on errors.
 
@@ -554,23 +336,13 @@ class Router:
         ``bad_request`` (or unclassified) error, :class:`~modelwatch.AllBackendsFailedError`
         when no backend succeeded within the deadline.
         """
-        self._budget.deposit()
-        deadline = Deadline(self._clock, self.timeout_s)
-        span = self._start_span()
+        core = self._core
+        span, deadline = core.begin()
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            plan = self._plan(span, deadline)
-            request = next(plan)
-            while True:
-                if isinstance(request, Req):
-                    outcome: Outcome | None = self._attempt(request, args, kwargs)
-                else:
-                    self._clock.sleep(request)
-                    outcome = None
-                try:
-                    request = plan.send(outcome)
-                except StopIteration as done:
-                    return done.value
+            return drive(
+                core.plan(span, deadline), SyncAttempts(core, args, kwargs), core.clock.sleep
+            )
         except BaseException as exc:
             _error_on_span(span, exc)
             raise
@@ -578,81 +350,46 @@ class Router:
             _detach(token)
             span.end()
 
-    def _attempt(self, req: Req, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
-        m = req.member
-        call = start_call(m.spec_for(req.number))
-        fn = m.backend.fn
-        start = time.perf_counter()
-        try:
-            if m.backend.is_async:
-                result = self._pool_for(m).run(
-                    _run_coroutine, (fn, *args), kwargs, req.timeout_s, m.what
-                )
-            elif self._isolate:
-                result = self._pool_for(m).run(fn, args, kwargs, req.timeout_s, m.what)
-            else:
-                result = fn(*args, **kwargs)
-        except BaseException as exc:
-            duration = time.perf_counter() - start
-            call._detach()
-            call._end(exc)
-            return False, exc, duration
-        duration = time.perf_counter() - start
-        call._detach()
-        self._finish_call(call, m, result)
-        return True, result, duration
-
-    # ------------------------------------------------------------------ async driver
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """The ``async`` twin of :meth:`call`: coroutine backends are awaited (and cancelled
         at their timeout); sync backends run on the worker pool."""
-        self._budget.deposit()
-        deadline = Deadline(self._clock, self.timeout_s)
-        span = self._start_span()
+        core = self._core
+        span, deadline = core.begin()
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            plan = self._plan(span, deadline)
-            request = next(plan)
-            while True:
-                if isinstance(request, Req):
-                    outcome: Outcome | None = await self._aattempt(request, args, kwargs)
-                else:
-                    await self._clock.asleep(request)
-                    outcome = None
-                try:
-                    request = plan.send(outcome)
-                except StopIteration as done:
-                    return done.value
+            return await adrive(
+                core.plan(span, deadline), AsyncAttempts(core, args, kwargs), core.clock.asleep
+            )
         except BaseException as exc:
             _error_on_span(span, exc)
+            if isinstance(exc, _CANCELLED_TYPES):
+                self._note_cancelled()
             raise
         finally:
             _detach(token)
             span.end()
 
-    async def _aattempt(self, req: Req, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
-        m = req.member
-        call = start_call(m.spec_for(req.number))
-        fn = m.backend.fn
-        start = time.perf_counter()
-        try:
-            if m.backend.is_async:
-                result = await await_within(fn(*args, **kwargs), req.timeout_s, m.what)
-            else:
-                future = self._pool_for(m).submit(fn, args, kwargs)
-                try:
-                    result = await await_within(asyncio.wrap_future(future), req.timeout_s, m.what)
-                finally:
-                    future.cancel()  # no-op once it ran; never starts if still queued
-        except BaseException as exc:
-            duration = time.perf_counter() - start
-            call._detach()
-            call._end(exc)
-            return False, exc, duration
-        duration = time.perf_counter() - start
-        call._detach()
-        self._finish_call(call, m, result)
-        return True, result, duration
+    def _note_cancelled(self) -> None:
+        """Cancellations are no verdict on a backend, so a caller whose own deadline is
+        shorter than the attempt timeout never lets a hung primary trip its breaker: say so,
+        once per router, when that keeps happening."""
+        self._cancelled += 1
+        if self._cancel_warned or self._cancelled < CANCELLED_WARN_AFTER:
+            return
+        self._cancel_warned = True
+        with guard("router.cancelled_log"):
+            logger.warning(
+                "modelwatch.router.calls_cancelled",
+                router=self.name,
+                cancelled=self._cancelled,
+                attempt_timeout_s=self.attempt_timeout_s,
+                hint=(
+                    "calls keep being cancelled by their callers; a cancellation does not count "
+                    "against a breaker, so a backend that hangs longer than the callers wait "
+                    "never trips it: give the router a timeout_s/attempt_timeout_s shorter than "
+                    "the callers' own deadline"
+                ),
+            )
 
     # ------------------------------------------------------------------ streams
     def stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -663,11 +400,11 @@ class Router:
         later chunk must come within ``idle_timeout_s``, and a break raises
         :class:`~modelwatch.StreamInterruptedError` (chained to the backend error).
         """
-        return _streaming.stream(self, args, kwargs)
+        return _streaming.stream(self._core, args, kwargs)
 
     def astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """The ``async`` twin of :meth:`stream` (``async for chunk in router.astream(x)``)."""
-        return _streaming.astream(self, args, kwargs)
+        return _streaming.astream(self._core, args, kwargs)
 
     def __repr__(self) -> str:
         return f"Router({self.name!r}, {[m.backend.model for m in self._members]})"
@@ -685,21 +422,3 @@ def _detach(token: object) -> None:
         otel_context.detach(token)  # type: ignore[arg-type]
     except Exception as exc:
         report_internal_error("router.detach", exc)
-
-
-def _validated(name: str, backends: Sequence[Backend]) -> list[Backend]:
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigurationError(f"Router name must be a non-empty str, got {name!r}")
-    backends = list(backends)
-    if not backends:
-        raise ConfigurationError(f"Router {name!r} needs at least one backend")
-    for b in backends:
-        if not isinstance(b, Backend):
-            raise ConfigurationError(f"Router {name!r}: {b!r} is not a Backend")
-    names = [b.name for b in backends]
-    if len(set(names)) != len(names):
-        raise ConfigurationError(
-            f"Router {name!r}: backend names must be unique, got {names}; "
-            "pass Backend(name=...) to tell two backends of one model apart"
-        )
-    return backends
