@@ -35,7 +35,7 @@ def records() -> Iterator[list[lifecycle.CallRecord]]:
     lifecycle.add_listener(got.append)
     yield got
     lifecycle.remove_listener(got.append)
-    assert not _record.LISTENERS
+    assert got.append not in _record.LISTENERS  # (the baselines' listener may be there)
 
 
 # ------------------------------------------------------------------ start / stop / fail
@@ -319,7 +319,7 @@ def test_a_raising_listener_is_contained(modelwatch_capture: Captured) -> None:
     lifecycle.add_listener(bad)
     lifecycle.add_listener(bad)  # once
     try:
-        assert len(_record.LISTENERS) == 1
+        assert _record.LISTENERS.count(bad) == 1
         with modelwatch.monitored(model="m", provider="p"):
             pass
     finally:

@@ -52,3 +52,18 @@ def test_latency_needs_both_the_margin_and_the_test() -> None:
     verdict = stats.latency(_sample(300, 0, slow), stable, 1.2, 3.5)
     assert verdict.regressed
     assert verdict.candidate > 1.2 * verdict.stable
+
+
+def test_a_uniformly_slower_candidate_with_a_large_share_is_caught() -> None:
+    """(Found by the demo) weight 0.3, every candidate call 0.48 s against 0.004 s: the
+    pooled p95 would sit among the candidate's calls; the stable p95 does not."""
+    rng = random.Random(2)
+    stable = _sample(400, 0, [rng.uniform(0.003, 0.005) for _ in range(400)])
+    cand = _sample(170, 0, [0.48] * 170)
+    assert stats.latency(cand, stable, 1.2, 3.5).regressed
+
+
+def test_no_errors_in_a_few_calls_is_not_an_error_regression() -> None:
+    """(Found by the demo) 0 errors in 6 calls against 0 in 220 is no evidence of anything."""
+    assert not stats.error_ratio(_sample(6, 0), _sample(220, 0), 1.5, 0.5).regressed
+    assert not stats.error_ratio(_sample(20, 0), _sample(400, 0), 1.5, 0.5).regressed

@@ -1,6 +1,9 @@
 """Learned baselines of latency and error rate per model and analysis: ``modelwatch.anomaly.score``.
 
-Every monitored model call (users' calls; probes are left out) feeds its model's baseline.
+Every monitored model call (users' calls; probes are left out) feeds its model's baseline,
+through the end-of-call listener (``modelwatch.capture._record``), registered once something
+reads the baselines: the first collection of the gauge, a ``Drift(model=...)``, an
+:class:`AvoidAnomalous` ordering.
 Calls are summarised per minute (median latency of the successful ones, error rate), and
 minute summaries are kept twice: the last day, and per hour of the day (UTC) for the last
 week. The baseline is the median and MAD of the minute summaries: of the same hour of day
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from modelwatch import errorkinds, semconv
 from modelwatch._clock import SYSTEM_CLOCK, TimeSource
 from modelwatch.capture._bounded import BoundedRegistry
+from modelwatch.capture._record import CallRecord, add_listener
 from modelwatch.capture._telemetry import Attributes, register_observable
 
 if TYPE_CHECKING:
@@ -75,12 +79,33 @@ def record_end(  # noqa: PLR0917 - positional: it runs on every call
     input_tokens: int | None,
     output_tokens: int | None,
 ) -> None:
-    """A monitored model call ended (called by :class:`modelwatch.Call`; cheap)."""
+    """A monitored model call ended (the end-of-call listener calls this; cheap)."""
     if model is None:
         return
     _queue.append((model, analysis, kind, duration_s, input_tokens, output_tokens, _now()))
     if len(_queue) > QUEUE_CAP:
         drain()
+
+
+def _on_call(record: CallRecord) -> None:
+    """The end-of-call listener: users' model calls feed the baselines and drift monitors."""
+    if record.is_model and not record.probe:
+        record_end(
+            record.model,
+            record.analysis,
+            record.error_kind,
+            record.duration_s,
+            record.input_tokens,
+            record.output_tokens,
+        )
+
+
+def ensure_listening() -> None:
+    """Start feeding from monitored calls (idempotent). Called when something will read the
+    baselines or the feed: the first collection of ``modelwatch.anomaly.score``, a
+    ``Drift(model=...)``, an :class:`AvoidAnomalous` ordering. Until then no call pays for an
+    end-of-call record."""
+    add_listener(_on_call)
 
 
 @dataclass
@@ -208,6 +233,7 @@ def anomaly_scores() -> dict[tuple[str, str | None], dict[str, float]]:
 
 
 def _observe() -> Iterable[tuple[float, Attributes]]:
+    ensure_listening()
     for (model, analysis), scores in anomaly_scores().items():
         for signal, z in scores.items():
             if (model, analysis) == _OVERFLOW:
@@ -231,6 +257,7 @@ class AvoidAnomalous:
     def __init__(self, threshold: float = 4.0, inner: Any = None, refresh_s: float = 10.0) -> None:
         if not threshold > 0:
             raise ValueError(f"AvoidAnomalous threshold must be > 0, got {threshold!r}")
+        ensure_listening()
         self.threshold = threshold
         self.inner = inner
         self.refresh_s = refresh_s

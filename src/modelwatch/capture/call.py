@@ -29,7 +29,6 @@ from modelwatch.capture._bounded import OVERFLOW_ATTRIBUTES, OVERFLOW_KEY, Bound
 from modelwatch.capture._details import CallDetails
 from modelwatch.capture._record import LISTENERS, coerce_usage, notify, record_error_on_span
 from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
-from modelwatch.capture.baseline import record_end
 from modelwatch.capture.budget import charge
 from modelwatch.capture.cost import cost_of
 from modelwatch.capture.origin import _PROBE
@@ -434,15 +433,6 @@ class Call(CallDetails):
                 if cost:
                     tel.add_cost(spec.cost_key, cost)
                     charge(cost, spec.metric_attributes)
-                if not self._probe:  # learned baselines and drift monitors (users' calls)
-                    record_end(
-                        spec.model,
-                        spec.analysis,
-                        kind,
-                        end - self._start,
-                        input_tokens,
-                        output_tokens,
-                    )
         if span is not None:
             if stream_closed:
                 span.set_attribute(semconv.MODELWATCH_STREAM, True)

@@ -161,6 +161,8 @@ class Drift:
             f.freeze()
         self._lock = threading.Lock()
         self._auto = [f for f in AUTO_FEATURES if f in self._features] if model else []
+        if self._auto:
+            baseline.ensure_listening()
         with _lock:
             if any(d.name == name for d in _open):
                 raise ConfigurationError(f"Drift(): a monitor named {name!r} is already open")

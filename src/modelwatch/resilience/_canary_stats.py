@@ -72,15 +72,15 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def error_ratio(cand: Sample, stable: Sample, max_ratio: float, z_crit: float) -> Verdict:
-    """Candidate error rate above ``max_ratio`` x the stable one's (Laplace-smoothed rates),
+    """Candidate error rate above ``max_ratio`` x the stable one's (Laplace-smoothed),
     and more of the errors on the candidate than its share of the calls explains.
 
     The test conditions on the total number of errors: calls are split at random, so under
     "no difference" the candidate's errors are Binomial(errors, its share of calls) *whatever
     the error rate did over time* (a provider incident hitting both versions does not look
     like a regression). The exact upper tail is turned into a z score."""
-    p1 = (cand.errors + 1) / (cand.calls + 2)
-    p2 = (stable.errors + 1) / (stable.calls + 2)
+    p1 = cand.error_rate  # raw: a prior would make 0 errors in 6 calls look like 1 in 8
+    p2 = (stable.errors + 1) / (stable.calls + 2)  # smoothed: no division by a zero rate
     total = cand.errors + stable.errors
     share = cand.calls / max(cand.calls + stable.calls, 1)
     z = _binomial_upper_z(cand.errors, total, share)
@@ -131,16 +131,17 @@ def latency(
     cand: Sample, stable: Sample, max_ratio: float, z_crit: float, q: float = 0.95
 ) -> Verdict:
     """Candidate p95 above ``max_ratio`` x the stable p95, tested by the share of each
-    version's calls slower than the p95 of both together (a two-proportion z test of the
-    exceedances: both samples' noise counts, not only the candidate's)."""
+    version's calls slower than the *stable* p95 (a two-proportion z test: about ``1 - q`` of
+    the stable calls are, and both samples' noise counts). The stable p95, not the pooled
+    one: with a large candidate weight the pooled p95 falls among the candidate's own calls
+    and hides a uniform slowdown."""
     ref = sorted(stable.latencies)
     mine = sorted(cand.latencies)
     if len(ref) < 2 or len(mine) < 2:
         return Verdict("latency_p95", False, 0.0, 0.0, 0.0, len(mine), len(ref))
     p95_stable, p95_cand = quantile(ref, q), quantile(mine, q)
-    threshold = quantile(sorted(ref + mine), q)
-    k1 = len(mine) - _count_at_most(mine, threshold)
-    k2 = len(ref) - _count_at_most(ref, threshold)
+    k1 = len(mine) - _count_at_most(mine, p95_stable)
+    k2 = len(ref) - _count_at_most(ref, p95_stable)
     z = _two_proportion_z(k1, len(mine), k2, len(ref))
     regressed = z > z_crit and p95_cand > max_ratio * p95_stable
     return Verdict("latency_p95", regressed, p95_cand, p95_stable, z, len(mine), len(ref))

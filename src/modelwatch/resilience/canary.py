@@ -54,6 +54,8 @@ logger = structlog.get_logger("modelwatch")
 
 CanaryState = Literal["canary", "rolled_back", "promoted"]
 REASON_MANUAL: Final = "manual"
+#: every ``reason`` a rollback can have (the signals of :mod:`._canary_stats`, and by hand)
+REASONS: Final = ("error_ratio", "latency_p95", "quality", "quality_floor", "cost", REASON_MANUAL)
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,10 @@ class CanaryController:
         self._held_until: float | None = None
         self._reset()
         _controllers.add(self)
+        with guard("canary.counter"):  # series exist at 0, so the first rollback is an increase
+            counter = telemetry().instrument(semconv.CANARY_ROLLBACKS)
+            for reason in REASONS:
+                counter.add(0, {**self._attributes(), semconv.REASON: reason})
 
     def _reset(self) -> None:
         self.samples = {id(self.candidate): stats.Sample(), id(self.stable): stats.Sample()}
