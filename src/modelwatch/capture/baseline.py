@@ -27,8 +27,9 @@ import math
 import os
 import threading
 import time
+from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from statistics import median
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -52,7 +53,8 @@ DAY_MINUTES: Final = 1440
 QUEUE_CAP: Final = 16_384
 #: latencies kept per minute for its median
 MINUTE_SAMPLE_CAP: Final = 256
-MAX_BASELINES: Final = 1000
+#: (model, analysis) pairs with a baseline: at most ~280 KiB each with a week of history
+MAX_BASELINES: Final = 200
 
 #: (model, analysis, error kind or None, duration s, input tokens, output tokens, wall time)
 CallEnd = tuple[str, "str | None", "str | None", float, "int | None", "int | None", float]
@@ -124,13 +126,45 @@ class _Minute:
 _Summary = tuple["float | None", float, int]
 
 
+class _Ring:
+    """The last ``capacity`` minute summaries, packed in three ``array('d')`` (24 bytes a
+    minute instead of ~130 for a tuple of Python numbers): a full week of history is ~280 KiB
+    per baseline."""
+
+    __slots__ = ("_calls", "_lat", "_next", "_rate", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._lat, self._rate, self._calls = array("d"), array("d"), array("d")
+        self._next = 0
+
+    def append(self, summary: _Summary) -> None:
+        lat, rate, calls = summary
+        value = math.nan if lat is None else lat
+        if len(self._calls) < self.capacity:
+            self._lat.append(value)
+            self._rate.append(rate)
+            self._calls.append(calls)
+            return
+        i = self._next
+        self._lat[i], self._rate[i], self._calls[i] = value, rate, calls
+        self._next = (i + 1) % self.capacity
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __iter__(self) -> Iterator[_Summary]:
+        for lat, rate, calls in zip(self._lat, self._rate, self._calls, strict=True):
+            yield (None if math.isnan(lat) else lat), rate, int(calls)
+
+
 class Baseline:
     """The learned baseline of one (model, analysis)."""
 
     def __init__(self) -> None:
         self.current: _Minute | None = None
-        self.day: deque[_Summary] = deque(maxlen=DAY_MINUTES)
-        self.by_hour: list[deque[_Summary]] = [deque(maxlen=7 * 60) for _ in range(24)]
+        self.day = _Ring(DAY_MINUTES)
+        self.by_hour = [_Ring(7 * 60) for _ in range(24)]
         self.recent: deque[tuple[float, _Minute]] = deque(maxlen=CURRENT_MINUTES)
         self._lock = threading.Lock()
 
