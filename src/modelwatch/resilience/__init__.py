@@ -12,6 +12,7 @@ from modelwatch.resilience.breaker import Breaker, Permit, Transition
 from modelwatch.resilience.canary import Canary, CanaryStatus
 from modelwatch.resilience.circuit import circuit, get_breaker
 from modelwatch.resilience.deadline import AttemptTimeoutError, WorkerPool
+from modelwatch.resilience.hedge import Hedge
 from modelwatch.resilience.ordering import Candidate, LeastLatency, Ordering, Priority, Weighted
 from modelwatch.resilience.policy import BreakerPolicy, RetryPolicy
 from modelwatch.resilience.router import Router
@@ -27,6 +28,7 @@ __all__ = [
     "Candidate",
     "Classifier",
     "Clock",
+    "Hedge",
     "LeastLatency",
     "ManualClock",
     "Ordering",
