@@ -23,6 +23,11 @@ Scenarios:
   breaker each, a tenacity retry, a fallback ``except``
 * ``recovery``             - time from the primary healing to traffic returning to it, with
   default settings (probe every 5 s) and no user traffic
+
+``python benchmarks/bench_router.py happy`` times only the happy path, in steady state:
+``STEADY_ROUNDS`` interleaved rounds of ``STEADY_BATCH`` calls (>= 200,000 calls per scenario).
+``python benchmarks/bench_router.py hang`` times a user's answer while the primary hangs
+(``HANG_CALLS`` calls in a row): breaker only, and with hedging (median and p99).
 """
 
 from __future__ import annotations
@@ -55,6 +60,12 @@ from modelwatch.resilience import Backend, BreakerPolicy, Router
 
 BATCH = 300
 ROUNDS = 31
+STEADY_BATCH = 5000
+STEADY_ROUNDS = 41
+HANG_CALLS = 500
+HANG_PACE_S = 0.05  # 20 calls/s, so the run spans the breaker's half-open trials (25 s)
+HANG_ATTEMPT_TIMEOUT_S = 1.0
+HANG_HEDGE_S = 0.05
 
 
 class DropExporter(SpanExporter):
@@ -337,5 +348,116 @@ def recovery_time() -> float:
     return time.monotonic() - healed
 
 
+def steady() -> None:
+    """The happy path only, >= 200,000 calls per scenario, interleaved."""
+    global BATCH, ROUNDS
+    BATCH, ROUNDS = STEADY_BATCH, STEADY_ROUNDS
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(DropExporter(), max_queue_size=100_000))
+    mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    with use_providers(tp, mp):
+        mon = modelwatch.monitored(model="bench/model", provider="bench")(backend)
+        pooled = Router("steady-pool", [Backend(backend, model="bench/model", provider="bench")])
+        inline = Router(
+            "steady-inline",
+            [Backend(backend, model="bench/model", provider="bench")],
+            isolate_sync=False,
+        )
+        results = interleaved(
+            {
+                "plain": lambda: backend("x"),
+                "monitored": lambda: mon("x"),
+                "router pool": lambda: pooled.call("x"),
+                "router inline": lambda: inline.call("x"),
+            }
+        )
+        amon = modelwatch.monitored(model="bench/model", provider="bench")(abackend)
+        arouter = Router("steady-async", [Backend(abackend, model="bench/model", provider="bench")])
+        results.update(
+            ainterleaved(
+                {
+                    "async plain": lambda: abackend("x"),
+                    "async monitored": lambda: amon("x"),
+                    "router acall": lambda: arouter.acall("x"),
+                }
+            )
+        )
+    tp.shutdown()
+    mp.shutdown()
+    mon_s = results["monitored"] - results["plain"]
+    amon_s = results["async monitored"] - results["async plain"]
+    print(
+        f"# steady state: {ROUNDS} interleaved rounds of {BATCH} calls per scenario "
+        f"({ROUNDS * BATCH:,} calls), medians, python {platform.python_version()}"
+    )
+    for name, base, ref in (
+        ("monitored", "plain", mon_s),
+        ("router pool", "plain", mon_s),
+        ("router inline", "plain", mon_s),
+        ("async monitored", "async plain", amon_s),
+        ("router acall", "async plain", amon_s),
+    ):
+        ratio = (results[name] - results[base]) / ref
+        print(f"{name:<18} {us(results[name])}  {ratio:5.2f} x monitored")
+
+
+def hang() -> None:
+    """A user's time to an answer while the primary hangs: breaker only vs. hedging."""
+    release = threading.Event()
+
+    def hung(text: str) -> str:
+        release.wait(60)
+        return text
+
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(DropExporter(), max_queue_size=100_000))
+    mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    rows = []
+    with use_providers(tp, mp):
+        for label, hedge in (
+            ("breaker only", None),
+            (f"hedge after {HANG_HEDGE_S * 1000:.0f} ms", modelwatch.Hedge(after_s=HANG_HEDGE_S)),
+        ):
+            router = Router(
+                f"hang-{'hedge' if hedge else 'breaker'}",
+                [
+                    Backend(hung, model="bench/primary", provider="bench"),
+                    Backend(backend, model="bench/backup", provider="bench"),
+                ],
+                attempt_timeout_s=HANG_ATTEMPT_TIMEOUT_S,
+                hedge=hedge,
+            )
+            times = []
+            for _ in range(HANG_CALLS):
+                start = time.perf_counter()
+                router.call("x")
+                times.append(time.perf_counter() - start)
+                time.sleep(HANG_PACE_S)
+            times.sort()
+            rows.append(
+                (
+                    label,
+                    statistics.median(times),
+                    times[int(0.99 * len(times)) - 1],
+                    times[-1],
+                    router.status()[0].state,
+                )
+            )
+    release.set()
+    tp.shutdown()
+    mp.shutdown()
+    print(
+        f"# time to the user's answer, primary hanging, {HANG_CALLS} calls, one every "
+        f"{HANG_PACE_S * 1000:.0f} ms, attempt timeout {HANG_ATTEMPT_TIMEOUT_S} s "
+        "(breaker and retry defaults)"
+    )
+    for label, median, p99, worst, state in rows:
+        print(
+            f"{label:<20} median {median * 1000:8.2f} ms  p99 {p99 * 1000:8.2f} ms  "
+            f"max {worst * 1000:8.2f} ms  primary breaker: {state}"
+        )
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    mode = sys.argv[1] if len(sys.argv) > 1 else "all"
+    sys.exit({"happy": steady, "hang": hang}.get(mode, main)())

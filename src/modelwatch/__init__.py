@@ -34,6 +34,7 @@ from modelwatch.resilience import (
     Hedge,
     RetryPolicy,
     Router,
+    WarmupResult,
     circuit,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "RetryPolicy",
     "Router",
     "StreamInterruptedError",
+    "WarmupResult",
     "__version__",
     "agent_step",
     "circuit",

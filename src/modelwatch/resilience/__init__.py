@@ -16,6 +16,7 @@ from modelwatch.resilience.hedge import Hedge
 from modelwatch.resilience.ordering import Candidate, LeastLatency, Ordering, Priority, Weighted
 from modelwatch.resilience.policy import BreakerPolicy, RetryPolicy
 from modelwatch.resilience.router import Router
+from modelwatch.resilience.warmup import WarmupResult
 
 __all__ = [
     "AttemptTimeoutError",
@@ -38,6 +39,7 @@ __all__ = [
     "Router",
     "SystemClock",
     "Transition",
+    "WarmupResult",
     "Weighted",
     "WorkerPool",
     "circuit",

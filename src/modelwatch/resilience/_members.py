@@ -37,6 +37,7 @@ class Member:
         "rate_limits",
         "rate_limits_at",
         "spec",
+        "warming",
         "what",
     )
 
@@ -61,6 +62,7 @@ class Member:
         self.pool: WorkerPool | None = None
         #: recent successful durations, kept only when the router hedges (for the p95 delay)
         self.latencies: LatencyWindow | None = None
+        self.warming = False  # a warm-up of this backend is under way
 
     def spec_for(self, attempt: int) -> CallSpec:
         """The attempt span's spec with ``modelwatch.attempt`` already among its start

@@ -30,7 +30,8 @@ class Backend:
     ``name`` defaults to ``model`` and must be unique in a router. ``version`` names the
     model version it serves; ``canary`` makes it a candidate version tried on a share of
     the traffic against a stable one, rolled back automatically on a regression
-    (:class:`~modelwatch.Canary`).
+    (:class:`~modelwatch.Canary`). ``warmup`` (no arguments, sync or async; default: ``probe``)
+    is what :meth:`Router.warm_up` calls until the backend answers in time.
 
     >>> Backend(lambda text: text[:10], model="facebook/bart-large-cnn", provider="huggingface")
     Backend(model='facebook/bart-large-cnn', provider='huggingface')
@@ -50,6 +51,7 @@ class Backend:
         "timeout_s",
         "usage",
         "version",
+        "warmup",
         "weight",
     )
 
@@ -69,6 +71,7 @@ class Backend:
         usage: Callable[[Any], Any] | None = None,
         version: str | None = None,
         canary: Canary | None = None,
+        warmup: Callable[[], Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise ConfigurationError(f"Backend fn must be callable, got {fn!r}")
@@ -79,6 +82,7 @@ class Backend:
         timeout_s = check_timeout(owner, "timeout_s", timeout_s)
         check_callable(owner, "probe", probe)
         check_callable(owner, "usage", usage)
+        check_callable(owner, "warmup", warmup)
         if (
             isinstance(weight, bool)
             or not isinstance(weight, (int, float))
@@ -99,6 +103,7 @@ class Backend:
         self.usage = usage
         self.version = version
         self.canary = canary
+        self.warmup = warmup
         self.is_async = _is_async(fn)
 
     def __repr__(self) -> str:
@@ -114,7 +119,8 @@ class BackendStatus:
     ``last_error`` the kind of its last failure and ``last_error_at`` when (epoch seconds),
     ``error_rate`` the failure share in the breaker window, ``latency_s`` the moving
     average of successful calls, ``rate_limit_remaining`` the last ``remaining/limit`` seen
-    per resource.
+    per resource, ``warming`` whether a warm-up of it is under way (health shows "warming"
+    rather than "down").
     """
 
     name: str
@@ -127,6 +133,7 @@ class BackendStatus:
     error_rate: float | None
     latency_s: float | None
     rate_limit_remaining: dict[str, float] = field(default_factory=dict)
+    warming: bool = False
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

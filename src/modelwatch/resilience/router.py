@@ -61,6 +61,7 @@ from modelwatch.resilience.deadline import WorkerPool
 from modelwatch.resilience.hedge import Hedge
 from modelwatch.resilience.ordering import Ordering, Priority
 from modelwatch.resilience.policy import BreakerPolicy, RetryPolicy
+from modelwatch.resilience.warmup import Warmer, WarmupResult, warm_up
 
 __all__ = ["Backend", "BackendStatus", "Router"]
 
@@ -171,6 +172,8 @@ class Router:
         max_workers: the bound of each backend's own pool.
         hedge: race a slow attempt with the next backend (:class:`~modelwatch.Hedge`; off
             by default). Hedged sync attempts always run on the worker pool.
+        warm_every_s: run :meth:`warm_up` now and then every this many seconds, on a daemon
+            thread (stopped by :meth:`close`).
     """
 
     def __init__(
@@ -192,6 +195,7 @@ class Router:
         pool: WorkerPool | None = None,
         max_workers: int = 32,
         hedge: Hedge | None = None,
+        warm_every_s: float | None = None,
     ) -> None:
         found = checked_backends(name, backends, Backend)
         owner = f"Router({name!r})"
@@ -201,6 +205,7 @@ class Router:
         attempt_timeout_s = check_timeout(owner, "attempt_timeout_s", attempt_timeout_s)
         first_chunk_timeout_s = check_timeout(owner, "first_chunk_timeout_s", first_chunk_timeout_s)
         idle_timeout_s = check_timeout(owner, "idle_timeout_s", idle_timeout_s)
+        warm_every_s = check_timeout(owner, "warm_every_s", warm_every_s)
         check_instance(owner, "breaker", breaker, BreakerPolicy, "a BreakerPolicy")
         check_instance(owner, "retry", retry, RetryPolicy, "a RetryPolicy")
         check_instance(owner, "hedge", hedge, Hedge, "a Hedge")
@@ -258,6 +263,7 @@ class Router:
         self._core.canary = self._canary
         self._cancelled = 0
         self._cancel_warned = False
+        self._warmer = None if warm_every_s is None else Warmer(warm_every_s, self.warm_up)
         _routers.add(self)
 
     # ------------------------------------------------------------------ introspection
@@ -294,6 +300,7 @@ class Router:
                     error_rate=b.error_rate,
                     latency_s=b.latency_ewma_s,
                     rate_limit_remaining=_current_rate_limits(m, now),
+                    warming=m.warming,
                 )
             )
         return out
@@ -323,10 +330,30 @@ class Router:
         Idle workers also leave by themselves after 30 s; call this when a router is
         discarded in a long-lived process. Calls made afterwards still work.
         """
+        if self._warmer is not None:
+            self._warmer.stop()
         for m in self._members:
             if m.pool is not None:
                 m.pool.close()
             m.breaker.set_probe(None)
+
+    def warm_up(
+        self, timeout_s: float = 60.0, *, target_s: float | None = None
+    ) -> list[WarmupResult]:
+        """Call each backend's ``warmup`` (or ``probe``) until it answers within ``target_s``
+        (default: its attempt timeout), all backends at once, each for at most ``timeout_s``;
+        a 503 "loading" waits its ``estimated_time``. Never raises for a backend's errors:
+        each one's :class:`~modelwatch.WarmupResult` says how it went."""
+        timeout_s = check_timeout("Router.warm_up", "timeout_s", timeout_s) or 60.0
+        target = check_timeout("Router.warm_up", "target_s", target_s)
+        core = self._core
+        return warm_up(
+            self._members,
+            clock=core.clock,
+            kind_of=core.kind_of,
+            timeout_s=timeout_s,
+            target_s=target or self.attempt_timeout_s or timeout_s,
+        )
 
     # ------------------------------------------------------------------ calls
     def call(self, *args: Any, **kwargs: Any) -> Any:
