@@ -28,6 +28,7 @@ ROUTES: Final[tuple[str, ...]] = (
     "/dependencies",
     "/analysis",
     "/checks/{name}",
+    "/history",
 )
 _BY_KIND: Final[dict[str, Kind]] = {
     "/models": semconv.HEALTH_KIND_MODEL,
@@ -129,6 +130,8 @@ def _respond(
     if route in ("/", "/ready"):
         report = health.report()
         return _json(report.http_status, report.to_dict())
+    if route == "/history":
+        return _json(200, health.history())
     kind = _BY_KIND.get(route)
     if kind is not None:
         report = health.report(kind=kind)

@@ -29,11 +29,13 @@ from modelwatch.health._check import (
     threshold,
 )
 from modelwatch.health._workers import Clock, Probe, is_async_probe
+from modelwatch.health.history import Change, History
 from modelwatch.health.probing import ProbeEngine
 from modelwatch.health.results import KINDS, STATUS_VALUE, HealthReport, Kind, Status
 
 if TYPE_CHECKING:
     from modelwatch.health.asgi import HealthASGI
+    from modelwatch.health.status_page import StatusPageASGI, StatusPageWSGI
     from modelwatch.health.wsgi import HealthWSGI
 
 __all__ = ["Health"]
@@ -102,7 +104,9 @@ class Health(ProbeEngine):
     score under which the overall status is ``degraded``. ``jitter`` spreads each interval
     by ±that fraction so checks do not probe in lock-step. ``probe_threads`` is how many
     sync probes may run at once (threads stuck in hung probes come on top, one per hung
-    check at most). ``clock`` and ``rng`` are for tests.
+    check at most). ``history_path`` is an optional JSON-lines file keeping the state
+    changes across restarts; ``history_size`` the changes kept per check (see
+    :meth:`history`). ``clock`` and ``rng`` are for tests.
     """
 
     def __init__(
@@ -114,6 +118,8 @@ class Health(ProbeEngine):
         probe_threads: int = 8,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        history_path: str | os.PathLike[str] | None = None,
+        history_size: int = 1000,
     ) -> None:
         if (
             isinstance(degraded_below, bool)
@@ -131,6 +137,7 @@ class Health(ProbeEngine):
             rng=rng,
         )
         self.degraded_below = float(degraded_below)
+        self._history = History(path=history_path, per_check=history_size)
         with _live_lock:
             _live.add(self)
 
@@ -329,6 +336,31 @@ class Health(ProbeEngine):
                 for check in checks:
                     apply_breaker(check, by_key.get(check.backend or check.name))
 
+    def _announce(self, changes: list[tuple[Check, Status, Status]]) -> None:
+        super()._announce(changes)
+        at = self._clock.time()
+        for check, previous, status in changes:  # statuspage's hook: keep every change
+            cause = getattr(check, "cause", None)
+            self._history.record(
+                Change(
+                    at,
+                    check.name,
+                    check.kind,
+                    previous,
+                    status,
+                    cause if isinstance(cause, str) else None,
+                )
+            )
+
+    def history(self, window_s: float | None = None) -> dict[str, Any]:
+        """Uptime ratios per check over 24 h / 7 d / 30 d (and ``window_s``, if given), their
+        state changes and incidents (those within ``window_s``, default 30 d): the JSON of
+        ``GET /history``. See :mod:`modelwatch.health.history`."""
+        if window_s is not None:
+            window_s = positive("window_s", window_s)
+        checks = [(c.name, c.kind, c.status) for c in self.report().checks]
+        return self._history.summary(checks, self._clock.time(), window_s)
+
     def run_once(self, names: Iterable[str] | None = None) -> HealthReport:
         """Probe the checks (all, or ``names``) now, wait for them — each at most its
         timeout — and return the report. Useful at start-up, in scripts and in tests.
@@ -375,3 +407,18 @@ class Health(ProbeEngine):
         from modelwatch.health.wsgi import HealthWSGI
 
         return HealthWSGI(self, token=token)
+
+    def status_page(self, *, token: str | None = None) -> StatusPageASGI:
+        """The public HTML status page as an ASGI app (names and states only, never errors)::
+
+        app.mount("/status", health.status_page())
+        """
+        from modelwatch.health.status_page import StatusPageASGI
+
+        return StatusPageASGI(self, token=token)
+
+    def status_page_wsgi(self, *, token: str | None = None) -> StatusPageWSGI:
+        """The same status page as a WSGI app (Flask, Django)."""
+        from modelwatch.health.status_page import StatusPageWSGI
+
+        return StatusPageWSGI(self, token=token)
