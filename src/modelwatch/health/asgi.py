@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from modelwatch.health._http import check_token, respond, route_of
+from modelwatch.health._http import Response, check_token, respond, route_of
 
 if TYPE_CHECKING:
     from modelwatch.health.registry import Health
@@ -46,9 +46,7 @@ class HealthASGI:
                 authorization = value.decode("latin-1")
                 break
         route = route_of(scope.get("path") or "/", scope.get("root_path") or "")
-        response = respond(
-            self.health, scope.get("method", "GET"), route, authorization, self._token
-        )
+        response = self._answer(scope.get("method", "GET"), route, authorization)
         await send(
             {
                 "type": "http.response.start",
@@ -58,6 +56,9 @@ class HealthASGI:
         )
         body = b"" if scope.get("method", "GET").upper() == "HEAD" else response.body
         await send({"type": "http.response.body", "body": body})
+
+    def _answer(self, method: str, route: str, authorization: str | None) -> Response:
+        return respond(self.health, method, route, authorization, self._token)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -15,10 +15,10 @@ from html import escape
 from typing import TYPE_CHECKING, Any, Final
 
 from modelwatch._safety import report_internal_error
-from modelwatch.health._http import Response, _authorized, check_token, route_of
-from modelwatch.health.asgi import Receive, Scope, Send, _lifespan
+from modelwatch.health._http import Response, _authorized
+from modelwatch.health.asgi import HealthASGI
 from modelwatch.health.history import History
-from modelwatch.health.wsgi import StartResponse
+from modelwatch.health.wsgi import HealthWSGI
 
 if TYPE_CHECKING:
     from modelwatch.health.registry import Health
@@ -222,53 +222,15 @@ def _page(health: Health, method: str, route: str, auth: str | None, token: str 
     return Response(200, headers, body)
 
 
-class StatusPageASGI:
+class StatusPageASGI(HealthASGI):
     """The status page as an ASGI app; build it with :meth:`Health.status_page`."""
 
-    def __init__(self, health: Health, *, token: str | None = None) -> None:
-        self.health = health
-        self._token = check_token(token)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The ASGI 3 entry point."""
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        auth = next(
-            (
-                v.decode("latin-1")
-                for k, v in scope.get("headers") or ()
-                if k.lower() == b"authorization"
-            ),
-            None,
-        )
-        method = scope.get("method", "GET")
-        route = route_of(scope.get("path") or "/", scope.get("root_path") or "")
-        response = _page(self.health, method, route, auth, self._token)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": [(k.encode(), v.encode()) for k, v in response.headers],
-            }
-        )
-        body = b"" if method.upper() == "HEAD" else response.body
-        await send({"type": "http.response.body", "body": body})
+    def _answer(self, method: str, route: str, authorization: str | None) -> Response:
+        return _page(self.health, method, route, authorization, self._token)
 
 
-class StatusPageWSGI:
+class StatusPageWSGI(HealthWSGI):
     """The status page as a WSGI app; build it with :meth:`Health.status_page_wsgi`."""
 
-    def __init__(self, health: Health, *, token: str | None = None) -> None:
-        self.health = health
-        self._token = check_token(token)
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """The WSGI (PEP 3333) entry point."""
-        method = environ.get("REQUEST_METHOD", "GET")
-        route = route_of(environ.get("PATH_INFO") or "/", "")
-        response = _page(self.health, method, route, environ.get("HTTP_AUTHORIZATION"), self._token)
-        start_response(f"{response.status} {response.reason}", response.headers)
-        return [b"" if method.upper() == "HEAD" else response.body]
+    def _answer(self, method: str, route: str, authorization: str | None) -> Response:
+        return _page(self.health, method, route, authorization, self._token)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from modelwatch.health._http import check_token, respond, route_of
+from modelwatch.health._http import Response, check_token, respond, route_of
 
 if TYPE_CHECKING:
     from modelwatch.health.registry import Health
@@ -36,12 +36,9 @@ class HealthWSGI:
         except UnicodeError:
             path = raw
         method = environ.get("REQUEST_METHOD", "GET")
-        response = respond(
-            self.health,
-            method,
-            route_of(path, ""),
-            environ.get("HTTP_AUTHORIZATION"),
-            self._token,
-        )
+        response = self._answer(method, route_of(path, ""), environ.get("HTTP_AUTHORIZATION"))
         start_response(f"{response.status} {response.reason}", response.headers)
         return [b"" if method.upper() == "HEAD" else response.body]
+
+    def _answer(self, method: str, route: str, authorization: str | None) -> Response:
+        return respond(self.health, method, route, authorization, self._token)
