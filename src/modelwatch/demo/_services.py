@@ -18,8 +18,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
 
+from modelwatch import semconv
+from modelwatch.capture.cost import cost_of
 from modelwatch.demo.record import Recorder
 from modelwatch.health import Health
+from modelwatch.ops.promnames import SDK, label_name, metric_name
 
 HOST: Final = "127.0.0.1"
 SERVICE_NAME: Final = "modelwatch-demo"
@@ -221,3 +224,31 @@ def wait_for_threads(names: Iterable[str], timeout_s: float) -> list[str]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.02)
+
+
+def metric_by(text: str, spec: semconv.MetricSpec, key: str | None) -> dict[str, float]:
+    """The samples of metric ``spec`` on a ``/metrics`` page, summed by label ``key``
+    (all under ``""`` when ``key`` is ``None``)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name = metric_name(spec, SDK)
+    label = label_name(key) if key is not None else None
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != name:
+                continue
+            group = "" if label is None else sample.labels.get(label)
+            if group is not None:
+                sums[group] = sums.get(group, 0.0) + sample.value
+    return sums
+
+
+def cost_from_records(recorder: Recorder) -> dict[str, float]:
+    costs: dict[str, float] = {}
+    for attempt in recorder.attempts():
+        if attempt.error is None:
+            costs[attempt.model] = costs.get(attempt.model, 0.0) + (
+                cost_of(attempt.model, None, None) or 0.0
+            )
+    return costs

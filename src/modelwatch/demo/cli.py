@@ -41,13 +41,14 @@ from typing import Final, TextIO
 
 from modelwatch import semconv
 from modelwatch._config import configure, shutdown
-from modelwatch.capture.cost import cost_of
 from modelwatch.demo._services import (
     HOST,
     SERVICE_NAME,
     HealthServer,
+    cost_from_records,
     fetch,
     library_logs,
+    metric_by,
     stop_on_signals,
     wait_for_threads,
 )
@@ -76,15 +77,14 @@ from modelwatch.demo.scenario import Scenario, ScenarioRunner
 from modelwatch.demo.summary import render_summary, summarize
 from modelwatch.demo.view import (
     Endpoints,
-    LiveView,
-    PlainView,
     Style,
     default_stream,
     is_terminal,
+    watch,
 )
 from modelwatch.demo.workers import Workers
 from modelwatch.errors import ConfigurationError
-from modelwatch.ops.promnames import SDK, label_name, metric_name
+from modelwatch.ops.promnames import SDK, metric_name
 from modelwatch.ops.rules import RuleOptions
 from modelwatch.testing.fake_server import FakeModelServer
 
@@ -94,8 +94,6 @@ DEFAULT_DURATION_S: Final = 60.0
 MIN_DURATION_S: Final = 5.0
 DEFAULT_SEED: Final = 7
 TRAFFIC_WORKERS: Final = 4
-#: How often the live view redraws.
-FRAME_INTERVAL_S: Final = 0.25
 #: How long the demo waits, at exit, for the health probe threads to leave.
 THREAD_EXIT_TIMEOUT_S: Final = 5.0
 
@@ -170,34 +168,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _metric_by(text: str, spec: semconv.MetricSpec, key: str | None) -> dict[str, float]:
-    """The samples of metric ``spec`` on a ``/metrics`` page, summed by label ``key``
-    (all under ``""`` when ``key`` is ``None``)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    name = metric_name(spec, SDK)
-    label = label_name(key) if key is not None else None
-    sums: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name != name:
-                continue
-            group = "" if label is None else sample.labels.get(label)
-            if group is not None:
-                sums[group] = sums.get(group, 0.0) + sample.value
-    return sums
-
-
-def _cost_from_records(recorder: Recorder) -> dict[str, float]:
-    costs: dict[str, float] = {}
-    for attempt in recorder.attempts():
-        if attempt.error is None:
-            costs[attempt.model] = costs.get(attempt.model, 0.0) + (
-                cost_of(attempt.model, None, None) or 0.0
-            )
-    return costs
-
-
 def _header(
     out: TextIO, args: argparse.Namespace, timing: Timing, scenario: Scenario, style: Style
 ) -> None:
@@ -257,7 +227,7 @@ class _Demo:
                 stack.enter_context(library_logs(self.recorder))
                 engine, metrics_url = self._start_services(stack)
                 self._start_run(stack, engine)
-                _watch(self.out, engine, self.recorder, self.scenario, self.stop, live=self.live)
+                watch(self.out, engine, self.recorder, self.scenario, self.stop, live=self.live)
                 elapsed = self.recorder.now()
             # traffic, scenario, servers and telemetry are stopped; the last /metrics page
             # was read just before the endpoint closed
@@ -415,10 +385,10 @@ class _Demo:
             costs: dict[str, float] = {}
             failovers = 0.0
             for text in pages:
-                by_model = _metric_by(text, semconv.COST, semconv.GEN_AI_REQUEST_MODEL)
+                by_model = metric_by(text, semconv.COST, semconv.GEN_AI_REQUEST_MODEL)
                 for model, cost in by_model.items():
                     costs[model] = costs.get(model, 0.0) + cost
-                failovers += _metric_by(text, semconv.FAILOVERS, None).get("", 0.0)
+                failovers += metric_by(text, semconv.FAILOVERS, None).get("", 0.0)
             where = "the demo's own /metrics"
             if len(pages) > 1:
                 where = f"{len(pages)} workers' /metrics"
@@ -426,7 +396,7 @@ class _Demo:
             self._failovers_metric = failovers
         else:
             self._costs = (
-                _cost_from_records(self.recorder),
+                cost_from_records(self.recorder),
                 "from the price table: no /metrics endpoint",
             )
 
@@ -486,37 +456,6 @@ def run(args: argparse.Namespace, out: TextIO | None = None, *, live: bool | Non
     out = out if out is not None else default_stream()
     live = (not args.no_live and is_terminal(out)) if live is None else live
     return _Demo(args, out, live).run()
-
-
-def _watch(
-    out: TextIO,
-    engine: Serving,
-    recorder: Recorder,
-    scenario: Scenario,
-    stop: threading.Event,
-    *,
-    live: bool,
-) -> None:
-    """Show the run until it ends or ``stop`` is set."""
-    duration = scenario.duration
-    if live:
-        view = LiveView(out, engine, recorder, scenario, color=True)
-        view.start()
-        try:
-            while not stop.wait(FRAME_INTERVAL_S) and recorder.now() < duration:
-                view.update()
-        finally:
-            view.finish()
-        return
-    plain = PlainView(out, engine, recorder, scenario)
-    every = max(1.0, duration / 12)
-    next_status = every
-    while not stop.wait(FRAME_INTERVAL_S) and recorder.now() < duration:
-        plain.events()
-        if recorder.now() >= next_status:
-            plain.status()
-            next_status += every
-    plain.status()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ __all__ = [
 
 _BAR_WIDTH: Final = 40
 _EVENT_LINES: Final = 7
+#: How often the live view redraws, seconds.
+FRAME_INTERVAL_S: Final = 0.25
 
 
 @dataclass(frozen=True)
@@ -386,3 +389,34 @@ def is_terminal(stream: TextIO) -> bool:
 def default_stream() -> TextIO:
     """Where the demo writes (stdout)."""
     return sys.stdout
+
+
+def watch(
+    out: TextIO,
+    engine: Serving,
+    recorder: Recorder,
+    scenario: Scenario,
+    stop: threading.Event,
+    *,
+    live: bool,
+) -> None:
+    """Show the run until it ends or ``stop`` is set."""
+    duration = scenario.duration
+    if live:
+        view = LiveView(out, engine, recorder, scenario, color=True)
+        view.start()
+        try:
+            while not stop.wait(FRAME_INTERVAL_S) and recorder.now() < duration:
+                view.update()
+        finally:
+            view.finish()
+        return
+    plain = PlainView(out, engine, recorder, scenario)
+    every = max(1.0, duration / 12)
+    next_status = every
+    while not stop.wait(FRAME_INTERVAL_S) and recorder.now() < duration:
+        plain.events()
+        if recorder.now() >= next_status:
+            plain.status()
+            next_status += every
+    plain.status()

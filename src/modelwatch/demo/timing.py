@@ -1,0 +1,119 @@
+"""The demo's timeouts, breaker, canary and drift settings, scaled to the run's duration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelwatch.resilience import BreakerPolicy, Canary, RetryPolicy
+
+__all__ = ["Timing"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Timeouts and breaker settings scaled to the run's duration, so that a 10 s run in a
+    test tells the same story as the default minute. Production defaults are much longer."""
+
+    duration: float
+
+    @property
+    def attempt_timeout_s(self) -> float:
+        """Per-attempt cap: a hung model costs this much, then the call fails over."""
+        return round(min(1.5, max(0.8, self.duration * 0.02)), 2)
+
+    @property
+    def client_timeout_s(self) -> float:
+        """The HTTP clients' own timeout: a little past the router's, so the router's
+        per-attempt timeout is what users feel, and an abandoned request still ends soon."""
+        return round(self.attempt_timeout_s + 0.5, 2)
+
+    @property
+    def slow_latency_s(self) -> float:
+        """Latency the slow model gains in the scenario: slow, but within the timeout."""
+        return round(self.attempt_timeout_s * 0.6, 2)
+
+    @property
+    def latency_alert_s(self) -> float:
+        """The p95 threshold of the latency alert the demo evaluates (production: 30 s)."""
+        return round(self.attempt_timeout_s * 0.4, 2)
+
+    @property
+    def call_timeout_s(self) -> float:
+        """Whole-call deadline."""
+        return round(self.attempt_timeout_s * 3, 2)
+
+    @property
+    def open_s(self) -> float:
+        """How long an opened breaker refuses calls before a trial."""
+        return round(min(3.0, max(0.5, self.duration * 0.03)), 2)
+
+    @property
+    def max_open_s(self) -> float:
+        """The longest an opened breaker stays open: each failed trial doubles the open time."""
+        return self.open_s * 4
+
+    @property
+    def probe_interval_s(self) -> float:
+        """How often an open breaker probes its backend in the background."""
+        return round(min(1.0, max(0.25, self.duration * 0.01)), 2)
+
+    @property
+    def health_interval_s(self) -> float:
+        """How often health checks probe."""
+        return round(min(2.0, max(1.0, self.duration / 30)), 2)
+
+    def breaker_policy(self) -> BreakerPolicy:
+        """The demo's breaker policy (see :meth:`describe`)."""
+        return BreakerPolicy(
+            consecutive_failures=3,
+            failure_ratio=0.5,
+            min_calls=8,
+            window_s=max(2.0, self.duration * 0.1),
+            slow_call_s=self.attempt_timeout_s,
+            open_s=self.open_s,
+            max_open_s=self.max_open_s,
+            backoff_factor=2.0,
+            jitter=0.0,  # deterministic with --seed
+            trial_lease_s=self.client_timeout_s * 2,
+            close_after=2,
+            probe_interval_s=self.probe_interval_s,
+            probe_timeout_s=self.attempt_timeout_s,
+        )
+
+    @property
+    def drift_window(self) -> int:
+        """Calls in the drift monitor's reference and sliding window: about a tenth of the
+        slow model's calls in the run."""
+        return int(min(200, max(20, self.duration)))
+
+    def canary(self) -> Canary:
+        """The candidate's trial: 5 % of the calls (production default 10 %), compared after
+        a few calls each (default 200), rolled back for good. The latency test compares the
+        share of each version's calls above the p95 of both together, so it sees a uniformly
+        slower candidate only while the candidate takes under ~5 % of the calls."""
+        calls = int(min(20, max(5, self.duration / 10)))
+        return Canary(
+            weight=0.05,
+            min_calls=calls,
+            # the error test's +1/+2 prior reads a candidate with no error in its first few
+            # dozen calls as worse than a stable version with hundreds (1/22 vs 1/400): off,
+            # so that what the demo shows is the regression it injects (reported in NOTES)
+            max_error_ratio=1e6,
+            check_every=2,
+            max_cost_ratio=None,
+            promote_after=0,
+            cooldown_s=None,
+        )
+
+    def retry_policy(self) -> RetryPolicy:
+        """Fail over at once; retry the same model at most once, briefly."""
+        return RetryPolicy(max_retries=1, backoff_s=0.1, max_wait_s=self.attempt_timeout_s)
+
+    def describe(self) -> str:
+        """One line for the header: how the demo's settings differ from production's."""
+        return (
+            f"breakers tuned for a {self.duration:g} s demo: open after 3 failures in a row, "
+            f"stay open {self.open_s:g} s (production default 10 s), probe every "
+            f"{self.probe_interval_s:g} s (default 5 s); attempt timeout "
+            f"{self.attempt_timeout_s:g} s (default 25 s)"
+        )
