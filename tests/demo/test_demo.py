@@ -420,3 +420,4 @@ def test_a_slow_candidate_is_rolled_back_and_the_slow_model_drifts() -> None:
     assert "-v2" not in "".join(line for line in run.lines if " failover " in line)
     assert rate(output, "user requests") == 1.0, output
     assert re.search(r"FIRED  ModelwatchDriftDetected .* facebook/bart-large-cnn", output), output
+    assert "FIRED  ModelwatchCanaryRolledBack" in output  # the generated rule, from the counter
