@@ -440,6 +440,7 @@ def hang() -> None:
                     statistics.median(times),
                     times[int(0.99 * len(times)) - 1],
                     times[-1],
+                    sum(t >= HANG_ATTEMPT_TIMEOUT_S / 2 for t in times),
                     router.status()[0].state,
                 )
             )
@@ -451,10 +452,11 @@ def hang() -> None:
         f"{HANG_PACE_S * 1000:.0f} ms, attempt timeout {HANG_ATTEMPT_TIMEOUT_S} s "
         "(breaker and retry defaults)"
     )
-    for label, median, p99, worst, state in rows:
+    for label, median, p99, worst, waited, state in rows:
         print(
             f"{label:<20} median {median * 1000:8.2f} ms  p99 {p99 * 1000:8.2f} ms  "
-            f"max {worst * 1000:8.2f} ms  primary breaker: {state}"
+            f"max {worst * 1000:8.2f} ms  calls that waited the attempt timeout: {waited}  "
+            f"primary breaker at the end: {state}"
         )
 
 

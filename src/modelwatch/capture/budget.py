@@ -331,6 +331,8 @@ class Budget:
 
 def any_enforcing() -> bool:
     """Whether any open budget has ``enforce`` set (the router's cheap check per call)."""
+    if not _open:
+        return False
     return any(budget.enforce is not None for budget in _open)
 
 
