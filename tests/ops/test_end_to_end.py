@@ -50,7 +50,14 @@ RULES = RuleOptions(evaluation_interval_s=1).scaled(60)
 SYMPTOMS = {a.name for a in build_alerts(RULES) if a.symptom}
 BURNS = {"ModelwatchErrorBudgetBurnFast", "ModelwatchErrorBudgetBurnSlow"}
 #: dashboard queries whose metric nothing in modelwatch records yet (no cost-budget feature)
-NO_PRODUCER_YET = ("modelwatch_budget_used",)
+NO_PRODUCER_YET = (
+    "modelwatch_budget_used",
+    # model regressions: the engine records no quality, outcomes, drift or canary
+    "modelwatch_quality_",
+    "modelwatch_drift_score",
+    "modelwatch_anomaly_score",
+    "modelwatch_canary_",
+)
 
 
 def _closed_port() -> int:
