@@ -382,12 +382,15 @@ def _telemetry_alerts(q: Queries) -> list[AlertRule]:
     names = "|".join((q.duration_count, q.state, q.health, q.in_flight))
     series = q.sel("", f'__name__=~"{names}"')
     lookback = format_duration(o.absent_lookback_s)
+    # Grouped before the range function: present_over_time() drops __name__, so on the raw
+    # selector two of these metrics with otherwise equal labels would collide ("vector cannot
+    # contain metrics with the same labelset") and the rule would never evaluate.
+    seen = f"present_over_time((group by ({svc}) ({series}))[{lookback}:])"
     return [
         AlertRule(
             "ModelwatchTelemetryAbsent",
             "modelwatch.telemetry",
-            f"group by ({svc}) (present_over_time({series}[{lookback}]))\n"
-            f"unless\ngroup by ({svc}) ({series})",
+            f"group by ({svc}) ({seen})\nunless\ngroup by ({svc}) ({series})",
             o.absent_for_s,
             "critical",
             f"No modelwatch telemetry from {{{{ $labels.{svc} }}}}",
