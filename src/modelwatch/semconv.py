@@ -82,6 +82,8 @@ TO: Final = "to"
 REASON: Final = "reason"
 HEALTH_CHECK: Final = "modelwatch.health.check"
 HEALTH_KIND: Final = "modelwatch.health.kind"
+#: the root cause of a check's trouble: the deepest dependency that is down (health, DESIGN §9)
+HEALTH_CAUSE: Final = "modelwatch.health.cause"
 RATE_LIMIT_RESOURCE: Final = "modelwatch.rate_limit.resource"
 BUDGET: Final = "modelwatch.budget"
 TASK_NAME: Final = "modelwatch.task.name"
@@ -135,6 +137,7 @@ METRIC_ATTRIBUTE_ALLOWLIST: Final[frozenset[str]] = frozenset(
         REASON,
         HEALTH_CHECK,
         HEALTH_KIND,
+        HEALTH_CAUSE,
         RATE_LIMIT_RESOURCE,
         BUDGET,
         HEDGE_OUTCOME,
@@ -428,7 +431,7 @@ HEALTH_STATUS: Final = MetricSpec(
     "observable_gauge",
     "1",
     "Health check status: 1 ok, 0.5 degraded, 0 down.",
-    (HEALTH_CHECK, HEALTH_KIND),
+    (HEALTH_CHECK, HEALTH_KIND, HEALTH_CAUSE),
 )
 HEALTH_READY: Final = MetricSpec(
     "modelwatch.health.ready",

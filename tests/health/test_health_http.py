@@ -30,6 +30,8 @@ CHECK_KEYS = {
     "critical",
     "weight",
     "circuit",
+    "cause",
+    "depends_on",
 }
 SECRET = "sk-proj-abcdefghijklmnop1234"
 TOKEN = "s3cret-token"

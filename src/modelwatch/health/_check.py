@@ -85,6 +85,7 @@ class Check:
     critical: bool
     weight: float
     flap_threshold: int
+    depends_on: tuple[str, ...] = ()  # the checks this one needs (DESIGN §9)
     router: Any = None  # for router backends: the router whose status() feeds the breaker
     backend: str | None = None  # ... and the backend's name in it
     # state
@@ -109,8 +110,8 @@ class Check:
             return breaker
         return worse(self.status, breaker)
 
-    def snapshot(self) -> CheckResult:
-        """This check as a :class:`CheckResult`."""
+    def snapshot(self, cause: str | None = None) -> CheckResult:
+        """This check as a :class:`CheckResult` (``cause``: its root cause, if any)."""
         status = self.effective()
         # a failing probe's error shows even while damping still says ok
         error = self.error or (self.circuit_error if status != "ok" else None)
@@ -124,6 +125,8 @@ class Check:
             critical=self.critical,
             weight=self.weight,
             circuit=self.circuit,
+            cause=cause,
+            depends_on=self.depends_on,
         )
 
 

@@ -29,6 +29,7 @@ ROUTES: Final[tuple[str, ...]] = (
     "/analysis",
     "/checks/{name}",
     "/history",
+    "/graph",
 )
 _BY_KIND: Final[dict[str, Kind]] = {
     "/models": semconv.HEALTH_KIND_MODEL,
@@ -132,6 +133,8 @@ def _respond(
         return _json(report.http_status, report.to_dict())
     if route == "/history":
         return _json(200, health.history())
+    if route == "/graph":
+        return _json(200, health.graph())
     kind = _BY_KIND.get(route)
     if kind is not None:
         report = health.report(kind=kind)

@@ -27,6 +27,7 @@ from modelwatch.capture._telemetry import allowed_metric_attributes, telemetry
 from modelwatch.capture.origin import probing
 from modelwatch.errors import ConfigurationError
 from modelwatch.health._check import Check, Outcome, Run, describe, error_kind, interpret, threshold
+from modelwatch.health._graph import root_causes
 from modelwatch.health._loops import WrongLoopWarnings, is_wrong_loop, on_loop_thread, resolve_loop
 from modelwatch.health._workers import AsyncRunner, Clock, Probe, ProbePool
 from modelwatch.health.results import Status
@@ -89,7 +90,19 @@ class ProbeEngine:
             changes.append((check, check.reported, now))
             check.reported = now
 
+    def _causes(self) -> dict[str, str]:
+        """Every check's root cause while one of its dependencies is down (lock held)."""
+        checks = self._checks
+        edges = {name: c.depends_on for name, c in checks.items() if c.depends_on}
+        if not edges:
+            return {}
+        return root_causes(edges, lambda n: n in checks and checks[n].effective() == "down")
+
     def _announce(self, changes: list[tuple[Check, Status, Status]]) -> None:
+        if not changes:
+            return
+        with self._lock:
+            causes = self._causes()
         for check, previous, status in changes:
             with guard("health.state_change"):
                 log = logger.warning if status == "down" else logger.info
@@ -100,6 +113,7 @@ class ProbeEngine:
                     previous=previous,
                     status=status,
                     critical=check.critical,
+                    cause=causes.get(check.name),
                     error=check.error or check.circuit_error,
                 )
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from modelwatch import semconv
 from modelwatch._safety import guard, report_internal_error
+from modelwatch.capture._bounded import OVERFLOW_ATTRIBUTES, BoundedKeys
 from modelwatch.capture._telemetry import register_observable
 from modelwatch.errors import ConfigurationError
 from modelwatch.health._check import (
@@ -28,6 +29,7 @@ from modelwatch.health._check import (
     share,
     threshold,
 )
+from modelwatch.health._graph import check_acyclic, dependency_names, graph_dict
 from modelwatch.health._workers import Clock, Probe, is_async_probe
 from modelwatch.health.history import Change, History
 from modelwatch.health.probing import ProbeEngine
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["Health"]
 
 _live: weakref.WeakSet[Health] = weakref.WeakSet()
+#: the ``modelwatch.health.status`` series (check, kind, cause): bounded like every registry
+_status_series = BoundedKeys("health.status")
 _live_lock = threading.Lock()
 
 
@@ -52,10 +56,15 @@ def _observe_status() -> Iterator[tuple[float, dict[str, Any]]]:
         for check in health.report().checks:
             if check.status == "unknown":
                 continue
-            yield (
-                STATUS_VALUE[check.status],
-                {semconv.HEALTH_CHECK: check.name, semconv.HEALTH_KIND: check.kind},
-            )
+            attributes: dict[str, Any] = {
+                semconv.HEALTH_CHECK: check.name,
+                semconv.HEALTH_KIND: check.kind,
+            }
+            if check.cause is not None:
+                attributes[semconv.HEALTH_CAUSE] = check.cause
+            if not _status_series.admit(tuple(attributes.items())):
+                attributes = dict(OVERFLOW_ATTRIBUTES)
+            yield STATUS_VALUE[check.status], attributes
 
 
 register_observable(semconv.HEALTH_STATUS, _observe_status)
@@ -78,6 +87,7 @@ def _reset_after_fork() -> None:
     """Forked children (gunicorn, Celery prefork) get working registries, probing stopped."""
     global _live_lock
     _live_lock = threading.Lock()
+    _status_series.reset_after_fork()
     for health in list(_live):
         with guard("health.after_fork"):
             health._after_fork()
@@ -154,6 +164,7 @@ class Health(ProbeEngine):
         weight: float = 1.0,
         down_interval_s: float | None = None,
         flap_threshold: int | None = None,
+        depends_on: Iterable[str] | str = (),
     ) -> None:
         """Register a check called ``name`` whose ``probe`` (sync or ``async def``) runs
         every ``interval_s`` (±jitter), at most ``timeout_s`` each time, and every
@@ -161,8 +172,10 @@ class Health(ProbeEngine):
 
         ``kind`` is ``"model"``, ``"analysis"`` or ``"dependency"``. A ``critical`` check that
         is down makes the whole service down (and ``/ready`` answer 503); ``weight`` is its
-        share of the score. Raises :class:`~modelwatch.errors.ConfigurationError` (a
-        ``ValueError``) naming the argument if one is invalid or the name is taken.
+        share of the score. ``depends_on`` names the checks this one needs (they may be
+        added later): while one is down, this check reports it as its ``cause``. Raises
+        :class:`~modelwatch.errors.ConfigurationError` (a ``ValueError``) naming the
+        argument if one is invalid, the name is taken or ``depends_on`` closes a cycle.
         """
         if not callable(probe):
             raise ConfigurationError(
@@ -179,6 +192,7 @@ class Health(ProbeEngine):
                 weight=weight,
                 down_interval_s=down_interval_s,
                 flap_threshold=flap_threshold,
+                depends_on=dependency_names(name, depends_on),
             )
         )
 
@@ -190,6 +204,7 @@ class Health(ProbeEngine):
         weight: float = 1.0,
         timeout_s: float = 5.0,
         interval_s: float = 30.0,
+        depends_on: Iterable[str] | str = (),
     ) -> list[str]:
         """Add one ``model`` check per backend of ``router`` (a :class:`modelwatch.Router`),
         named after the backend's model (or after the backend's name, if two backends of the
@@ -198,7 +213,8 @@ class Health(ProbeEngine):
         A backend's status is its breaker state, read live at every report (open is
         ``down``, half-open ``degraded``), combined with its probe if the backend has one
         (the worse of the two wins). The breaker's own thresholds do the damping, so a
-        primary whose breaker opens shows as down in the very next report.
+        primary whose breaker opens shows as down in the very next report. ``depends_on``
+        applies to every backend (e.g. the check of the inference endpoint's host).
         """
         if not callable(getattr(router, "status", None)):
             raise ConfigurationError(
@@ -226,6 +242,7 @@ class Health(ProbeEngine):
                 weight=weight,
                 down_interval_s=None,
                 flap_threshold=None,
+                depends_on=dependency_names(key, depends_on),
             )
             check.router = router
             check.backend = key
@@ -246,6 +263,7 @@ class Health(ProbeEngine):
         weight: float,
         down_interval_s: float | None,
         flap_threshold: int | None,
+        depends_on: tuple[str, ...] = (),
     ) -> Check:
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError(f"add(name): a check needs a non-empty name, got {name!r}")
@@ -267,6 +285,7 @@ class Health(ProbeEngine):
             down_interval_s=down_interval,
             critical=flag("critical", critical),
             weight=share("weight", weight),
+            depends_on=depends_on,
             flap_threshold=self._flap_threshold
             if flap_threshold is None
             else threshold(flap_threshold),
@@ -280,6 +299,9 @@ class Health(ProbeEngine):
                 if check.name in self._checks or check.name in seen:
                     raise ConfigurationError(f"a check called {check.name!r} already exists")
                 seen.add(check.name)
+            edges = {n: c.depends_on for n, c in self._checks.items() if c.depends_on}
+            edges.update({c.name: c.depends_on for c in checks if c.depends_on})
+            check_acyclic(edges, [c.name for c in checks if c.depends_on])
             for check in checks:
                 self._checks[check.name] = check
         self._wake.set()
@@ -305,13 +327,28 @@ class Health(ProbeEngine):
         changes: list[tuple[Check, Status, Status]] = []
         with self._lock:
             checks = [c for c in self._checks.values() if kind is None or c.kind == kind]
+            causes = self._causes()
             results = []
             for check in checks:
-                results.append(check.snapshot())
+                results.append(check.snapshot(causes.get(check.name)))
                 self._note_change(check, changes)
         self._announce(changes)
         now = datetime.fromtimestamp(self._clock.time(), tz=timezone.utc)
         return HealthReport.build(results, checked_at=now, degraded_below=self.degraded_below)
+
+    def graph(self) -> dict[str, Any]:
+        """The dependency graph (the body of ``GET /graph``): ``nodes`` (every check with
+        its ``kind``, ``status``, ``critical`` and ``cause``; a dependency named but never
+        added shows as ``unknown`` with ``declared: false``) and ``edges`` (``from`` depends
+        on ``to``)."""
+        report = self.report()
+        with self._lock:
+            edges = {n: c.depends_on for n, c in self._checks.items() if c.depends_on}
+        nodes = [
+            {"name": c.name, "kind": c.kind, "status": c.status, "critical": c.critical}
+            for c in report.checks
+        ]
+        return graph_dict(nodes, edges, {c.name: c.cause for c in report.checks if c.cause})
 
     def _tick(self) -> None:
         """While probing runs, read the routers' breakers every round, so a breaker that

@@ -53,6 +53,8 @@ class CheckResult:
     recent probe, so a failing probe is visible while the damping still says ``ok``.
     ``error`` is a short, scrubbed description (never a stack trace); ``circuit`` is the
     breaker state of a router backend (``"closed"``, ``"half_open"``, ``"open"``) or ``None``.
+    ``cause`` is the root cause while a dependency is down (the deepest dependency that is
+    down, DESIGN §9), else ``None``; ``depends_on`` the checks this one depends on.
     """
 
     name: str
@@ -64,6 +66,8 @@ class CheckResult:
     critical: bool = False
     weight: float = 1.0
     circuit: CircuitState | None = None
+    cause: str | None = None
+    depends_on: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """This check as the JSON object of DESIGN §6."""
@@ -77,6 +81,8 @@ class CheckResult:
             "critical": self.critical,
             "weight": self.weight,
             "circuit": self.circuit,
+            "cause": self.cause,
+            "depends_on": list(self.depends_on),
         }
 
 

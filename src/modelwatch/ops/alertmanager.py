@@ -9,6 +9,9 @@ grouped by service and model, so one model's outage is one notification. Inhibit
   notifies once.
   The SLO burn alerts need no inhibition: they count only failures no failover rescued;
 - a router with every circuit open holds back its per-circuit and failover alerts;
+- a health check that is down on its own (no ``cause``) holds back the health alerts of the
+  checks whose root cause it is (``root_cause`` equal: DESIGN §9), so a Redis outage pages
+  once, for Redis; a dependent that fails while its dependencies are up still notifies;
 - the fast SLO burn holds back the slow one, an exhausted budget its warnings.
 
 The inhibitions are derived from the generated rules, so they name exactly those alerts.
@@ -22,7 +25,7 @@ from modelwatch import semconv
 from modelwatch.ops import _yaml
 from modelwatch.ops.durations import format_duration
 from modelwatch.ops.promnames import label_name
-from modelwatch.ops.rules import RuleOptions, build_alerts
+from modelwatch.ops.rules import ROOT_CAUSE, RuleOptions, build_alerts
 
 __all__ = ["AlertmanagerOptions", "alertmanager_config", "inhibit_rules", "render_alertmanager"]
 
@@ -69,6 +72,7 @@ def inhibit_rules(rules: RuleOptions | None = None) -> list[dict[str, object]]:
     router = label_name(semconv.MODELWATCH_ROUTER)
     budget = label_name(semconv.BUDGET)
     symptoms = [a.name for a in alerts if a.symptom]
+    cause = label_name(semconv.HEALTH_CAUSE)
     found: list[dict[str, object]] = [
         {
             "source_matchers": [_matcher_list(["ModelwatchCircuitOpen"])],
@@ -81,6 +85,14 @@ def inhibit_rules(rules: RuleOptions | None = None) -> list[dict[str, object]]:
             "equal": [svc, router],
         },
     ]
+    if "ModelwatchHealthCheckDown" in names:
+        found.append(
+            {
+                "source_matchers": [_matcher_list(["ModelwatchHealthCheckDown"]), f'{cause}=""'],
+                "target_matchers": [_matcher_list(["ModelwatchHealthCheckDown"]), f'{cause}!=""'],
+                "equal": [svc, ROOT_CAUSE],
+            }
+        )
     if {"ModelwatchErrorBudgetBurnFast", "ModelwatchErrorBudgetBurnSlow"} <= names:
         found.append(
             {

@@ -39,6 +39,7 @@ from modelwatch.ops._rule_options import (
 )
 from modelwatch.ops._rules_system import system_alerts
 from modelwatch.ops.durations import format_duration
+from modelwatch.ops.promnames import label_name
 
 __all__ = [
     "DEFAULT_RUNBOOK_URL",
@@ -286,10 +287,15 @@ def _resilience_alerts(q: Queries) -> list[AlertRule]:
     ]
 
 
+#: the label ModelwatchHealthCheckDown carries for inhibition: the cause, else the check
+ROOT_CAUSE: Final = "root_cause"
+
+
 def _health_alerts(q: Queries) -> list[AlertRule]:
     o = q.o
     svc = q.svc
-    by = f"{svc}, {q.check}, {q.kind}"
+    cause = label_name(semconv.HEALTH_CAUSE)  # health: a dependent's root cause (DESIGN §9)
+    by = f"{svc}, {q.check}, {q.kind}, {cause}"
     model_kind = f'{q.kind}="{HEALTH_KIND_MODEL}"'
     other_kinds = f'{q.kind}!="{HEALTH_KIND_MODEL}"'
     # a model check is named after its model: give it the model label, so that it groups
@@ -298,6 +304,11 @@ def _health_alerts(q: Queries) -> list[AlertRule]:
         f"label_replace(\nmin by ({by}) ({q.sel(q.health, model_kind)}) == 0,\n"
         f'"{q.model}", "$1", "{q.check}", "(.*)"\n)\n'
         f"or\nmin by ({by}) ({q.sel(q.health, other_kinds)}) == 0"
+    )
+    # root_cause: the cause, or the check itself; Alertmanager inhibits dependents by it
+    down = (
+        f'label_replace(label_replace(\n{down},\n"{ROOT_CAUSE}", "$1", "{q.check}", "(.+)"),\n'
+        f'"{ROOT_CAUSE}", "$1", "{cause}", "(.+)")'
     )
     return [
         AlertRule(

@@ -1,0 +1,138 @@
+"""Dependencies and cascades (DESIGN §9): causes in the JSON, the gauge and the events;
+cycles refused at ``add``; ``GET /graph``. Probe results are scripted; no time passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from modelwatch import semconv
+from modelwatch.errors import ConfigurationError
+from modelwatch.health import Health
+from modelwatch.testing import capture
+
+MakeHealth = Callable[..., Health]
+
+
+class Switch:
+    """A probe whose answer the test sets."""
+
+    def __init__(self, up: bool = True) -> None:
+        self.up = up
+
+    def __call__(self) -> bool:
+        return self.up
+
+
+def _stack(make_health: MakeHealth) -> tuple[Health, dict[str, Switch]]:
+    """redis <- cache-api <- code_review, and flan on its own."""
+    health = make_health(flap_threshold=1)
+    probes = {name: Switch() for name in ("redis", "cache-api", "code_review", "flan")}
+    health.add("redis", probe=probes["redis"], kind="dependency", critical=True)
+    health.add("cache-api", probe=probes["cache-api"], kind="dependency", depends_on=("redis",))
+    health.add("code_review", probe=probes["code_review"], kind="analysis", depends_on="cache-api")
+    health.add("flan", probe=probes["flan"])
+    return health, probes
+
+
+def _causes(health: Health) -> dict[str, Any]:
+    return {c.name: (c.status, c.cause) for c in health.run_once().checks}
+
+
+def test_dependents_report_the_deepest_down_dependency_as_cause(make_health: MakeHealth) -> None:
+    health, probes = _stack(make_health)
+    assert _causes(health) == {
+        "redis": ("ok", None),
+        "cache-api": ("ok", None),
+        "code_review": ("ok", None),
+        "flan": ("ok", None),
+    }
+    probes["redis"].up = probes["cache-api"].up = probes["code_review"].up = False
+    assert _causes(health) == {
+        "redis": ("down", None),
+        "cache-api": ("down", "redis"),
+        "code_review": ("down", "redis"),  # the root, not the nearest
+        "flan": ("ok", None),
+    }
+    probes["redis"].up = True  # cache-api still down on its own: it becomes the root
+    assert _causes(health) == {
+        "redis": ("ok", None),
+        "cache-api": ("down", None),
+        "code_review": ("down", "cache-api"),
+        "flan": ("ok", None),
+    }
+
+
+def test_a_dependent_keeps_its_own_state_next_to_the_cause(make_health: MakeHealth) -> None:
+    health, probes = _stack(make_health)
+    probes["redis"].up = False
+    report = health.run_once()
+    review = report.check("code_review")
+    assert review is not None
+    assert (review.status, review.cause) == ("ok", None)  # cache-api is not down: no cascade
+    probes["cache-api"].up = False
+    review = health.run_once().check("code_review")
+    assert review is not None
+    assert review.to_dict()["cause"] == "redis"
+    assert review.to_dict()["status"] == "ok"  # its own probe still passes
+    assert review.to_dict()["depends_on"] == ["cache-api"]
+
+
+def test_cycles_are_refused_at_add(make_health: MakeHealth) -> None:
+    health = make_health()
+    health.add("a", probe=bool, depends_on=("b",))  # b comes later
+    health.add("b", probe=bool, depends_on=("c",))
+    with pytest.raises(ConfigurationError, match=r"cycle c -> a -> b -> c"):
+        health.add("c", probe=bool, depends_on=("a",))
+    assert "c" not in health
+    with pytest.raises(ConfigurationError, match="itself"):
+        health.add("d", probe=bool, depends_on=("d",))
+    with pytest.raises(ConfigurationError, match="depends_on"):
+        health.add("e", probe=bool, depends_on=(3,))  # type: ignore[arg-type]
+
+
+def test_the_cause_is_on_the_status_gauge_and_in_the_event(make_health: MakeHealth) -> None:
+    health, probes = _stack(make_health)
+    health.run_once()
+    probes["redis"].up = probes["cache-api"].up = False
+    with capture() as cap, capture_logs() as logs:
+        health.run_once()
+        points = cap.metric_points(semconv.HEALTH_STATUS.name)
+    mine = [p.attributes for p in points if p.attributes.get(semconv.HEALTH_CAUSE)]
+    assert {(a[semconv.HEALTH_CHECK], a[semconv.HEALTH_CAUSE]) for a in mine} >= {
+        ("cache-api", "redis"),
+        ("code_review", "redis"),
+    }
+    assert not [a for a in mine if a[semconv.HEALTH_CHECK] == "redis"]
+    changes = {e["check"]: e for e in logs if e["event"] == "modelwatch.health.state_change"}
+    assert changes["cache-api"]["cause"] == "redis"
+    assert changes["redis"]["cause"] is None
+
+
+def test_get_graph(make_health: MakeHealth, serve_asgi: Callable[..., Any]) -> None:
+    health, probes = _stack(make_health)
+    health.add("summarise", probe=lambda: True, kind="analysis", depends_on="hf-endpoint")
+    probes["redis"].up = probes["cache-api"].up = False
+    health.run_once()
+    with serve_asgi(health.asgi()) as base:
+        body = httpx.get(f"{base}/graph").json()
+    nodes = {n["name"]: n for n in body["nodes"]}
+    assert {n: (v["status"], v["cause"]) for n, v in nodes.items()} == {
+        "redis": ("down", None),
+        "cache-api": ("down", "redis"),
+        "code_review": ("ok", "redis"),
+        "flan": ("ok", None),
+        "summarise": ("ok", None),
+        "hf-endpoint": ("unknown", None),
+    }
+    assert nodes["hf-endpoint"]["declared"] is False
+    assert nodes["redis"]["declared"] is True
+    assert sorted((e["from"], e["to"]) for e in body["edges"]) == [
+        ("cache-api", "redis"),
+        ("code_review", "cache-api"),
+        ("summarise", "hf-endpoint"),
+    ]
