@@ -136,3 +136,13 @@ def test_get_graph(make_health: MakeHealth, serve_asgi: Callable[..., Any]) -> N
         ("code_review", "cache-api"),
         ("summarise", "hf-endpoint"),
     ]
+
+
+def test_an_incident_of_a_dependent_keeps_its_root_cause(make_health: MakeHealth) -> None:
+    health, probes = _stack(make_health)
+    health.run_once()
+    probes["redis"].up = probes["cache-api"].up = False
+    health.run_once()
+    incidents = {i["check"]: i for i in health.history()["incidents"]}
+    assert incidents["cache-api"]["cause"] == "redis"
+    assert incidents["redis"]["cause"] is None

@@ -98,6 +98,7 @@ class Check:
     circuit: CircuitState | None = None
     circuit_error: str | None = None
     reported: Status = "unknown"  # last effective status announced, for state-change events
+    cause: str | None = None  # the root cause when ``reported`` was announced (history)
     run: Run | None = None
     next_due: float | None = None
 

@@ -103,6 +103,8 @@ class ProbeEngine:
             return
         with self._lock:
             causes = self._causes()
+            for check, _, _ in changes:
+                check.cause = causes.get(check.name)
         for check, previous, status in changes:
             with guard("health.state_change"):
                 log = logger.warning if status == "down" else logger.info
