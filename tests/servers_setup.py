@@ -15,8 +15,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-BINARIES = ("prometheus", "promtool", "prometheus-alertmanager", "amtool", "redis-server")
-PACKAGES = ("prometheus", "prometheus-alertmanager", "redis-server")
+BINARIES = (
+    "prometheus",
+    "promtool",
+    "prometheus-alertmanager",
+    "amtool",
+    "redis-server",
+    "chromium",  # the status page test's headless browser (health)
+    "chromedriver",
+)
+PACKAGES = (
+    "prometheus",
+    "prometheus-alertmanager",
+    "redis-server",
+    "chromium",
+    "chromium-driver",
+)
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 POLICY_DENY_ALL = "#!/bin/sh\n# Written by modelwatch tests/servers_setup.py.\nexit 101\n"
 # Where Debian puts the binaries, in case PATH lacks them (e.g. /usr/sbin for non-root).
