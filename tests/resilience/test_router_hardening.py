@@ -166,3 +166,27 @@ def test_failover_decisions_come_from_the_error_kind_table() -> None:
     assert "errorkinds.fails_over" in source
     assert "errorkinds.benches" in source
     assert semconv.ERROR_RATE_LIMITED in errorkinds.FAILOVER_KINDS
+
+
+def test_the_route_spans_exception_event_is_scrubbed_chained_causes_included(
+    telemetry: Any,
+) -> None:
+    """Issue 11: a secret in a backend's error (and in its chained cause) reached the route
+    span's exception event and its stack trace."""
+    secret = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2"
+
+    def leaky(_: str) -> str:
+        try:
+            raise ValueError(f"OPENAI_API_KEY={secret} rejected")
+        except ValueError as inner:
+            raise RuntimeError(f"client_secret={secret}") from inner
+
+    router = Router("scrubbed", [Backend(leaky, model="m", provider="p")], isolate_sync=False)
+    with pytest.raises(RuntimeError):
+        router.call("x")
+    (route,) = telemetry.spans("route scrubbed")
+    events = [e for e in route.events if e.name == "exception"]
+    assert events
+    exported = repr([dict(e.attributes or {}) for e in events]) + repr(route.status.description)
+    assert secret not in exported
+    assert "RuntimeError" in exported
