@@ -198,3 +198,41 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "not reached in time"
         time.sleep(0.005)
+
+
+def test_a_backend_being_warmed_up_is_degraded_not_down() -> None:
+    from modelwatch.health import Health
+    from modelwatch.resilience.backend import BackendStatus
+
+    class Router:
+        warming = True
+
+        def status(self) -> list[BackendStatus]:
+            return [
+                BackendStatus(
+                    "flan",
+                    "flan",
+                    "hf",
+                    "open",
+                    5.0,
+                    "timeout",
+                    None,
+                    1.0,
+                    None,
+                    warming=self.warming,
+                )
+            ]
+
+    router = Router()
+    health = Health(jitter=0.0)
+    health.add_router(router)
+    check = health.report().check("flan")
+    assert check is not None
+    assert (check.status, check.error) == (
+        "degraded",
+        "warming up; circuit open; last error: timeout; retry in 5.0 s",
+    )
+    router.warming = False
+    check = health.report().check("flan")
+    assert check is not None
+    assert check.status == "down"

@@ -98,6 +98,7 @@ class Check:
     circuit: CircuitState | None = None
     circuit_error: str | None = None
     reported: Status = "unknown"  # last effective status announced, for state-change events
+    warming: bool = False  # a router warm-up of this backend is under way: never down
     cause: str | None = None  # the root cause when ``reported`` was announced (history)
     run: Run | None = None
     next_due: float | None = None
@@ -106,10 +107,13 @@ class Check:
         """The probe's damped status combined with the breaker's (the worse one wins)."""
         breaker = BREAKER_STATUS.get(self.circuit) if self.circuit else None
         if breaker is None:
-            return self.status
-        if self.probe is None or self.status == "unknown":
-            return breaker
-        return worse(self.status, breaker)
+            status = self.status
+        elif self.probe is None or self.status == "unknown":
+            status = breaker
+        else:
+            status = worse(self.status, breaker)
+        # a backend being warmed up is expected not to answer yet: degraded, not down
+        return "degraded" if self.warming and status == "down" else status
 
     def snapshot(self, cause: str | None = None) -> CheckResult:
         """This check as a :class:`CheckResult` (``cause``: its root cause, if any)."""
@@ -174,7 +178,9 @@ def apply_breaker(check: Check, backend: Any) -> None:
     if backend is None:
         check.circuit = None
         check.circuit_error = None
+        check.warming = False
         return
+    check.warming = getattr(backend, "warming", False) is True
     state = getattr(backend, "state", None)
     check.circuit = cast(CircuitState, state) if state in BREAKER_STATUS else None
     if check.circuit in ("open", "half_open"):
@@ -188,3 +194,7 @@ def apply_breaker(check: Check, backend: Any) -> None:
         check.circuit_error = scrub("; ".join(detail))
     else:
         check.circuit_error = None
+    if check.warming:
+        check.circuit_error = "warming up" + (
+            f"; {check.circuit_error}" if check.circuit_error else ""
+        )
