@@ -1,7 +1,7 @@
 """Map any exception to an error kind, and read the retry hints a failed call carries.
 
 :func:`classify` returns one of :data:`modelwatch.errorkinds.KINDS`; it is the
-``error.type`` of spans and metrics and drives the router (DESIGN.md §5). It understands
+``error.type`` of spans and metrics and drives the router (docs/router.md, ``modelwatch.errorkinds``). It understands
 the real exception types of ``httpx`` (and ``httpx2``), ``httpcore``, ``requests``,
 ``urllib3``, ``huggingface_hub``, ``openai`` (and ``anthropic``), ``aiohttp``, ``tenacity``,
 asyncio and the builtins, plus anything that carries an HTTP status code.
@@ -363,7 +363,7 @@ def classify(exc: BaseException) -> str:
     """The error kind of ``exc``: one of :data:`modelwatch.errorkinds.KINDS`.
 
     ``rate_limited``, ``timeout``, ``unavailable``, ``auth``, ``not_found``,
-    ``bad_request``, ``cancelled`` or ``_OTHER`` (DESIGN.md §5). Status codes: 429
+    ``bad_request``, ``cancelled`` or ``_OTHER`` (``modelwatch.errorkinds``). Status codes: 429
     rate_limited; 408 and 504 timeout; other 5xx unavailable; 401, 403 (and 402, 407) auth;
     404 and 410 not_found; 400, 413, 422, and any error whose message says the context
     length was exceeded, bad_request. Never raises.

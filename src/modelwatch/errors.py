@@ -1,7 +1,8 @@
 """modelwatch's exceptions, and :func:`classify`, which maps any exception to an error kind.
 
 The error kind is the ``error.type`` of spans and metrics and drives the router's policy
-(DESIGN.md §5). See :mod:`modelwatch._classify` for the decision table.
+(docs/router.md). :mod:`modelwatch.errorkinds` says what each kind means;
+:mod:`modelwatch._classify` maps exceptions to kinds.
 """
 
 from __future__ import annotations

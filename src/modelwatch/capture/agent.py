@@ -12,7 +12,7 @@ from modelwatch.capture.call import CallSpec
 from modelwatch.capture.monitor import Monitor
 
 
-class agent_step(Monitor):  # noqa: N801 - used like a function, as in DESIGN.md
+class agent_step(Monitor):  # noqa: N801 - used like a function, as the docs spell it
     """Monitor an agent step (``kind="agent"``) or a tool step (``kind="tool"``).
 
     A decorator for any call shape, or a ``with``/``async with`` block, like

@@ -40,7 +40,7 @@ def _split_server(server_address: str | None) -> tuple[str | None, int | None]:
     return server_address, None
 
 
-class monitored(Monitor):  # noqa: N801 - used like a function, as in DESIGN.md
+class monitored(Monitor):  # noqa: N801 - used like a function, as the docs spell it
     """Monitor a model call: a decorator for any call shape, or a ``with``/``async with`` block.
 
     Emits the span ``"{operation} {model}"`` (kind CLIENT) with the GenAI attributes, the

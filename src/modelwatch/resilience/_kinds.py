@@ -1,7 +1,7 @@
 """Error classification as the router sees it: a small Protocol and the default adapter.
 
-The default is :func:`modelwatch.classify` (the library-wide decision table of DESIGN.md
-§5). A router or a ``circuit`` takes any ``Classifier``, e.g. to treat a provider's custom
+The default is :func:`modelwatch.classify` (the library-wide decision table; what each
+kind means is :mod:`modelwatch.errorkinds`). A router or a ``circuit`` takes any ``Classifier``, e.g. to treat a provider's custom
 exception as ``unavailable``.
 """
 

@@ -101,7 +101,7 @@ def note_rejection(breaker: Breaker) -> None:
         report_internal_error("circuit.rejection", exc)
 
 
-class circuit:  # noqa: N801 - used like a function, as in DESIGN.md
+class circuit:  # noqa: N801 - used like a function, as the docs spell it
     """A named circuit breaker, as a decorator or a ``with`` / ``async with`` block.
 
     >>> import modelwatch

@@ -1,4 +1,4 @@
-"""Value objects for the breaker and retry policies (DESIGN.md §5), validated when built.
+"""Value objects for the breaker and retry policies (docs/router.md), validated when built.
 
 Every default is a starting point from the design, explained in ``docs/router.md``.
 Invalid values raise :class:`modelwatch.ConfigurationError` at construction time:
