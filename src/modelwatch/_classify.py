@@ -1,10 +1,11 @@
 """Map any exception to an error kind, and read the retry hints a failed call carries.
 
 :func:`classify` returns one of :data:`modelwatch.errorkinds.KINDS`; it is the
-``error.type`` of spans and metrics and drives the router (docs/router.md, ``modelwatch.errorkinds``). It understands
-the real exception types of ``httpx`` (and ``httpx2``), ``httpcore``, ``requests``,
-``urllib3``, ``huggingface_hub``, ``openai`` (and ``anthropic``), ``aiohttp``, ``tenacity``,
-asyncio and the builtins, plus anything that carries an HTTP status code.
+``error.type`` of spans and metrics and drives the router (docs/router.md,
+``modelwatch.errorkinds``). It understands the real exception types of ``httpx`` (and
+``httpx2``), ``httpcore``, ``requests``, ``urllib3``, ``huggingface_hub``, ``openai`` (and
+``anthropic``), ``aiohttp``, ``tenacity``, asyncio and the builtins, plus anything that
+carries an HTTP status code.
 
 None of those libraries is imported: classes are recognised by the top-level package and
 name of each class in the exception's MRO, and the answer is cached per type, so a

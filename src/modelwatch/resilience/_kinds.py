@@ -1,8 +1,8 @@
 """Error classification as the router sees it: a small Protocol and the default adapter.
 
 The default is :func:`modelwatch.classify` (the library-wide decision table; what each
-kind means is :mod:`modelwatch.errorkinds`). A router or a ``circuit`` takes any ``Classifier``, e.g. to treat a provider's custom
-exception as ``unavailable``.
+kind means is :mod:`modelwatch.errorkinds`). A router or a ``circuit`` takes any
+``Classifier``, e.g. to treat a provider's custom exception as ``unavailable``.
 """
 
 from __future__ import annotations
