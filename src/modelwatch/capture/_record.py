@@ -144,43 +144,61 @@ REQUEST_ATTRIBUTES: Final[dict[str, str]] = {
     "conversation_id": semconv.GEN_AI_CONVERSATION_ID,
 }
 
-_SEQUENCES: Final = frozenset({"stop_sequences", "encoding_formats"})
-_NUMBER = (int, float)
-_INTS: Final = frozenset({"max_tokens", "top_k", "seed", "choice_count", "dimension_count"})
-_STRS: Final = frozenset({"output_type", "conversation_id"})
+
+def _strings(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        return [scrub(value)]
+    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
+        return [scrub(v) for v in value]
+    return None
 
 
-def _valid(name: str, value: Any) -> Any:
-    """The attribute value for a request setting, or ``None`` if it cannot be one."""
-    if name in _SEQUENCES:
-        if isinstance(value, str):
-            return [scrub(value)]
-        if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
-            return [scrub(v) for v in value]
-        return None
-    if name == "stream":
-        return value if isinstance(value, bool) else None
-    if isinstance(value, bool):
-        return None
-    if name in _INTS:
-        return value if isinstance(value, int) else None
-    if name in _STRS:
-        return scrub(value) if isinstance(value, str) and value else None
-    return float(value) if isinstance(value, _NUMBER) else None
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and type(value) is not bool else None
 
 
-def request_attributes(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Span attributes for the given request settings; ``None`` and unusable values skipped.
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and type(value) is not bool else None
 
-    Raises ``TypeError`` for a keyword that is not a request setting (a programming error).
-    """
+
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    return scrub(value) if isinstance(value, str) and value else None
+
+
+#: ``(span attribute, validator)`` of each ``Call.set_request`` keyword, in its order; a
+#: validator returns the attribute value, or ``None`` if the setting cannot be one.
+_REQUEST_FIELDS: Final[tuple[tuple[str, Callable[[Any], Any]], ...]] = tuple(
+    (REQUEST_ATTRIBUTES[name], check)
+    for name, check in (
+        ("temperature", _number),
+        ("max_tokens", _integer),
+        ("top_p", _number),
+        ("top_k", _integer),
+        ("seed", _integer),
+        ("stop_sequences", _strings),
+        ("frequency_penalty", _number),
+        ("presence_penalty", _number),
+        ("choice_count", _integer),
+        ("stream", _flag),
+        ("encoding_formats", _strings),
+        ("dimension_count", _integer),
+        ("output_type", _text),
+        ("conversation_id", _text),
+    )
+)
+
+
+def request_values(values: tuple[Any, ...]) -> dict[str, Any]:
+    """Span attributes for the ``Call.set_request`` keyword values, in their order;
+    ``None`` and unusable values skipped."""
     out: dict[str, Any] = {}
-    for name, value in settings.items():
-        key = REQUEST_ATTRIBUTES.get(name)
-        if key is None:
-            raise TypeError(f"set_request() got an unexpected keyword argument {name!r}")
+    for (key, check), value in zip(_REQUEST_FIELDS, values, strict=True):
         if value is not None:
-            valid = _valid(name, value)
+            valid = check(value)
             if valid is not None:
                 out[key] = valid
     return out

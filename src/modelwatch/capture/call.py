@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextvars import ContextVar, Token
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 
 from modelwatch import semconv
 from modelwatch._safety import guard, report_internal_error
-from modelwatch.capture._bounded import OVERFLOW_ATTRIBUTES, OVERFLOW_KEY, BoundedKeys
+from modelwatch.capture._bounded import OVERFLOW_ATTRIBUTES, OVERFLOW_KEY
 from modelwatch.capture._details import CallDetails
 from modelwatch.capture._record import LISTENERS, coerce_usage, notify, record_error_on_span
+from modelwatch.capture._spec import _INFLIGHT_KEYS, AttributeSets, CallSpec, seen_inflight_keys
 from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
 from modelwatch.capture.budget import charge
 from modelwatch.capture.cost import cost_of
@@ -41,6 +42,8 @@ _NO_RESULT: Final[Any] = object()
 
 _coerce_usage = coerce_usage
 _record_error_on_span = record_error_on_span  # a module global: tests replace it
+
+__all__ = ["Call", "CallSpec", "current_call", "start_call"]
 
 _CURRENT: ContextVar[Call | None] = ContextVar("modelwatch_current_call", default=None)
 
@@ -62,83 +65,9 @@ def _classify(exc: BaseException) -> str:
     return kind
 
 
-_INFLIGHT_KEYS: Final = (
-    semconv.GEN_AI_OPERATION_NAME,
-    semconv.GEN_AI_PROVIDER_NAME,
-    semconv.GEN_AI_REQUEST_MODEL,
-    semconv.MODELWATCH_ANALYSIS,
-)
-
-
-class CallSpec:
-    """What a ``monitored(...)`` or ``agent_step(...)`` declaration fixes once, at decoration.
-
-    Precomputes the span name and the span and metric attribute dicts, so the hot path
-    builds nothing it can reuse. Build one with :func:`modelwatch.lifecycle.model_spec` or
-    :func:`modelwatch.lifecycle.agent_spec` (or take ``monitored(...).spec``), once per
-    distinct model/operation/endpoint, and start calls from it with
-    :func:`modelwatch.lifecycle.start`. Treat it as immutable.
-    """
-
-    __slots__ = (
-        "analysis",
-        "cost_key",
-        "duration_instrument",
-        "inflight_key",
-        "is_model",
-        "metric_attributes",
-        "model",
-        "operation",
-        "provider",
-        "span_attributes",
-        "span_kind",
-        "span_name",
-        "usage",
-    )
-
-    def __init__(
-        self,
-        *,
-        span_name: str,
-        span_kind: SpanKind,
-        span_attributes: dict[str, Any],
-        metric_attributes: dict[str, Any],
-        duration_instrument: semconv.MetricSpec,
-        is_model: bool,
-        model: str | None = None,
-        provider: str | None = None,
-        operation: str = semconv.OPERATION_CHAT,
-        analysis: str | None = None,
-        usage: Callable[[Any], Any] | None = None,
-    ) -> None:
-        self.span_name = span_name
-        self.span_kind = span_kind
-        self.span_attributes = span_attributes
-        self.metric_attributes = metric_attributes
-        self.duration_instrument = duration_instrument
-        self.is_model = is_model
-        self.model = model
-        self.provider = provider
-        self.operation = operation
-        self.analysis = analysis
-        self.usage = usage
-        self.inflight_key = _inflight_key(metric_attributes, is_model)
-        self.cost_key = tuple(
-            (k, v) for k, v in metric_attributes.items() if k in semconv.COST.attributes
-        )
-
-
 # ----------------------------------------------------------------------- in-flight registry
 _inflight: dict[int, Call] = {}
-#: Every in-flight key seen (in-flight gauges report 0 for a key once seen, not nothing),
-#: bounded: past the limit, new keys share the overflow set.
-_seen_inflight_keys = BoundedKeys("in-flight", overflow=OVERFLOW_KEY)
-
-
-def _inflight_key(metric_attributes: Attributes, is_model: bool) -> tuple[Any, ...]:
-    """The low-cardinality in-flight key of a declaration (admitted to the bounded set)."""
-    key = tuple(metric_attributes.get(k) for k in _INFLIGHT_KEYS)
-    return _seen_inflight_keys.fold(key) if is_model else key
+_seen_inflight_keys = seen_inflight_keys
 
 
 def _inflight_groups() -> dict[tuple[Any, ...], tuple[int, float]]:
@@ -217,6 +146,7 @@ class Call(CallDetails):
         self._child_output: int | None = None
         self._usage_explicit = False
         self._response_model: str | None = None
+        self._pending: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ public
     @property
@@ -310,8 +240,7 @@ class Call(CallDetails):
             self._set_details(*found.details)
         if found.response_model is not None and self._response_model is None:
             self._response_model = found.response_model
-            if self._span is not None:
-                self._span.set_attribute(semconv.GEN_AI_RESPONSE_MODEL, found.response_model)
+            self._put(semconv.GEN_AI_RESPONSE_MODEL, found.response_model)
 
     def _usage_from_result(self, result: Any) -> None:
         if self._usage_explicit:
@@ -387,6 +316,8 @@ class Call(CallDetails):
             report_internal_error("end_call", internal)
         span = self._span
         if span is not None:
+            if self._pending:  # recording failed before the attributes were written
+                self._flush_attributes(span)
             # ended here, once, even when recording failed: a host span processor whose
             # on_end raises must not make us end the span a second time
             try:
@@ -410,23 +341,13 @@ class Call(CallDetails):
             owner._absorb_usage(Usage(input_tokens, output_tokens, self._response_model))
         else:
             tel = telemetry()
-            attrs = self._metric_attributes(kind)
+            attrs, input_attrs, output_attrs = self._metric_attributes(kind)
             tel.defer(tel.instrument(spec.duration_instrument), end - self._start, attrs, span)
             if spec.is_model:
                 if input_tokens is not None:
-                    tel.defer(
-                        tel.tokens,
-                        input_tokens,
-                        {**attrs, semconv.GEN_AI_TOKEN_TYPE: "input"},
-                        span,
-                    )
+                    tel.defer(tel.tokens, input_tokens, input_attrs, span)
                 if output_tokens is not None:
-                    tel.defer(
-                        tel.tokens,
-                        output_tokens,
-                        {**attrs, semconv.GEN_AI_TOKEN_TYPE: "output"},
-                        span,
-                    )
+                    tel.defer(tel.tokens, output_tokens, output_attrs, span)
                 # a failed call is priced only when it reported usage (providers bill those)
                 if kind is None or input_tokens is not None or output_tokens is not None:
                     cost = _price(spec.model, input_tokens, output_tokens)
@@ -435,25 +356,29 @@ class Call(CallDetails):
                     charge(cost, spec.metric_attributes)
         if span is not None:
             if stream_closed:
-                span.set_attribute(semconv.MODELWATCH_STREAM, True)
+                self._put(semconv.MODELWATCH_STREAM, True)
+            if kind is None and cost is not None:
+                self._put(semconv.MODELWATCH_COST, cost)
+            self._flush_attributes(span)
             if kind is not None:
                 _record_error_on_span(span, exc, kind)  # type: ignore[arg-type]
-            elif cost is not None:
-                span.set_attribute(semconv.MODELWATCH_COST, cost)
         return cost
 
-    def _metric_attributes(self, kind: str | None) -> Attributes:
-        attrs = self._spec.metric_attributes
+    def _flush_attributes(self, span: Span) -> None:
+        """Write the attributes recorded during the call onto its span, in one step, in the
+        order they were recorded (later ones override earlier ones, as they did)."""
+        pending = self._pending
+        self._pending = None  # from now on, writes go to the span directly
+        if pending:
+            span.set_attributes(pending)
+
+    def _metric_attributes(self, kind: str | None) -> AttributeSets:
+        """Duration, input-token and output-token metric attributes of this call (shared
+        dicts, built once per spec and combination: the deferred drain groups by identity)."""
+        spec = self._spec
         if kind is None and self._response_model is None and not self._probe:
-            return attrs  # the common case: the spec's dict, built once
-        extra = dict(attrs)
-        if self._probe:
-            extra[semconv.MODELWATCH_ORIGIN] = semconv.ORIGIN_PROBE
-        if kind is not None:
-            extra[semconv.ERROR_TYPE] = kind
-        if self._response_model is not None:
-            extra[semconv.GEN_AI_RESPONSE_MODEL] = self._response_model
-        return extra
+            return spec.attribute_sets  # the common case
+        return spec.attribute_sets_for(self._probe, kind, self._response_model)
 
 
 def _price(model: str | None, input_tokens: int | None, output_tokens: int | None) -> float | None:
@@ -493,6 +418,8 @@ def start_call(spec: CallSpec) -> Call:
             spec.span_name, kind=spec.span_kind, attributes=spec.span_attributes
         )
         call._span = span
+        if span.is_recording():  # attributes recorded during the call wait for its end
+            call._pending = {}
         if call._probe:
             span.set_attribute(semconv.MODELWATCH_ORIGIN, semconv.ORIGIN_PROBE)
         call._ctx_token = otel_context.attach(trace.set_span_in_context(span))
