@@ -5,7 +5,6 @@ bounded."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -152,16 +151,14 @@ def test_an_unsampled_call_records_its_metrics_and_no_span() -> None:
         data = reader.get_metrics_data()
     assert exporter.get_finished_spans() == ()
     assert data is not None
-    names = {
-        m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-    }
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
     assert "gen_ai.client.token.usage" in names
 
 
 # ------------------------------------------------------------------ metric attribute sets
 @pytest.fixture
-def spec() -> Iterator[modelwatch.CallSpec]:
-    yield lifecycle.model_spec(model="gpt-4o-mini", provider="openai", analysis="sets")
+def spec() -> modelwatch.CallSpec:
+    return lifecycle.model_spec(model="gpt-4o-mini", provider="openai", analysis="sets")
 
 
 def test_calls_of_one_spec_and_response_model_share_their_attribute_sets(
