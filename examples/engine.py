@@ -1,15 +1,19 @@
 """A small AI engine with modelwatch, to copy into your own service.
 
-Three analysis types, each behind a ``modelwatch.Router`` with a primary and a backup model;
-health endpoints under ``/health``; Prometheus metrics on ``/metrics``; one HTTP route,
-``POST /analyze/<analysis>`` with ``{"text": "..."}``. Standard library HTTP (``wsgiref``):
-swap in Flask, FastAPI or anything else, the modelwatch parts stay the same.
+Three analysis types, each behind a ``modelwatch.Router`` with a primary and a backup model
+(code_review's router hedges: a primary slow to answer is raced by its backup); a daily cost
+budget on the most expensive model that, once spent, sends its calls to the cheaper backup;
+health endpoints under ``/health`` and a public status page under ``/status``; Prometheus
+metrics on ``/metrics``; one HTTP route, ``POST /analyze/<analysis>`` with ``{"text": "..."}``.
+Standard library HTTP (``wsgiref``): swap in Flask, FastAPI or anything else, the modelwatch
+parts stay the same.
 
 Run it (everything on 127.0.0.1; with no ``HF_BASE_URL`` it starts a local fake model server)::
 
     python examples/engine.py
     curl -s -XPOST localhost:8000/analyze/code_review -d '{"text": "def f(): return 1/0"}'
     curl -s localhost:8000/health/ready
+    open http://localhost:8000/status       # the status page
     curl -s localhost:9464/metrics | grep modelwatch_
 
 Point it at real endpoints with ``HF_BASE_URL`` (models are served at
@@ -17,8 +21,9 @@ Point it at real endpoints with ``HF_BASE_URL`` (models are served at
 ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``.
 
 ``modelwatch demo`` runs this very engine (``modelwatch.demo``): it passes shorter timeouts and
-breaker settings, and a ``wrap`` hook that records every model call, through the keyword
-arguments of :func:`build_routers` and :func:`build_health`.
+breaker settings, a hedge delay and a budget scaled to a one-minute run, and a ``wrap`` hook
+that records every model call, through the keyword arguments of :func:`build_routers`,
+:func:`build_budgets` and :func:`build_health`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import openai
@@ -52,6 +57,11 @@ ANALYSES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
         ("gpt-4o-mini", "openai", "chat"),
     ),
 }
+#: analysis -> its router's hedge: a primary that has not answered after its recent p95
+#: latency is raced by the backup (``modelwatch.Hedge``; first answer wins)
+HEDGES: dict[str, modelwatch.Hedge] = {"code_review": modelwatch.Hedge()}
+#: model -> USD a day; once spent, routers skip the model and answer with the next backend
+BUDGETS: dict[str, float] = {"google/flan-t5-xl": 25.0}
 PROMPTS = {
     "code_review": "Review this code and list its problems: {}",
     "requirement_extraction": "{}",
@@ -124,8 +134,11 @@ def build_routers(
     client_timeout_s: float = 20.0,
     wrap: Wrap | None = None,
     canaries: Mapping[str, modelwatch.Canary] | None = None,
+    hedges: Mapping[str, modelwatch.Hedge] | None = None,
 ) -> dict[str, modelwatch.Router]:
     """One router per analysis: the primary first, then its backup.
+
+    ``hedges`` (default :data:`HEDGES`) gives an analysis' router a ``modelwatch.Hedge``.
 
     ``canaries`` puts a candidate version of an analysis' primary on trial (served at the
     endpoint ``{model}-v2``, version ``"v2"`` against the primary's ``"v1"``): it takes a share
@@ -133,6 +146,7 @@ def build_routers(
     The keyword arguments are the production settings; ``modelwatch demo`` passes shorter ones.
     """
     canaries = canaries or {}
+    hedges = HEDGES if hedges is None else hedges
 
     def backend(analysis: str, model: str, provider: str, operation: str, **more: Any) -> Any:
         endpoint = f"{model}-v2" if "canary" in more else model
@@ -167,8 +181,28 @@ def build_routers(
             retry=retry or modelwatch.RetryPolicy(max_retries=1),
             timeout_s=timeout_s,
             attempt_timeout_s=attempt_timeout_s,
+            hedge=hedges.get(analysis),
         )
     return routers
+
+
+def build_budgets(
+    limits: Mapping[str, float] | None = None,
+    *,
+    period: Literal["hour", "day", "week", "month"] | float = "day",
+    suffix: str = "",
+) -> list[modelwatch.Budget]:
+    """A cost budget per model of ``limits`` (default :data:`BUDGETS`, USD per ``period``)
+    with ``enforce="skip"``: once a model's budget is spent, the routers skip it and fail
+    over to the next backend (the cheaper model) until the period ends. Named after the model
+    (plus ``suffix``); ``budget.close()`` each when done. Without a shared store
+    (``Budget(store=redis_store(...))``) every process counts its own spend."""
+    return [
+        modelwatch.Budget(
+            f"{model}{suffix}", limit_usd=usd, period=period, model=model, enforce="skip"
+        )
+        for model, usd in (BUDGETS if limits is None else limits).items()
+    ]
 
 
 def build_health(
@@ -198,14 +232,20 @@ def build_health(
 def make_app(
     routers: dict[str, modelwatch.Router], health: modelwatch.Health
 ) -> Callable[..., Iterable[bytes]]:
-    """The engine's WSGI app: ``POST /analyze/<analysis>`` and ``/health/...``."""
-    health_app = health.wsgi()
+    """The engine's WSGI app: ``POST /analyze/<analysis>``, ``/health/...`` and the status
+    page at ``/status``."""
+    mounted = {"/health": health.wsgi(), "/status": health.status_page_wsgi()}
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
-        if path == "/health" or path.startswith("/health/"):
-            environ = {**environ, "SCRIPT_NAME": "/health", "PATH_INFO": path[7:] or "/"}
-            return health_app(environ, start_response)
+        for prefix, inner in mounted.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                environ = {
+                    **environ,
+                    "SCRIPT_NAME": prefix,
+                    "PATH_INFO": path[len(prefix) :] or "/",
+                }
+                return inner(environ, start_response)
         analysis = path.removeprefix("/analyze/")
         if environ["REQUEST_METHOD"] != "POST" or analysis not in routers:
             start_response("404 Not Found", [("Content-Type", "application/json")])
@@ -247,11 +287,13 @@ def main() -> None:
         fake = FakeModelServer().start()
         hf_base_url, openai_base_url = fake.url, fake.openai_base_url
     routers = build_routers(hf_base_url, openai_base_url or "https://api.openai.com/v1")
+    budgets = build_budgets()
     health = build_health(routers)
     health.start()
     server = serve(make_app(routers, health))
     print("engine   http://127.0.0.1:8000/analyze/<analysis>")
     print("health   http://127.0.0.1:8000/health")
+    print("status   http://127.0.0.1:8000/status")
     print(f"metrics  http://127.0.0.1:{config.prometheus_port}/metrics")
     try:
         threading.Event().wait()
@@ -261,6 +303,10 @@ def main() -> None:
         server.shutdown()
         server.server_close()
         health.stop()
+        for budget in budgets:
+            budget.close()
+        for router in routers.values():
+            router.close()
         if fake is not None:
             fake.stop()
         modelwatch.shutdown()

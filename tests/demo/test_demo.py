@@ -31,7 +31,7 @@ from support.servers import require_server  # type: ignore[import-not-found]
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-ENDPOINT = re.compile(r"^\s+(fake model server|health|prometheus)\s+(http://\S+)")
+ENDPOINT = re.compile(r"^\s+(fake model server|health|status page|prometheus)\s+(http://\S+)")
 
 
 @dataclass
@@ -84,7 +84,7 @@ def start_demo(*args: str) -> DemoRun:
             match = ENDPOINT.match(line)
             if match:
                 run.endpoints[match.group(1)] = match.group(2)
-                if len(run.endpoints) == 3:
+                if len(run.endpoints) == 4:
                     run.ready.set()
         run.ready.set()
 
@@ -124,8 +124,9 @@ def test_demo_runs_fails_over_serves_endpoints_and_cleans_up() -> None:
     run = start_demo("--duration", "10", "--no-live", "--seed", "7")
     try:
         assert run.ready.wait(20), run.output
-        assert set(run.endpoints) == {"fake model server", "health", "prometheus"}, run.output
+        assert set(run.endpoints) == {"fake model server", "health", "status page", "prometheus"}
         metrics_pages: list[str] = []
+        status_pages: list[str] = []
         flan_health: list[str] = []
         ready_codes: list[int] = []
         with httpx.Client(timeout=2.0) as client:
@@ -134,10 +135,14 @@ def test_demo_runs_fails_over_serves_endpoints_and_cleans_up() -> None:
                     page = client.get(run.endpoints["prometheus"])
                     models = client.get(run.endpoints["health"] + "/models")
                     ready = client.get(run.endpoints["health"] + "/ready")
+                    status = client.get(run.endpoints["status page"])
                 except httpx.TransportError:
                     break  # the demo is shutting down
                 assert page.status_code == 200
+                assert status.status_code == 200
+                assert status.headers["content-type"].startswith("text/html")
                 metrics_pages.append(page.text)
+                status_pages.append(status.text)
                 ready_codes.append(ready.status_code)
                 checks = {c["name"]: c for c in models.json()["checks"]}
                 flan_health.append(checks["google/flan-t5-large"]["status"])
@@ -182,12 +187,75 @@ def test_demo_runs_fails_over_serves_endpoints_and_cleans_up() -> None:
     assert "health   health" not in output
     assert re.search(r"google/flan-t5-large\s+\$\s*[\d.]+", output), output
     assert "shut down cleanly" in output
+    _assert_hedge_budget_and_incident(output, metrics_pages, status_pages)
 
     # nothing is left listening
     for url in run.endpoints.values():
         assert port_is_closed(url), url
     # 10 s of scenario, the first scrape (Prometheus applies new targets every 5 s), start-up
     assert elapsed < 30, f"the demo test took {elapsed:.1f} s"
+
+
+def _event_at(output: str, pattern: str) -> float | None:
+    match = re.search(rf"^\[\s*([\d.]+)s\] {pattern}", output, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def _assert_hedge_budget_and_incident(
+    output: str, metrics_pages: list[str], status_pages: list[str]
+) -> None:
+    """The hang is answered by hedges, the budget moves tech_recommendation to its cheaper
+    backup, and the status page lists the outage as an incident (10 s run: the hang from 2 s
+    to 3 s, attempt timeout 0.8 s, the budget meant to be spent about 5 s in)."""
+    # hedges: from the library's counter, and the users' calls during the hang were faster
+    # than the attempt timeout that an unhedged call meeting the hung primary waits
+    hedged = re.search(r"hedged answers\s+(\d+)\s+hedges started, (\d+) won", output)
+    assert hedged, output
+    started, won = int(hedged.group(1)), int(hedged.group(2))
+    assert 1 <= won <= started, output
+    assert any('modelwatch_hedge_outcome="won"' in p for p in metrics_pages)
+    hang = re.search(
+        r"during the hang (\d+) code_review calls .*: median ([\d.]+) s, p99 ([\d.]+) s; "
+        r".* waited the ([\d.]+) s attempt timeout",
+        output,
+    )
+    assert hang, output
+    assert int(hang.group(1)) >= 1
+    assert float(hang.group(2)) < float(hang.group(4)), output  # the median user: a hedge
+    # the budget: spent during the run, then the router answered with the cheaper model
+    budget = re.search(
+        r"budget\s+google/flan-t5-xl: \$([\d.]+) a day, enforce=\"skip\": spent at ([\d.]+) s "
+        r".*\$([\d.]+) counted",
+        output,
+    )
+    assert budget, output
+    limit, spent_at, counted = (
+        float(budget.group(1)),
+        float(budget.group(2)),
+        float(budget.group(3)),
+    )
+    assert 0 < spent_at < 10, output
+    assert counted >= limit, output
+    moved = re.search(r"then calls went to the cheaper model: (\d+) to gpt-4o-mini", output)
+    assert moved, output
+    assert int(moved.group(1)) > 0, output
+    switched = _event_at(
+        output, r"failover tech_recommendation: failing over google/flan-t5-xl -> gpt-4o-mini"
+    )
+    assert switched is not None, output
+    assert switched >= spent_at - 0.1, output  # not before the budget ran out
+    assert "FIRED  ModelwatchBudgetExhausted" in output
+    # the status page, fetched near the end of the run, lists the outage as an incident;
+    # the summary reads the same from the health history
+    assert status_pages, output
+    last = status_pages[-1]
+    incidents = last[last.index('id="h-incidents"') :]
+    assert '<li class="incident" data-check="google/flan-t5-large">' in incidents, last
+    assert '<li class="check" data-check="google/flan-t5-large" data-state="ok">' in last
+    listed = re.search(r"status page\s+http://\S+/status lists (\d+) incident", output)
+    assert listed, output
+    assert int(listed.group(1)) >= 1
+    assert re.search(r"^\s+google/flan-t5-large\s+down\s+[\d.]+ s -> [\d.]+ s", output, re.M)
 
 
 def test_ctrl_c_stops_early_with_a_summary_and_exit_0() -> None:
@@ -391,6 +459,16 @@ def test_workers_run_the_engine_as_processes_and_the_summary_counts_them_all() -
     assert rate(output, "user requests") > rate(output, "model calls"), output
     assert "FIRED  ModelwatchCircuitOpen" in output
     assert "shut down cleanly" in output
+    # each worker hedges and enforces its share of the budget; their counters add up
+    hedged = re.search(r"hedged answers\s+(\d+)\s+hedges started, (\d+) won", output)
+    assert hedged, output
+    assert int(hedged.group(2)) >= 1, output
+    assert re.search(r"budget\s+w1: google/flan-t5-xl w1 spent", output), output
+    assert re.search(r"budget\s+w2: google/flan-t5-xl w2 spent", output), output
+    moved = re.search(r"then calls went to the cheaper model: (\d+) to gpt-4o-mini", output)
+    assert moved, output
+    assert int(moved.group(1)) > 0, output
+    assert re.search(r"status page\s+http://\S+/status lists [1-9]\d* incident", output)
     for url in workers:
         assert port_is_closed(url), url
 

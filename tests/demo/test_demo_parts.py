@@ -33,10 +33,11 @@ def test_the_same_seed_scripts_the_same_incident() -> None:
 @pytest.mark.parametrize("duration", [10.0, 60.0, 300.0])
 def test_phases_are_proportional_to_the_duration(duration: float) -> None:
     sc = scenario(duration, 1)
-    assert [s.at / duration for s in sc.steps] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert [s.at / duration for s in sc.steps] == pytest.approx([0.2, 0.3, 0.4, 0.6, 0.8])
     assert sc.phases[0].start == 0.0
     assert sc.phases[-1].end == duration
     assert all(a.end == b.start for a, b in zip(sc.phases, sc.phases[1:], strict=False))
+    assert sc.phase_at(duration * 0.25).name.endswith("hangs")
     assert sc.phase_at(duration * 0.5).name.startswith("incident")
     assert sc.phase_at(duration * 2).name == "calm"
 

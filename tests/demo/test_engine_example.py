@@ -81,3 +81,52 @@ def test_engine_example_serves_an_analysis_and_health(engine_module: ModuleType)
     assert isinstance(usage["gen_ai.usage.output_tokens"], int)
     assert usage["gen_ai.usage.input_tokens"] > 0
     assert usage["gen_ai.usage.output_tokens"] > 0
+
+
+def test_engine_example_hedges_a_hung_primary_and_skips_a_spent_budget(
+    engine_module: ModuleType,
+) -> None:
+    """code_review's router hedges (examples/engine.py's HEDGES): with its primary hung, the
+    backup answers; the budget on google/flan-t5-xl (BUDGETS, enforce="skip"), once spent,
+    sends tech_recommendation to gpt-4o-mini; /status serves the status page."""
+    import modelwatch
+
+    with FakeModelServer() as fake, capture() as captured:
+        routers = engine_module.build_routers(
+            fake.url,
+            fake.openai_base_url,
+            hedges={"code_review": modelwatch.Hedge(after_s=0.2)},
+            attempt_timeout_s=5.0,
+            client_timeout_s=6.0,
+        )
+        (budget,) = engine_module.build_budgets({"google/flan-t5-xl": 0.001})  # < one call
+        health = engine_module.build_health(routers)
+        server = engine_module.serve(engine_module.make_app(routers, health), port=0)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}") as client:
+                fake.fail("google/flan-t5-large", "hang")
+                hedged = client.post("/analyze/code_review", json={"text": "x = 1"}, timeout=4)
+                assert hedged.json()["result"].startswith("[meta-llama/Llama-3.1-8B-Instruct]")
+                fake.heal()
+                first = client.post("/analyze/tech_recommendation", json={"text": "a queue"})
+                assert first.json()["result"].startswith("[google/flan-t5-xl]")
+                assert budget.exceeded  # $0.0012 spent of $0.001
+                then = client.post("/analyze/tech_recommendation", json={"text": "a cache"})
+                assert then.json()["result"].startswith("[gpt-4o-mini]")
+                health.run_once()
+                page = client.get("/status")
+                assert page.status_code == 200
+                assert page.headers["content-type"].startswith("text/html")
+                assert 'data-check="google/flan-t5-large"' in page.text
+                assert client.get("/status/nope").status_code == 404
+        finally:
+            server.shutdown()
+            server.server_close()
+            health.stop()
+            budget.close()
+            for router in routers.values():
+                router.close()
+    assert captured.metric_sum("modelwatch.hedges", {"modelwatch.hedge.outcome": "won"}) == 1
+    budget_moves = {"modelwatch.router": "tech_recommendation", "reason": "budget"}
+    # the second user call, then the synthetic check of health.run_once()
+    assert captured.metric_sum("modelwatch.failovers", budget_moves) == 2

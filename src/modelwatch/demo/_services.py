@@ -18,11 +18,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
 
-from modelwatch import semconv
 from modelwatch.capture.cost import cost_of
 from modelwatch.demo.record import Recorder
 from modelwatch.health import Health
-from modelwatch.ops.promnames import SDK, label_name, metric_name
 
 HOST: Final = "127.0.0.1"
 SERVICE_NAME: Final = "modelwatch-demo"
@@ -44,14 +42,16 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 
 
 def _health_app(health: Health) -> Callable[..., Iterable[bytes]]:
-    """Serve ``health.wsgi()`` under ``/health`` and a small index at ``/``."""
-    inner = health.wsgi()
+    """Serve ``health.wsgi()`` under ``/health``, the status page
+    (``health.status_page_wsgi()``) under ``/status`` and a small index at ``/``."""
+    mounted = {"/health": health.wsgi(), "/status": health.status_page_wsgi()}
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
-        if path == "/health" or path.startswith("/health/"):
-            environ = {**environ, "SCRIPT_NAME": "/health", "PATH_INFO": path[7:] or "/"}
-            return inner(environ, start_response)
+        for prefix, inner in mounted.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                rest = path[len(prefix) :] or "/"
+                return inner({**environ, "SCRIPT_NAME": prefix, "PATH_INFO": rest}, start_response)
         if path == "/":
             body = json.dumps(
                 {
@@ -64,7 +64,9 @@ def _health_app(health: Health) -> Callable[..., Iterable[bytes]]:
                         "/health/analysis",
                         "/health/dependencies",
                         "/health/checks/{name}",
+                        "/health/history",
                     ],
+                    "status page": "/status",
                 }
             ).encode()
             start_response("200 OK", [("Content-Type", "application/json")])
@@ -92,6 +94,11 @@ class HealthServer:
     def url(self) -> str:
         """Base URL of the health endpoints."""
         return f"http://{HOST}:{self._server.server_port}/health"
+
+    @property
+    def status_url(self) -> str:
+        """URL of the status page."""
+        return f"http://{HOST}:{self._server.server_port}/status"
 
     def start(self) -> None:
         """Serve in the background."""
@@ -138,6 +145,12 @@ def library_logs(recorder: Recorder) -> Iterator[None]:
                 f"{event.get('router')}: version {event.get('version')} {what} "
                 f"({event.get('reason')}{figures}, after {event.get('candidate_calls')} "
                 f"candidate calls)",
+            )
+        elif name == "modelwatch.budget.exceeded":
+            recorder.event(
+                "budget",
+                f"{event.get('budget')} spent: ${event.get('spent_usd', 0.0):.4f} of "
+                f"${event.get('limit_usd', 0.0):.4f} (enforce={event.get('enforce')})",
             )
         elif name == "modelwatch.internal_error":
             recorder.internal_errors += 1
@@ -224,24 +237,6 @@ def wait_for_threads(names: Iterable[str], timeout_s: float) -> list[str]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.02)
-
-
-def metric_by(text: str, spec: semconv.MetricSpec, key: str | None) -> dict[str, float]:
-    """The samples of metric ``spec`` on a ``/metrics`` page, summed by label ``key``
-    (all under ``""`` when ``key`` is ``None``)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    name = metric_name(spec, SDK)
-    label = label_name(key) if key is not None else None
-    sums: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name != name:
-                continue
-            group = "" if label is None else sample.labels.get(label)
-            if group is not None:
-                sums[group] = sums.get(group, 0.0) + sample.value
-    return sums
 
 
 def cost_from_records(recorder: Recorder) -> dict[str, float]:

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Sequence
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from modelwatch import semconv
 from modelwatch._config import configure, shutdown
@@ -48,7 +48,6 @@ from modelwatch.demo._services import (
     cost_from_records,
     fetch,
     library_logs,
-    metric_by,
     stop_on_signals,
     wait_for_threads,
 )
@@ -72,8 +71,10 @@ from modelwatch.demo.engine import (
     TrafficGenerator,
 )
 from modelwatch.demo.prometheus import Prometheus, PrometheusError, find_or_install
+from modelwatch.demo.readings import MetricsReadings, read_history, read_pages
 from modelwatch.demo.record import Recorder
 from modelwatch.demo.scenario import Scenario, ScenarioRunner
+from modelwatch.demo.spans import time_routes
 from modelwatch.demo.summary import render_summary, summarize
 from modelwatch.demo.view import (
     Endpoints,
@@ -210,6 +211,9 @@ class _Demo:
         self.stop = threading.Event()
         self._costs: tuple[dict[str, float], str] = ({}, "not read")
         self._failovers_metric: float | None = None
+        self._readings: MetricsReadings | None = None
+        self._history: list[dict[str, Any]] | None = None
+        self._status_url: str | None = None
         self.options: RuleOptions = demo_rule_options(
             self.duration,
             latency_threshold_s=self.timing.latency_alert_s,
@@ -254,6 +258,9 @@ class _Demo:
             otlp_endpoint=self.args.otlp_endpoint,
         )
         stack.callback(shutdown)
+        timer = time_routes(self.recorder)  # the routers' own spans time the users' calls
+        if timer is not None:
+            stack.callback(timer.stop)
         metrics_url = (
             f"http://{HOST}:{config.prometheus_port}/metrics"
             if config.prometheus_port is not None
@@ -261,10 +268,10 @@ class _Demo:
         )
         if self.args.workers > 1:
             return self._start_workers(stack, server), metrics_url
-        # read the last /metrics page just before the telemetry shuts down (LIFO order)
-        stack.callback(self._read_metrics, [metrics_url] if metrics_url else [])
         engine = Engine(server, self.recorder, self.timing, seed=self.args.seed)
         stack.callback(engine.close)
+        # read the last /metrics page once traffic stopped, before the budgets close (LIFO)
+        stack.callback(self._read_metrics, [metrics_url] if metrics_url else [])
         health = engine.health
         health.add(
             "fake-model-server",
@@ -279,6 +286,8 @@ class _Demo:
         health_server = HealthServer(health, port + 1 if port else 0)
         health_server.start()
         stack.callback(health_server.stop)
+        stack.callback(self._read_history, health_server.url)
+        self._status_url = health_server.status_url
         targets = [f"{HOST}:{config.prometheus_port}"] if config.prometheus_port else None
         self._start_prometheus(stack, targets)
         self._print_endpoints(
@@ -297,6 +306,8 @@ class _Demo:
         stack.callback(workers.stop)
         workers.start()
         stack.callback(self._read_metrics, workers.metrics_urls)
+        stack.callback(self._read_history, f"{workers.urls[0]}/health")
+        self._status_url = f"{workers.urls[0]}/status"
         self._start_prometheus(stack, None, sd_dir=sd_dir, count=self.args.workers)
         self._print_endpoints(
             Endpoints(server.url, f"{workers.urls[0]}/health", None, None),
@@ -311,6 +322,7 @@ class _Demo:
             prometheus_server=prometheus,
             alerts_note=self._verdicts[0].note if self._verdicts else "",
             workers=tuple(workers or ()),
+            status_page=self._status_url,
         )
         out, style = self.out, self.style
         out.write(style.bold("  endpoints (127.0.0.1 only):") + "\n")
@@ -378,27 +390,24 @@ class _Demo:
         self._calls_by_instance = watcher.calls_by_instance()
 
     def _read_metrics(self, metrics_urls: list[str]) -> None:
-        """Read cost and failovers from the last ``/metrics`` page of every process serving
-        the engine, before they close."""
-        pages = [text for text in (fetch(url) for url in metrics_urls) if text is not None]
-        if pages:
-            costs: dict[str, float] = {}
-            failovers = 0.0
-            for text in pages:
-                by_model = metric_by(text, semconv.COST, semconv.GEN_AI_REQUEST_MODEL)
-                for model, cost in by_model.items():
-                    costs[model] = costs.get(model, 0.0) + cost
-                failovers += metric_by(text, semconv.FAILOVERS, None).get("", 0.0)
+        """Read cost, failovers, hedges and budgets from the last ``/metrics`` page of every
+        process serving the engine, before they close."""
+        self._readings = read_pages(metrics_urls)
+        if self._readings is not None:
             where = "the demo's own /metrics"
-            if len(pages) > 1:
-                where = f"{len(pages)} workers' /metrics"
-            self._costs = (costs, f"{metric_name(semconv.COST, SDK)} from {where}")
-            self._failovers_metric = failovers
+            if self._readings.pages > 1:
+                where = f"{self._readings.pages} workers' /metrics"
+            self._costs = (self._readings.costs, f"{metric_name(semconv.COST, SDK)} from {where}")
+            self._failovers_metric = self._readings.failovers
         else:
             self._costs = (
                 cost_from_records(self.recorder),
                 "from the price table: no /metrics endpoint",
             )
+
+    def _read_history(self, health_url: str) -> None:
+        """Read the health history (the status page's incidents) before health closes."""
+        self._history = read_history(health_url)
 
     def _print_summary(
         self,
@@ -416,7 +425,12 @@ class _Demo:
             verdicts=self._verdicts,
             cost_by_model=costs,
             cost_source=source,
+            timing=timing,
+            readings=self._readings,
+            history=self._history,
+            processes=self.args.workers,
         )
+        summary.status_url = self._status_url
         summary.failovers_metric = self._failovers_metric
         if elapsed < duration:
             summary.notes.append(f"stopped early at {elapsed:.1f} s (Ctrl-C)")

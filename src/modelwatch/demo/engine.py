@@ -26,6 +26,8 @@ from types import ModuleType
 from typing import Any, Final, Protocol
 
 from modelwatch._classify import classify
+from modelwatch.capture.budget import Budget
+from modelwatch.capture.cost import cost_of
 from modelwatch.capture.drift import Drift
 from modelwatch.capture.origin import in_probe
 from modelwatch.demo.record import (
@@ -47,9 +49,11 @@ from modelwatch.testing.fake_server import FakeModelServer
 
 __all__ = [
     "ANALYSES",
+    "BUDGETED_MODEL",
     "CANARY_ANALYSIS",
     "CANARY_MODEL",
     "FAILING_MODEL",
+    "HEDGED_ANALYSIS",
     "SLOW_MODEL",
     "AnalysisSpec",
     "Engine",
@@ -167,6 +171,10 @@ CANARY_ANALYSIS: Final = ANALYSES[2].name
 #: where that candidate is served (``{model}-v2``): the scenario makes it answer slowly
 CANARY_MODEL: Final = f"{ANALYSES[2].primary.model}-v2"
 _CANDIDATE_OF: Final = {CANARY_MODEL: ANALYSES[2].primary.model}
+#: the analysis whose router hedges (examples/engine.py's HEDGES): the one whose primary hangs
+HEDGED_ANALYSIS: Final = next(iter(example_engine().HEDGES))
+#: the model with a cost budget (examples/engine.py's BUDGETS): spent halfway through the run
+BUDGETED_MODEL: Final = next(iter(example_engine().BUDGETS))
 
 
 class Serving(Protocol):
@@ -191,7 +199,18 @@ class Engine:
     ``recorder`` (origin ``"probe"`` inside health checks and breaker probes).
     """
 
-    def __init__(self, server: FakeModelServer, recorder: Recorder, timing: Timing, *, seed: int):
+    def __init__(
+        self,
+        server: FakeModelServer,
+        recorder: Recorder,
+        timing: Timing,
+        *,
+        seed: int,
+        processes: int = 1,
+        budget_suffix: str = "",
+    ):
+        """``processes``: how many engines share the traffic (``--workers``): each gets that
+        share of the budget, named with ``budget_suffix``, as each process counts its own."""
         example = example_engine()
         self.server = server
         self.recorder = recorder
@@ -211,7 +230,18 @@ class Engine:
             client_timeout_s=timing.client_timeout_s,
             wrap=self._recorded,
             canaries={CANARY_ANALYSIS: timing.canary()},
+            hedges={name: timing.hedge() for name in example.HEDGES},
         )
+        self._budget_limits = {
+            model: timing.budget_usd(price, processes)
+            for model in example.BUDGETS
+            if (price := cost_of(model, None, None))
+        }
+        self._budget_suffix = budget_suffix
+        #: opened with the first user call: the health checks run before the traffic starts
+        #: (while Prometheus finds its targets), and the budget is for the run
+        self.budgets: list[Budget] | None = None
+        self._budgets_lock = threading.Lock()
         for name, router in self.routers.items():
             for spec in self.analyses[name].models:
                 router.breaker(spec.model).add_listener(self._on_transition)
@@ -237,6 +267,10 @@ class Engine:
         """Release the routers' worker threads and background probes."""
         for router in self.routers.values():
             router.close()
+        with self._budgets_lock:
+            for budget in self.budgets or ():
+                budget.close()
+            self.budgets = []  # none opens after
         self.drift.close()
 
     def circuit_states(self) -> dict[tuple[str, str], str]:
@@ -276,6 +310,8 @@ class Engine:
             token = recorder.attempt_started(model)
             start = recorder.now()
             origin: Origin = "probe" if in_probe() else "user"
+            if self.budgets is None and origin == "user":
+                self._open_budgets()
             try:
                 text = fn(prompt)
             except BaseException as exc:
@@ -294,6 +330,15 @@ class Engine:
 
         call.__name__ = call.__qualname__ = getattr(fn, "__name__", "call")
         return call
+
+    def _open_budgets(self) -> None:
+        """Open the cost budgets (``examples/engine.py``'s ``build_budgets``), once."""
+        example = example_engine()
+        with self._budgets_lock:
+            if self.budgets is None:
+                self.budgets = example.build_budgets(
+                    self._budget_limits, suffix=self._budget_suffix
+                )
 
     def _on_transition(self, breaker: Breaker, event: Transition) -> None:
         """Record every breaker transition; log the telling ones as events.

@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "Recorder",
     "RequestRecord",
+    "RouteRecord",
     "TransitionRecord",
     "percentile",
 ]
@@ -84,6 +85,24 @@ class RequestRecord:
 
 
 @dataclass(frozen=True)
+class RouteRecord:
+    """One router call as its ``route {router}`` span tells it (modelwatch's own telemetry,
+    not the demo's stopwatch): wall-clock epoch seconds, as OpenTelemetry stamps spans."""
+
+    start_wall: float
+    end_wall: float
+    router: str
+    origin: Origin
+    #: whether the span ended without an error status
+    ok: bool
+
+    @property
+    def duration(self) -> float:
+        """Seconds the call took, from the span's own timestamps."""
+        return self.end_wall - self.start_wall
+
+
+@dataclass(frozen=True)
 class TransitionRecord:
     """A circuit breaker changed state."""
 
@@ -125,6 +144,7 @@ class Recorder:
         self._requests: list[RequestRecord] = []
         self._events: list[Event] = []
         self._transitions: list[TransitionRecord] = []
+        self._routes: list[RouteRecord] = []
         self._events_seen = 0
         self._running: dict[int, tuple[str, float]] = {}
         self._ids = 0
@@ -169,6 +189,11 @@ class Recorder:
         with self._lock:
             self._transitions.append(record)
 
+    def route(self, record: RouteRecord) -> None:
+        """Record a router call's span (:mod:`modelwatch.demo.spans`)."""
+        with self._lock:
+            self._routes.append(record)
+
     def event(self, kind: str, text: str, at: float | None = None) -> Event:
         """Add a line to the event log and return it."""
         item = Event(self.now() if at is None else at, kind, text)
@@ -190,6 +215,11 @@ class Recorder:
         """Finished user requests."""
         with self._lock:
             return list(self._requests)
+
+    def routes(self) -> list[RouteRecord]:
+        """Router calls, as their spans ended."""
+        with self._lock:
+            return list(self._routes)
 
     def transitions(self) -> list[TransitionRecord]:
         """Breaker transitions, oldest first."""

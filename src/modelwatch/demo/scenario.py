@@ -3,7 +3,9 @@
 Timeline (fractions of ``--duration``)::
 
     0.00  warm-up            every model healthy
-    0.20  incident           code_review's primary (FLAN-T5 large) fails: 429 with
+    0.20  hang               code_review's primary (FLAN-T5 large) stops answering: its
+                             requests hang (its router hedges them on the backup)
+    0.30  incident           FLAN-T5 large answers again, with errors: 429 with
                              Retry-After, 503 "model is loading", and hung requests
     0.40  + slow model       requirement_extraction's primary (BART) answers slowly
     0.60  recovery           FLAN-T5 large heals; the breaker's probes find out
@@ -29,6 +31,8 @@ from modelwatch.testing.fake_server import FakeModelServer, FaultName
 __all__ = ["FaultStep", "Phase", "Scenario", "ScenarioRunner", "Step"]
 
 INCIDENT_AT: Final = 0.20
+#: the hang ends and the errors begin
+ERRORS_AT: Final = 0.30
 SLOW_AT: Final = 0.40
 RECOVER_AT: Final = 0.60
 CALM_AT: Final = 0.80
@@ -99,6 +103,8 @@ class Scenario:
         self.failing = failing
         self.slow = slow
         self.incident_at = duration * INCIDENT_AT
+        #: the failing model hangs from ``incident_at`` to ``errors_at``, then fails fast
+        self.errors_at = duration * ERRORS_AT
         self.slow_at = duration * SLOW_AT
         self.recover_at = duration * RECOVER_AT
         self.calm_at = duration * CALM_AT
@@ -107,7 +113,8 @@ class Scenario:
         slow_short = slow.rsplit("/", 1)[-1]
         self.phases = [
             Phase("warm-up", 0.0, self.incident_at),
-            Phase(f"incident: {short} failing", self.incident_at, self.slow_at),
+            Phase(f"incident: {short} hangs", self.incident_at, self.errors_at),
+            Phase(f"incident: {short} failing", self.errors_at, self.slow_at),
             Phase(f"incident: {short} failing, {slow_short} slow", self.slow_at, self.recover_at),
             Phase(f"recovery: {short} healed, {slow_short} slow", self.recover_at, self.calm_at),
             Phase("calm", self.calm_at, duration),
@@ -115,8 +122,14 @@ class Scenario:
         self.steps = [
             Step(
                 self.incident_at,
-                f"{failing} starts failing: " + ", then ".join(f.describe() for f in self.faults),
-                self._start_incident,
+                f"{failing} stops answering: every request hangs (held past any timeout)",
+                self._start_hang,
+            ),
+            Step(
+                self.errors_at,
+                f"{failing} answers again, with errors: "
+                + ", then ".join(f.describe() for f in self.faults),
+                self._start_errors,
             ),
             Step(
                 self.slow_at,
@@ -162,7 +175,12 @@ class Scenario:
         plan.append(FaultStep("loading", None))
         return plan
 
-    def _start_incident(self, server: FakeModelServer) -> None:
+    def _start_hang(self, server: FakeModelServer) -> None:
+        # held for twice the run: no request of the hang gets an answer (the server's stop
+        # ends them), and none takes one of the faults queued when the errors begin
+        server.set_latency(self.failing, self.duration * 2)
+
+    def _start_errors(self, server: FakeModelServer) -> None:
         for step in self.faults:
             server.fail(
                 self.failing,
@@ -171,6 +189,7 @@ class Scenario:
                 retry_after=step.retry_after,
                 estimated_time=max(1.0, self.duration * 0.4),
             )
+        server.set_latency(self.failing, 0)  # the faults first: no request finds it healthy
 
     def phase_at(self, t: float) -> Phase:
         """The phase running at ``t`` seconds (the last one after the end)."""

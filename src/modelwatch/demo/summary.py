@@ -1,13 +1,25 @@
 """The end-of-run summary: what users saw against what the models did, times to fail over,
-open and recover, cost by model, and the alerts Prometheus fired."""
+open and recover, the hedged answers during the hang, the budget that moved calls to the cheaper
+model, the incidents of the status page, cost by model, and the alerts Prometheus fired."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
+from modelwatch.capture.cost import cost_of
 from modelwatch.demo.alerts import SCRAPE_S, Verdict
-from modelwatch.demo.engine import Timing
+from modelwatch.demo.engine import ANALYSES, BUDGETED_MODEL, HEDGED_ANALYSIS, Timing
+from modelwatch.demo.readings import (
+    BudgetFigures,
+    HedgeFigures,
+    Incident,
+    MetricsReadings,
+    budget_figures,
+    hedge_figures,
+    incidents_from_history,
+)
 from modelwatch.demo.record import Recorder, error_counts, percentile
 from modelwatch.demo.scenario import Scenario
 from modelwatch.demo.view import Style, _seconds
@@ -45,6 +57,13 @@ class Summary:
     canary: list[str] = field(default_factory=list)
     #: ``modelwatch.failovers`` as the demo's ``/metrics`` counted it (``None``: not read)
     failovers_metric: float | None = None
+    #: the hedged router during the hang (``None``: no /metrics read)
+    hedge: HedgeFigures | None = None
+    #: the expensive model's budget (``None``: no /metrics read)
+    budget: BudgetFigures | None = None
+    #: the health history's incidents, as the status page lists them (``None``: not read)
+    incidents: list[Incident] | None = None
+    status_url: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -73,8 +92,14 @@ def summarize(
     verdicts: list[Verdict],
     cost_by_model: dict[str, float],
     cost_source: str,
+    timing: Timing | None = None,
+    readings: MetricsReadings | None = None,
+    history: list[dict[str, Any]] | None = None,
+    processes: int = 1,
 ) -> Summary:
-    """Compute the summary of a run from what the recorder saw."""
+    """Compute the summary of a run from what the recorder saw, and (the hedge, budget and
+    incident figures) from modelwatch's telemetry: ``readings`` of the last ``/metrics``
+    pages, the ``route`` spans in the recorder, the health ``history``."""
     requests = recorder.requests()
     user = recorder.attempts("user")
     every = recorder.attempts("user", "probe")
@@ -91,7 +116,7 @@ def summarize(
     for r in requests:
         by_analysis[r.analysis].append(r.duration)
     calls = Counter(a.model for a in every if a.error is None)
-    return Summary(
+    out = Summary(
         elapsed_s=elapsed_s,
         requests=len(requests),
         requests_ok=sum(1 for r in requests if r.ok),
@@ -113,7 +138,29 @@ def summarize(
         verdicts=verdicts,
         cost_source=cost_source,
         canary=[f"{e.at:.1f} s  {e.text}" for e in recorder.events()[0] if e.kind == "canary"],
+        incidents=None if history is None else incidents_from_history(history, recorder.wall_t0),
     )
+    if timing is not None:
+        out.hedge = hedge_figures(
+            readings,
+            recorder,
+            router=HEDGED_ANALYSIS,
+            window=(incident, scenario.errors_at),
+            attempt_timeout_s=timing.attempt_timeout_s,
+        )
+        out.budget = budget_figures(
+            readings,
+            recorder,
+            model=BUDGETED_MODEL,
+            router=_router_of(BUDGETED_MODEL),
+            limit_usd=timing.budget_usd(cost_of(BUDGETED_MODEL, None, None) or 0.0, processes),
+            processes=processes,
+        )
+    return out
+
+
+def _router_of(model: str) -> str:
+    return next((a.name for a in ANALYSES if model in (m.model for m in a.models)), "")
 
 
 def render_summary(
@@ -150,6 +197,9 @@ def render_summary(
         "  time to open     " + secs(summary.time_to_open_s, "first fault -> breaker open"),
         "  time to recover  " + secs(summary.time_to_recover_s, "model healed -> breaker closed"),
         *(f"  canary           {line}" for line in summary.canary or ["no candidate rolled back"]),
+        *_hedge_lines(summary.hedge, failing),
+        *_budget_lines(summary.budget),
+        *_incident_lines(summary),
         "  user latency p95 "
         + ", ".join(f"{k} {_seconds(v).strip()}" for k, v in summary.p95_by_analysis.items()),
         f"  cost by model    ({summary.cost_source})",
@@ -189,4 +239,59 @@ def render_summary(
         lines.append(f"    {s.dim('error')}  {verdict.name}: {verdict.note}")
     lines.append(s.dim(f"  ({timing.describe()})"))
     lines += [f"  {note}" for note in summary.notes]
+    return lines
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def _hedge_lines(h: HedgeFigures | None, failing: str) -> list[str]:
+    if h is None:
+        return ["  hedged answers   not read (no /metrics endpoint)"]
+    start, end = h.window
+    lines = [
+        f"  hedged answers {h.started:>6.0f}   hedges started, {h.won:.0f} won "
+        f"(modelwatch_hedges_total, router {h.router})"
+    ]
+    if h.calls:
+        lines.append(
+            f"    during the hang {h.calls} {h.router} calls of users ({start:.1f}-{end:.1f} s, "
+            f"their route spans): median {_s(h.median_s)}, p99 {_s(h.p99_s)}; without a "
+            f"hedge, each call that met the hung {failing} waited the "
+            f"{h.attempt_timeout_s:g} s attempt timeout"
+        )
+    else:
+        lines.append(f"    during the hang  no {h.router} call of a user was timed")
+    return lines
+
+
+def _budget_lines(b: BudgetFigures | None) -> list[str]:
+    if b is None:
+        return ["  budget           not read (no /metrics endpoint)"]
+    counted = "" if b.spent_usd is None else f"${b.spent_usd:.4f} counted (modelwatch_budget_used)"
+    head = f'  budget           {b.model}: ${b.limit_usd:.4f} a day, enforce="skip"'
+    if b.spent_at is None:
+        return [f"{head}: not spent in this run ({counted or 'nothing counted'})"]
+    moved = ", ".join(f"{n:.0f} to {to}" for to, n in sorted(b.moved.items())) or "none"
+    return [
+        f"{head}: spent at {b.spent_at:.1f} s (modelwatch.budget.exceeded), {counted}",
+        f"    then calls went to the cheaper model: {moved} "
+        '(modelwatch_failovers_total{reason="budget"}, health checks included)',
+    ]
+
+
+def _incident_lines(summary: Summary) -> list[str]:
+    where = f" {summary.status_url}" if summary.status_url else ""
+    if summary.incidents is None:
+        return [f"  status page     {where} history not read"]
+    lines = [
+        f"  status page     {where} lists {len(summary.incidents)} incident(s) "
+        "(the health history, GET /health/history)"
+    ]
+    for i in summary.incidents:
+        end = "ongoing" if i.end is None else f"{i.end:.1f} s"
+        took = "" if i.end is None else f" ({i.end - i.start:.1f} s)"
+        cause = f", root cause {i.cause}" if i.cause else ""
+        lines.append(f"    {i.check:<32} {i.state:<9} {i.start:5.1f} s -> {end}{took}{cause}")
     return lines

@@ -52,6 +52,8 @@ class Endpoints:
     alerts_note: str = ""
     #: ``--workers N``: each worker's base URL
     workers: tuple[str, ...] = ()
+    #: the public status page (``Health.status_page_wsgi()``), ``None``: not served
+    status_page: str | None = None
 
     def lines(self) -> list[str]:
         """The endpoint list printed at the start."""
@@ -61,7 +63,13 @@ class Endpoints:
         if not self.workers:
             out.append(
                 f"    health             {self.health}   (/live /ready /models /analysis "
-                "/dependencies /checks/<name>)"
+                "/dependencies /checks/<name> /history)"
+            )
+        if self.status_page is not None:
+            whose = " (w1's health)" if self.workers else ""
+            out.append(
+                f"    status page        {self.status_page}   (open it in a browser{whose}: "
+                "states, uptime bars, incidents)"
             )
         if self.workers:
             out.append("    prometheus         each worker's own /metrics, found through file_sd")
@@ -229,7 +237,7 @@ class LiveView:
         t = min(frame.now, sc.duration)
         done = int(_BAR_WIDTH * t / sc.duration)
         marks = ["-"] * _BAR_WIDTH
-        for at in (sc.incident_at, sc.slow_at, sc.recover_at, sc.calm_at):
+        for at in (sc.incident_at, sc.errors_at, sc.slow_at, sc.recover_at, sc.calm_at):
             marks[min(_BAR_WIDTH - 1, int(_BAR_WIDTH * at / sc.duration))] = "|"
         bar = s.bold("#" * done) + s.dim("".join(marks[done:]))
         lines = [

@@ -41,8 +41,10 @@ from modelwatch.demo.record import (
     Event,
     Recorder,
     RequestRecord,
+    RouteRecord,
     TransitionRecord,
 )
+from modelwatch.demo.spans import time_routes
 
 __all__ = ["ServedBy", "Workers"]
 
@@ -71,6 +73,10 @@ class _QueueRecorder(Recorder):
 
     def transition(self, record: TransitionRecord) -> None:
         """Send a breaker transition."""
+        self._out.put((self._index, record))
+
+    def route(self, record: RouteRecord) -> None:
+        """Send a router call's span times."""
         self._out.put((self._index, record))
 
     def event(self, kind: str, text: str, at: float | None = None) -> Event:
@@ -111,6 +117,7 @@ def worker_main(index: int, settings: dict[str, Any], out: Any) -> None:
     )
     timing = Timing(settings["duration"])
     recorder = _QueueRecorder(out, index)
+    time_routes(recorder)
     with library_logs(recorder):  # the worker's library logs become the demo's event lines
         _serve(
             index,
@@ -136,7 +143,14 @@ def _serve(
     from modelwatch._config import shutdown
 
     server = SimpleNamespace(url=settings["url"], openai_base_url=settings["openai_url"])
-    engine = Engine(server, recorder, timing, seed=settings["seed"])  # type: ignore[arg-type]
+    engine = Engine(
+        server,  # type: ignore[arg-type]
+        recorder,
+        timing,
+        seed=settings["seed"],
+        processes=settings["processes"],
+        budget_suffix=f" w{index + 1}",
+    )
     engine.health.start()
     inner = example_engine().make_app(engine.routers, engine.health)
     from wsgiref.simple_server import make_server
@@ -180,6 +194,7 @@ class Workers:
             "duration": timing.duration,
             "seed": seed,
             "sd_dir": sd_dir,
+            "processes": count,
         }
         self._procs: list[BaseProcess] = [
             context.Process(
@@ -252,6 +267,8 @@ class Workers:
             rec.transition(dataclasses.replace(item, at=item.at - t0))
             with self._lock:
                 self._states.setdefault((item.analysis, item.model), {})[index] = item.to_state
+        elif isinstance(item, RouteRecord):  # wall-clock times: the same in every process
+            rec.route(item)
         elif isinstance(item, Event):
             rec.event(item.kind, f"w{index + 1}: {item.text}", at=item.at - t0)
 
