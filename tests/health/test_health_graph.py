@@ -146,3 +146,25 @@ def test_an_incident_of_a_dependent_keeps_its_root_cause(make_health: MakeHealth
     incidents = {i["check"]: i for i in health.history()["incidents"]}
     assert incidents["cache-api"]["cause"] == "redis"
     assert incidents["redis"]["cause"] is None
+
+
+def test_a_dependent_down_before_its_dependency_still_gets_the_cause(
+    make_health: MakeHealth,
+) -> None:
+    """The dependent's probe saw the outage first (its dependency's result came a moment
+    later): its incident names the root cause once it is known, without a status change."""
+    health, probes = _stack(make_health)
+    health.run_once()
+    probes["redis"].up = probes["cache-api"].up = False
+    health.run_once(["cache-api"])  # redis still ok: no cause yet
+    assert health.report().check("cache-api").cause is None
+    health.run_once(["redis"])
+    assert health.report().check("cache-api").cause == "redis"
+    (entry,) = [c for c in health.history()["checks"] if c["name"] == "cache-api"]
+    assert [(c["previous"], c["status"], c["cause"]) for c in entry["changes"]] == [
+        ("unknown", "ok", None),
+        ("ok", "down", None),
+        ("down", "down", "redis"),  # the cause, found while still down
+    ]
+    (incident,) = entry["incidents"]
+    assert (incident["cause"], incident["end"]) == ("redis", None)

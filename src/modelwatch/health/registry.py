@@ -46,6 +46,8 @@ _live: weakref.WeakSet[Health] = weakref.WeakSet()
 #: the ``modelwatch.health.status`` series (check, kind, cause): bounded like every registry
 _status_series = BoundedKeys("health.status")
 _live_lock = threading.Lock()
+#: statuses an incident is made of: a cause found during one is kept in the history
+_BAD = ("degraded", "down")
 
 
 def _observe_status() -> Iterator[tuple[float, dict[str, Any]]]:
@@ -329,10 +331,16 @@ class Health(ProbeEngine):
             checks = [c for c in self._checks.values() if kind is None or c.kind == kind]
             causes = self._causes()
             results = []
+            recaused: list[Check] = []
             for check in checks:
                 results.append(check.snapshot(causes.get(check.name)))
                 self._note_change(check, changes)
+                cause = causes.get(check.name)
+                if cause is not None and cause != check.cause and check.reported in _BAD:
+                    check.cause = cause  # the root cause became known while it was down
+                    recaused.append(check)
         self._announce(changes)
+        self._record_causes([c for c in recaused if all(c is not x for x, _, _ in changes)])
         now = datetime.fromtimestamp(self._clock.time(), tz=timezone.utc)
         return HealthReport.build(results, checked_at=now, degraded_below=self.degraded_below)
 
@@ -388,6 +396,15 @@ class Health(ProbeEngine):
                     cause if isinstance(cause, str) else None,
                 )
             )
+
+    def _record_causes(self, checks: list[Check]) -> None:
+        """Keep a new root cause of a check that stays down (or degraded) as a change with
+        the same status, so that its incident names the cause: a dependent probed a moment
+        before its dependency turned down without one."""
+        at = self._clock.time()
+        for check in checks:
+            status = check.reported
+            self._history.record(Change(at, check.name, check.kind, status, status, check.cause))
 
     def history(self, window_s: float | None = None) -> dict[str, Any]:
         """Uptime ratios per check over 24 h / 7 d / 30 d (and ``window_s``, if given), their

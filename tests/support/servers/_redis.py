@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -17,6 +18,8 @@ from support.servers._process import (
     _Stack,
     _start_on_free_port,
     require_server,
+    spawn,
+    wait_until,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -59,6 +62,22 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server now (e.g. to test "Redis went away"); stopping twice is harmless."""
         self.process.stop()
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Start the stopped server again on the same port with the same config ("Redis is
+        back"); waits until it answers PING."""
+        if self.process.running:
+            return
+        log = self.process.log_path.with_suffix(".restarted.log")
+        argv = cast("list[str]", self.process.popen.args)  # spawn() passes a list
+        self.process = spawn(self.process.name, argv, log, cwd=self.process.log_path.parent)
+        wait_until(
+            lambda: not self.process.running or self.command(["PING"]) == [b"+PONG"],
+            timeout=timeout,
+            message=f"redis-server on {self.host}:{self.port} to be back",
+        )
+        if not self.process.running:
+            raise AssertionError(f"redis-server did not restart\n{self.process.output}")
 
 
 def _redis_command(host: str, port: int, commands: Sequence[Sequence[str]]) -> list[bytes]:
