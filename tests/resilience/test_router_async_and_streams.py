@@ -241,6 +241,7 @@ async def test_astream_is_the_twin(clock: ManualClock, telemetry: Any) -> None:
 
     router = router_of(clock, broken, good)
     assert [c async for c in router.astream("x")] == ["a", "b"]
+    router.close()
     router = router_of(clock, cut)
     with pytest.raises(StreamInterruptedError) as info:
         async for _ in router.astream("x"):

@@ -78,6 +78,19 @@ def test_router_backends_must_be_a_list_of_backends() -> None:
         Router("bad-backends", 5)  # type: ignore[arg-type]
 
 
+def test_two_live_routers_with_one_name_raise_and_a_closed_or_dropped_one_frees_it() -> None:
+    first = Router("one-name", [Backend(ok, model="m", provider="p")])
+    with pytest.raises(ConfigurationError, match=r"'one-name'.*already exists"):
+        Router("one-name", [Backend(ok, model="other", provider="p")])
+    assert first.call() == "ok"  # the failed construction left the first router intact
+    first.close()
+    second = Router("one-name", [Backend(ok, model="m", provider="p")])
+    del second  # garbage (cycles included: a clash runs one gc.collect()) frees the name too
+    third = Router("one-name", [Backend(ok, model="m", provider="p")])
+    assert third.call() == "ok"
+    third.close()
+
+
 def test_a_success_without_headers_supersedes_a_zero_quota_reading(
     fake_server: FakeModelServer,
 ) -> None:

@@ -80,6 +80,7 @@ class RouterMachine(RuleBasedStateMachine):
         self.last_raised: BaseException | None = None
 
     def teardown(self) -> None:
+        self.router.close()  # gives the name "sm" back for the next example
         self._providers.__exit__(None, None, None)
 
     def _on_transition(self, name: str) -> Any:

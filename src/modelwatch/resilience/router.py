@@ -27,7 +27,9 @@ listener); ``modelwatch.failover.duration``, ``modelwatch.hedges`` and
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
@@ -68,6 +70,35 @@ __all__ = ["Backend", "BackendStatus", "Router"]
 logger = structlog.get_logger("modelwatch")
 
 _routers: weakref.WeakSet[Router] = weakref.WeakSet()
+_names_lock = threading.Lock()
+
+
+def _claim_name(router: Router) -> None:
+    """Register ``router`` under its name, or raise if a live router holds the name.
+
+    A router's name labels its metrics and names its breakers (``{router}/{backend}``, shared
+    through Redis in fleets), so two live routers with one name would mix their series and
+    their breaker state. A router that is garbage, or was closed (:meth:`Router.close`), gives its
+    name back; one ``gc.collect()`` on a clash finds routers kept only by reference cycles.
+    """
+    with _names_lock:
+        for attempt in range(2):
+            holder = next(
+                (r for r in list(_routers) if r.name == router.name and not r._closed), None
+            )
+            if holder is None:
+                break
+            if attempt == 0:
+                del holder
+                gc.collect()
+        else:
+            raise ConfigurationError(
+                f"Router(name={router.name!r}): a router with this name already exists; "
+                "names label metrics and name breakers, so each live router needs its own "
+                "(close() the old one to reuse its name)"
+            )
+        _routers.add(router)
+
 
 #: A rate-limit reading older than this is no longer reported: answers without headers (or
 #: no traffic) would otherwise leave a "0 % left" reading, and its alert, standing forever.
@@ -146,7 +177,8 @@ class Router:
     >>> router.call(document)                                            # doctest: +SKIP
 
     Args:
-        name: names the ``route {name}`` span and labels every metric.
+        name: names the ``route {name}`` span and labels every metric; unique among live
+            routers (a second live router with the name raises ``ConfigurationError``).
         backends: primary first, then the backups.
         breaker: the policy for every backend's breaker.
         retry: failover and retry policy.
@@ -219,6 +251,8 @@ class Router:
                 f"{owner} max_workers must be an int >= 1, got {max_workers!r}"
             )
         self.name = name
+        self._closed = False
+        _claim_name(self)
         self.breaker_policy = breaker if breaker is not None else BreakerPolicy()
         self.retry_policy = retry if retry is not None else RetryPolicy()
         self.timeout_s = timeout_s
@@ -264,7 +298,6 @@ class Router:
         self._cancelled = 0
         self._cancel_warned = False
         self._warmer = None if warm_every_s is None else Warmer(warm_every_s, self.warm_up)
-        _routers.add(self)
 
     # ------------------------------------------------------------------ introspection
     @property
@@ -328,8 +361,10 @@ class Router:
         (busy ones when their attempt ends) and its breakers stop background probing.
 
         Idle workers also leave by themselves after 30 s; call this when a router is
-        discarded in a long-lived process. Calls made afterwards still work.
+        discarded in a long-lived process. Calls made afterwards still work. A closed router
+        gives its name back: a new ``Router`` may take it.
         """
+        self._closed = True
         if self._warmer is not None:
             self._warmer.stop()
         for m in self._members:
@@ -434,7 +469,8 @@ class Router:
         return _streaming.astream(self._core, args, kwargs)
 
     def __repr__(self) -> str:
-        return f"Router({self.name!r}, {[m.backend.model for m in self._members]})"
+        models = [m.backend.model for m in getattr(self, "_members", ())]
+        return f"Router({self.name!r}, {models})"
 
 
 def _error_on_span(span: Span, exc: BaseException) -> None:
