@@ -31,14 +31,8 @@ from modelwatch import (
     classify,
     semconv,
 )
-from modelwatch._classify import (
-    MAX_DEPTH,
-    parse_retry_after,
-    rate_limit_ratios,
-    response_headers,
-    retry_after_s,
-    status_code,
-)
+from modelwatch._classify import MAX_DEPTH, response_headers, status_code
+from modelwatch._retryhints import parse_retry_after, rate_limit_ratios, retry_after_s
 from modelwatch.testing.fake_server import FakeModelServer
 
 MODEL = "acme/chat-model"

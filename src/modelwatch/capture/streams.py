@@ -103,20 +103,29 @@ def _abandoned(call: Call, hooks: StreamHooks | None) -> None:
     _finish(call, hooks, closed=True)
 
 
-class StreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
-    """A transparent proxy around a sync stream that ends its :class:`Call` exactly once."""
+class _EndsOnce(wrapt.ObjectProxy[Any]):
+    """What both stream proxies share: the call, its hooks, and the finalizer that ends the
+    call if the proxy is collected first; :meth:`_self_end` ends it exactly once."""
+
+    _self_iterator: Any  # the sync or async iterator, once iteration starts
 
     def __init__(self, wrapped: Any, call: Call, hooks: StreamHooks | None = None) -> None:
         super().__init__(wrapped)
         self._self_call = call
         self._self_hooks = hooks
-        self._self_iterator: Iterator[T] | None = None
+        self._self_iterator = None
         self._self_finalizer = weakref.finalize(self, _abandoned, call, hooks)
         self._self_finalizer.atexit = False
 
     def _self_end(self, exc: BaseException | None = None, *, closed: bool = False) -> None:
         if self._self_finalizer.detach() is not None:
             _finish(self._self_call, self._self_hooks, exc, closed=closed)
+
+
+class StreamProxy(_EndsOnce, Generic[T]):
+    """A transparent proxy around a sync stream that ends its :class:`Call` exactly once."""
+
+    _self_iterator: Iterator[T] | None
 
     def __iter__(self) -> StreamProxy[T]:
         return self
@@ -196,20 +205,10 @@ class StreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
         return f"<modelwatch stream of {self.__wrapped__!r}>"
 
 
-class AsyncStreamProxy(wrapt.ObjectProxy[Any], Generic[T]):
+class AsyncStreamProxy(_EndsOnce, Generic[T]):
     """A transparent proxy around an async stream that ends its :class:`Call` exactly once."""
 
-    def __init__(self, wrapped: Any, call: Call, hooks: StreamHooks | None = None) -> None:
-        super().__init__(wrapped)
-        self._self_call = call
-        self._self_hooks = hooks
-        self._self_iterator: AsyncIterator[T] | None = None
-        self._self_finalizer = weakref.finalize(self, _abandoned, call, hooks)
-        self._self_finalizer.atexit = False
-
-    def _self_end(self, exc: BaseException | None = None, *, closed: bool = False) -> None:
-        if self._self_finalizer.detach() is not None:
-            _finish(self._self_call, self._self_hooks, exc, closed=closed)
+    _self_iterator: AsyncIterator[T] | None
 
     def __aiter__(self) -> AsyncStreamProxy[T]:
         return self

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from modelwatch import _classify, errorkinds, semconv
+from modelwatch import _classify, _retryhints, errorkinds, semconv
 
 __all__ = [
     "Classifier",
@@ -39,7 +39,7 @@ def default_classify(exc: BaseException) -> str:
 def retry_after_s(exc: BaseException) -> float | None:
     """The wait an error asks for, in seconds: its own ``retry_after_s`` attribute, the
     ``Retry-After`` (or ``retry-after-ms``) header, or a Hugging Face ``estimated_time``."""
-    value = _classify.retry_after_s(exc)
+    value = _retryhints.retry_after_s(exc)
     return None if value is None else max(0.0, float(value))
 
 
@@ -58,4 +58,4 @@ def response_headers(source: Any) -> Mapping[str, str] | None:
 
 def rate_limit_ratios(headers: Mapping[str, str]) -> dict[str, float]:
     """``{resource: remaining / limit}`` from ``x-ratelimit-*`` (or IETF) headers."""
-    return _classify.rate_limit_ratios(headers)
+    return _retryhints.rate_limit_ratios(headers)
