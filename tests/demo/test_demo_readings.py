@@ -22,7 +22,7 @@ from modelwatch.demo.readings import (
     incidents_from_history,
     read_pages,
 )
-from modelwatch.demo.record import Recorder, RouteRecord
+from modelwatch.demo.record import Recorder, RouteRecord, TransitionRecord
 from modelwatch.demo.scenario import Scenario
 from modelwatch.demo.spans import RouteTimer
 from modelwatch.health.results import iso
@@ -110,6 +110,21 @@ def test_hedge_figures_time_the_users_calls_of_the_hang_from_their_spans() -> No
     assert (figures.started, figures.won, figures.calls) == (10.0, 9.0, 10)
     assert figures.median_s == pytest.approx(0.2)
     assert figures.p99_s == pytest.approx(0.8)
+    assert figures.opened_at is None
+    # the hung model's breaker opened at 2.45 s: the calls before it met the hung primary
+    for at, model, to in ((2.45, "hung", "open"), (2.2, "other", "open"), (1.0, "hung", "open")):
+        recorder.transition(TransitionRecord(at, "code_review", model, "closed", to, "x"))
+    split = hedge_figures(
+        readings,
+        recorder,
+        router="code_review",
+        window=(2.0, 3.0),
+        attempt_timeout_s=0.8,
+        hung="hung",
+    )
+    assert split is not None
+    assert (split.opened_at, split.closed_calls, split.calls) == (2.45, 5, 10)
+    assert split.closed_p99_s == pytest.approx(0.2)
     assert hedge_figures(None, recorder, router="x", window=(0, 1), attempt_timeout_s=1) is None
 
 

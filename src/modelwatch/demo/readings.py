@@ -114,6 +114,12 @@ class HedgeFigures:
     #: what a call that met the hung primary waits without a hedge, before failing over
     attempt_timeout_s: float
     window: tuple[float, float]
+    #: when the hung primary's breaker opened within the window (the router's transition),
+    #: and the users' calls before: the ones that met the hung primary
+    opened_at: float | None = None
+    closed_calls: int = 0
+    closed_median_s: float | None = None
+    closed_p99_s: float | None = None
 
 
 def hedge_figures(
@@ -123,27 +129,46 @@ def hedge_figures(
     router: str,
     window: tuple[float, float],
     attempt_timeout_s: float,
+    hung: str | None = None,
 ) -> HedgeFigures | None:
     """The hedge line's figures: ``modelwatch_hedges_total`` of ``router`` (every outcome:
-    started; ``won``) and its users' calls that began within ``window`` (demo seconds)."""
+    started; ``won``) and its users' calls that began within ``window`` (demo seconds), all
+    of them and those before the breaker of the ``hung`` model opened."""
     if readings is None:
         return None
     outcomes = readings.hedges.get(router, {})
     t0 = recorder.wall_t0
-    durations = [
-        r.duration
-        for r in recorder.routes()
-        if r.router == router and r.origin == "user" and window[0] <= r.start_wall - t0 < window[1]
-    ]
+
+    def durations(start: float, end: float) -> list[float]:
+        return [
+            r.duration
+            for r in recorder.routes()
+            if r.router == router and r.origin == "user" and start <= r.start_wall - t0 < end
+        ]
+
+    opened = min(
+        (
+            t.at
+            for t in recorder.transitions()
+            if t.model == hung and t.to_state == "open" and window[0] <= t.at < window[1]
+        ),
+        default=None,
+    )
+    closed = durations(window[0], window[1] if opened is None else opened)
+    every = durations(*window)
     return HedgeFigures(
         router=router,
         started=sum(outcomes.values()),
         won=outcomes.get(semconv.HEDGE_WON, 0.0),
-        calls=len(durations),
-        median_s=percentile(durations, 0.5),
-        p99_s=percentile(durations, 0.99),
+        calls=len(every),
+        median_s=percentile(every, 0.5),
+        p99_s=percentile(every, 0.99),
         attempt_timeout_s=attempt_timeout_s,
         window=window,
+        opened_at=opened,
+        closed_calls=len(closed),
+        closed_median_s=percentile(closed, 0.5),
+        closed_p99_s=percentile(closed, 0.99),
     )
 
 

@@ -147,6 +147,7 @@ def summarize(
             router=HEDGED_ANALYSIS,
             window=(incident, scenario.errors_at),
             attempt_timeout_s=timing.attempt_timeout_s,
+            hung=failing,
         )
         out.budget = budget_figures(
             readings,
@@ -243,7 +244,9 @@ def render_summary(
 
 
 def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} s"
+    if value is None:
+        return "-"
+    return f"{value:.2f} s" if value >= 0.1 else f"{value * 1000:.0f} ms"
 
 
 def _hedge_lines(h: HedgeFigures | None, failing: str) -> list[str]:
@@ -254,15 +257,24 @@ def _hedge_lines(h: HedgeFigures | None, failing: str) -> list[str]:
         f"  hedged answers {h.started:>6.0f}   hedges started, {h.won:.0f} won "
         f"(modelwatch_hedges_total, router {h.router})"
     ]
-    if h.calls:
+    if not h.calls:
+        return [*lines, f"    during the hang  no {h.router} call of a user was timed"]
+    lines.append(
+        f"    during the hang {h.calls} {h.router} calls of users ({start:.1f}-{end:.1f} s, "
+        f"their route spans): median {_s(h.median_s)}, p99 {_s(h.p99_s)}"
+    )
+    if h.opened_at is not None:
         lines.append(
-            f"    during the hang {h.calls} {h.router} calls of users ({start:.1f}-{end:.1f} s, "
-            f"their route spans): median {_s(h.median_s)}, p99 {_s(h.p99_s)}; without a "
-            f"hedge, each call that met the hung {failing} waited the "
-            f"{h.attempt_timeout_s:g} s attempt timeout"
+            f"    before its breaker opened ({start:.1f}-{h.opened_at:.1f} s) {h.closed_calls} "
+            f"calls met the hung {failing}: median {_s(h.closed_median_s)}, p99 "
+            f"{_s(h.closed_p99_s)}; without a hedge each waited the {h.attempt_timeout_s:g} s "
+            "attempt timeout"
         )
     else:
-        lines.append(f"    during the hang  no {h.router} call of a user was timed")
+        lines.append(
+            f"    its breaker stayed closed: without a hedge each call waited the "
+            f"{h.attempt_timeout_s:g} s attempt timeout"
+        )
     return lines
 
 
