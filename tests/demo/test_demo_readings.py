@@ -24,8 +24,9 @@ from modelwatch.demo.readings import (
 )
 from modelwatch.demo.record import Recorder, RouteRecord, TransitionRecord
 from modelwatch.demo.scenario import Scenario
-from modelwatch.demo.spans import RouteTimer
+from modelwatch.demo.spans import HedgeLog, RouteTimer
 from modelwatch.health.results import iso
+from modelwatch.resilience import hooks
 from modelwatch.testing.fake_server import FakeModelServer
 
 PAGE = """\
@@ -251,3 +252,33 @@ class FakeMetrics:
             server.shutdown()
             server.server_close()
             thread.join()
+
+
+def test_hedges_become_event_lines_the_first_then_a_count_at_most_so_often() -> None:
+    recorder = Recorder()
+    log = HedgeLog(recorder, every_s=3600.0)
+    hedge = hooks.Hedge("code_review", "google/flan-t5-large", "meta-llama/Llama", 0.3)
+    try:
+        for _ in range(3):
+            hooks.emit(hedge)
+        hooks.emit(hooks.Failover("code_review", "a", "b", "timeout"))  # not a hedge
+        hooks.emit(hooks.Hedge("other", "m1", "m2", 0.5))
+    finally:
+        log.close()
+    hooks.emit(hedge)  # after close: not logged
+    lines = [(e.kind, e.text) for e in recorder.events()[0]]
+    assert lines == [
+        (
+            "hedge",
+            "code_review: google/flan-t5-large had not answered after 0.30 s: "
+            "meta-llama/Llama races it (the first answer wins)",
+        ),
+        ("hedge", "other: m1 had not answered after 0.50 s: m2 races it (the first answer wins)"),
+    ]
+    again = HedgeLog(recorder, every_s=0.0)  # no wait: every hedge after the first is counted
+    try:
+        hooks.emit(hedge)
+        hooks.emit(hedge)
+    finally:
+        again.close()
+    assert recorder.events()[0][-1].text == "code_review: 1 more call(s) hedged on meta-llama/Llama"

@@ -37,6 +37,7 @@ from modelwatch.demo.record import (
     RequestRecord,
     TransitionRecord,
 )
+from modelwatch.demo.spans import HedgeLog
 from modelwatch.demo.timing import Timing
 from modelwatch.errors import AllBackendsFailedError, ConfigurationError
 from modelwatch.health import Health
@@ -245,6 +246,7 @@ class Engine:
         for name, router in self.routers.items():
             for spec in self.analyses[name].models:
                 router.breaker(spec.model).add_listener(self._on_transition)
+        self._hedges = HedgeLog(recorder, every_s=timing.duration / 10)
         # the slow model's latency, fed by its monitored calls: drifts when the scenario
         # slows it down, and modelwatch.drift.score carries it to ModelwatchDriftDetected
         self.drift = Drift(
@@ -272,6 +274,7 @@ class Engine:
                 budget.close()
             self.budgets = []  # none opens after
         self.drift.close()
+        self._hedges.close()
 
     def circuit_states(self) -> dict[tuple[str, str], str]:
         """``(analysis, model) -> "closed" | "half_open" | "open"``, from the routers."""

@@ -1,15 +1,18 @@
-"""The routers' own ``route {router}`` spans, read in process: the users' latency as
-modelwatch's telemetry tells it (the hedging summary line), not as the demo timed it.
+"""The routers' own telemetry, read in process: their ``route {router}`` spans (the users'
+latency as modelwatch tells it, for the hedging summary line, not as the demo timed it) and
+their hedge events (event lines).
 
 :func:`time_routes` adds a span processor to the OpenTelemetry SDK tracer provider that
 :func:`modelwatch.configure` installed; each ended ``route`` span becomes a
 :class:`~modelwatch.demo.record.RouteRecord` (a worker process sends it to the demo with its
 other records). Calls made by health checks are told apart the way modelwatch labels them:
-the span ends inside :func:`modelwatch.capture.origin.probing`.
+the span ends inside :func:`modelwatch.capture.origin.probing`. :class:`HedgeLog` listens to
+the routers' :class:`modelwatch.resilience.hooks.Hedge` events.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Final
 
 from opentelemetry import trace
@@ -19,8 +22,9 @@ from opentelemetry.trace import StatusCode
 from modelwatch import semconv
 from modelwatch.capture.origin import in_probe
 from modelwatch.demo.record import Recorder, RouteRecord
+from modelwatch.resilience import hooks
 
-__all__ = ["RouteTimer", "time_routes"]
+__all__ = ["HedgeLog", "RouteTimer", "time_routes"]
 
 _PREFIX: Final = semconv.route_span_name("")
 
@@ -75,3 +79,43 @@ def time_routes(recorder: Recorder) -> RouteTimer | None:
     timer = RouteTimer(recorder)
     add(timer)
     return timer
+
+
+class HedgeLog:
+    """Hedges as event lines (kind ``hedge``): each router's first one, then how many more,
+    at most every ``every_s`` seconds. A listener of :mod:`modelwatch.resilience.hooks` from
+    construction to :meth:`close`."""
+
+    def __init__(self, recorder: Recorder, every_s: float) -> None:
+        self._recorder = recorder
+        self._every_s = every_s
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._pending: dict[str, int] = {}
+        hooks.add_listener(self)
+
+    def __call__(self, event: hooks.Event) -> None:
+        """Log a hedge (quick: it runs on the call's thread)."""
+        if not isinstance(event, hooks.Hedge):
+            return
+        now = self._recorder.now()
+        with self._lock:
+            last = self._last.get(event.router)
+            more = self._pending.get(event.router, 0)
+            if last is not None and now - last < self._every_s:
+                self._pending[event.router] = more + 1
+                return
+            self._last[event.router] = now
+            self._pending[event.router] = 0
+        if last is None:
+            text = (
+                f"{event.router}: {event.model} had not answered after {event.delay_s:.2f} s: "
+                f"{event.backup_model} races it (the first answer wins)"
+            )
+        else:
+            text = f"{event.router}: {more + 1} more call(s) hedged on {event.backup_model}"
+        self._recorder.event("hedge", text, at=now)
+
+    def close(self) -> None:
+        """Stop listening."""
+        hooks.remove_listener(self)
