@@ -246,7 +246,7 @@ class Engine:
         for name, router in self.routers.items():
             for spec in self.analyses[name].models:
                 router.breaker(spec.model).add_listener(self._on_transition)
-        self._hedges = HedgeLog(recorder, every_s=timing.duration / 10)
+        self._hedges = HedgeLog(recorder, every_s=timing.duration / 30)
         # the slow model's latency, fed by its monitored calls: drifts when the scenario
         # slows it down, and modelwatch.drift.score carries it to ModelwatchDriftDetected
         self.drift = Drift(
