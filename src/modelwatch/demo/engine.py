@@ -174,7 +174,7 @@ CANARY_MODEL: Final = f"{ANALYSES[2].primary.model}-v2"
 _CANDIDATE_OF: Final = {CANARY_MODEL: ANALYSES[2].primary.model}
 #: the analysis whose router hedges (examples/engine.py's HEDGES): the one whose primary hangs
 HEDGED_ANALYSIS: Final = next(iter(example_engine().HEDGES))
-#: the model with a cost budget (examples/engine.py's BUDGETS): spent halfway through the run
+#: the model with a cost budget (examples/engine.py's BUDGETS): spent 0.6 into the run
 BUDGETED_MODEL: Final = next(iter(example_engine().BUDGETS))
 
 

@@ -145,7 +145,7 @@ class Scenario:
                 0,
                 Step(
                     0.0,
-                    f"{analysis}'s candidate version ({endpoint}, on trial for 5 % of its "
+                    f"{analysis}'s candidate version ({endpoint}, on trial for 10 % of its "
                     f"calls) answers slowly: +{slow_latency_s:.2f} s per call",
                     lambda server: server.set_latency(endpoint, slow_latency_s),
                 ),

@@ -10,7 +10,7 @@ from modelwatch.resilience import BreakerPolicy, Canary, Hedge, RetryPolicy
 __all__ = ["BUDGET_AT", "Timing"]
 
 #: when, as a share of the run, the expensive model's budget is meant to be spent
-BUDGET_AT: Final = 0.5
+BUDGET_AT: Final = 0.6
 #: users' calls a second to the expensive model (measured on a 2-core machine: 5.4 to 5.9), to
 #: size its budget; its analysis' synthetic health check adds one call per interval (the model
 #: check's probe calls the model directly, unpriced)
@@ -95,11 +95,13 @@ class Timing:
         return int(min(200, max(20, self.duration)))
 
     def canary(self) -> Canary:
-        """The candidate's trial: 5 % of the calls (production default 10 %), compared after
-        a few calls each (default 200), rolled back for good."""
-        calls = int(min(20, max(5, self.duration / 10)))
+        """The candidate's trial: 10 % of the calls (the production default), compared after
+        a few calls each (default 200), rolled back for good. Soon enough to come before the
+        budget on the same model runs out (:data:`BUDGET_AT`): from then on the router skips
+        both versions, and the candidate would get no more calls."""
+        calls = int(min(20, max(4, self.duration / 10)))
         return Canary(
-            weight=0.05,
+            weight=0.1,
             min_calls=calls,
             # the scenario injects a latency regression: the error test is left out, so the
             # rollback shown is the one injected
