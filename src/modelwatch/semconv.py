@@ -60,6 +60,13 @@ MODELWATCH_ANALYSIS: Final = "modelwatch.analysis"
 #: the client's task when it is not a GenAI operation (Hugging Face ``summarization``...)
 MODELWATCH_TASK: Final = "modelwatch.task"
 MODELWATCH_ROUTER: Final = "modelwatch.router"
+#: the SLO tier of a call (``monitored(tier=...)``, ``Router(tier=...)``): one of
+#: :data:`SLO_TIERS`, so the label stays bounded; absent on calls without a tier
+MODELWATCH_TIER: Final = "modelwatch.tier"
+#: The declared SLO tiers, most demanding first: the only values ``modelwatch.tier`` takes.
+#: Each has its own availability target in the generated burn-rate rules
+#: (``RuleOptions.slo_tiers``).
+SLO_TIERS: Final[tuple[str, ...]] = ("critical", "standard", "batch")
 MODELWATCH_ATTEMPT: Final = "modelwatch.attempt"
 MODELWATCH_COST: Final = "modelwatch.cost"
 MODELWATCH_STREAM: Final = "modelwatch.stream"
@@ -134,6 +141,7 @@ METRIC_ATTRIBUTE_ALLOWLIST: Final[frozenset[str]] = frozenset(
         MODELWATCH_ANALYSIS,
         MODELWATCH_TASK,
         MODELWATCH_ROUTER,
+        MODELWATCH_TIER,
         MODELWATCH_BACKEND,
         MODELWATCH_CIRCUIT,
         MODELWATCH_ORIGIN,
@@ -230,6 +238,7 @@ _MODEL_KEYS: Final = (
     MODELWATCH_ANALYSIS,
     MODELWATCH_TASK,
     MODELWATCH_ROUTER,
+    MODELWATCH_TIER,
 )
 
 OPERATION_DURATION: Final = MetricSpec(
@@ -322,7 +331,7 @@ FAILOVERS: Final = MetricSpec(
     "counter",
     "{failover}",
     "Calls that moved from one backend to the next.",
-    (MODELWATCH_ROUTER, FROM, TO, REASON),
+    (MODELWATCH_ROUTER, FROM, TO, REASON, MODELWATCH_TIER),
 )
 FAILOVER_DURATION: Final = MetricSpec(
     "modelwatch.failover.duration",

@@ -55,7 +55,7 @@ def test_rules_options(capsys: pytest.CaptureFixture[str]) -> None:
     errors = first["rules"][2]["expr"]
     assert 'error_type!~"rate_limited|cancelled"' in errors
     burn = document["groups"][1]["rules"][0]["expr"]
-    assert "> 0.072" in burn  # 14.4 x (1 - 0.995)
+    assert "vector(0.072)" in burn  # 14.4 x (1 - 0.995): calls without a tier
 
 
 def test_rules_scale_for_tests(capsys: pytest.CaptureFixture[str]) -> None:

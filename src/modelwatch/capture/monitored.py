@@ -12,6 +12,7 @@ from modelwatch import semconv
 from modelwatch.capture._telemetry import allowed_metric_attributes
 from modelwatch.capture.call import CallSpec
 from modelwatch.capture.monitor import Monitor
+from modelwatch.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -25,6 +26,15 @@ def _require_str(who: str, name: str, value: object, *, optional: bool = False) 
             f"{who}: {name} must be a non-empty string"
             + (" or None" if optional else "")
             + f", got {value!r}"
+        )
+
+
+def check_tier(who: str, tier: object) -> None:
+    """Raise a :class:`~modelwatch.errors.ConfigurationError` naming ``tier`` unless it is
+    ``None`` or one of the declared :data:`~modelwatch.semconv.SLO_TIERS`."""
+    if tier is not None and tier not in semconv.SLO_TIERS:
+        raise ConfigurationError(
+            f"{who}: tier must be one of {', '.join(semconv.SLO_TIERS)} or None, got {tier!r}"
         )
 
 
@@ -70,6 +80,9 @@ class monitored(Monitor):  # noqa: N801 - used like a function, as the docs spel
             ``(input_tokens, output_tokens)``, a mapping with those keys, or an object with a
             ``usage`` attribute.
         router: the router this call is an attempt of (set by :class:`modelwatch.Router`).
+        tier: the call's SLO tier, one of :data:`modelwatch.semconv.SLO_TIERS`
+            (``"critical"``, ``"standard"``, ``"batch"``), or ``None``: its burn-rate alerts
+            use that tier's availability target (``RuleOptions.slo_tiers``).
     """
 
     __slots__ = ()
@@ -84,9 +97,18 @@ class monitored(Monitor):  # noqa: N801 - used like a function, as the docs spel
         server_address: str | None = None,
         usage: Callable[[Any], Any] | None = None,
         router: str | None = None,
+        tier: str | None = None,
     ) -> None:
         self._spec = _model_spec(
-            "monitored()", model, provider, operation, analysis, server_address, usage, router
+            "monitored()",
+            model,
+            provider,
+            operation,
+            analysis,
+            server_address,
+            usage,
+            router,
+            tier=tier,
         )
 
     def __repr__(self) -> str:
@@ -102,11 +124,13 @@ class ModelOptions(TypedDict, total=False):
     usage: Callable[[Any], Any] | None
     router: str | None
     task: str | None
+    tier: str | None
 
 
 def model_spec(model: str, provider: str, **options: Unpack[ModelOptions]) -> CallSpec:
     """The :class:`CallSpec` of a model call, with the arguments of :class:`monitored`
-    (``operation``, ``analysis``, ``server_address``, ``usage``, ``router`` by keyword).
+    (``operation``, ``analysis``, ``server_address``, ``usage``, ``router``, ``tier`` by
+    keyword).
 
     Build it once per distinct model, operation and endpoint (it precomputes the span name
     and attribute dicts) and start each call from it with :func:`modelwatch.lifecycle.start`.
@@ -126,6 +150,7 @@ def model_spec(model: str, provider: str, **options: Unpack[ModelOptions]) -> Ca
         options.get("usage"),
         options.get("router"),
         options.get("task"),
+        tier=options.get("tier"),
     )
 
 
@@ -139,6 +164,8 @@ def _model_spec(  # noqa: PLR0917 - private; both callers pass every argument in
     usage: Callable[[Any], Any] | None,
     router: str | None,
     task: str | None = None,
+    *,
+    tier: str | None = None,
 ) -> CallSpec:
     _require_str(who, "model", model)
     _require_str(who, "provider", provider)
@@ -147,6 +174,7 @@ def _model_spec(  # noqa: PLR0917 - private; both callers pass every argument in
     _require_str(who, "server_address", server_address, optional=True)
     _require_str(who, "router", router, optional=True)
     _require_str(who, "task", task, optional=True)
+    check_tier(who, tier)
     if operation in semconv.TASK_OPERATIONS:  # a client task name: the spec value, task kept
         task = task or operation
         operation = semconv.TASK_OPERATIONS[operation]
@@ -168,6 +196,8 @@ def _model_spec(  # noqa: PLR0917 - private; both callers pass every argument in
         span_attributes[semconv.MODELWATCH_ROUTER] = router
     if task:
         span_attributes[semconv.MODELWATCH_TASK] = task
+    if tier:
+        span_attributes[semconv.MODELWATCH_TIER] = tier
     return CallSpec(
         span_name=semconv.model_span_name(operation, model),
         span_kind=SpanKind.CLIENT,

@@ -65,26 +65,27 @@ class Queries(PromNames):
             f"sum by ({self.by_model('le')}) ({rate}))"
         )
 
-    def call_rate(self, window_s: int, *matchers: str) -> str:
+    def call_rate(self, window_s: int, *matchers: str, by: str = "") -> str:
+        """Calls per second by service and model (``by``: other grouping labels)."""
         rate = f"rate({self.sel(self.duration_count, *matchers)}[{format_duration(window_s)}])"
-        return f"sum by ({self.by_model()}) ({rate})"
+        return f"sum by ({by or self.by_model()}) ({rate})"
 
     def error_ratio(self, window_s: int) -> str:
-        """Share of users' calls that failed for the caller: a failed attempt the router failed
-        over from was rescued by the next backend, so it does not count against the SLO, and
-        calls made by health checks and breaker probes are not users' calls at all."""
+        """Share of users' calls that failed for the caller, by service, model and SLO tier:
+        a failed attempt the router failed over from was rescued by the next backend, so it
+        does not count against the SLO, and calls made by health checks and breaker probes
+        are not users' calls at all."""
+        by = self.by_model(self.tier)
         users = f'{self.origin}!="{semconv.ORIGIN_PROBE}"'
-        failed = self.call_rate(window_s, self.errors(self.o.slo_ignore_kinds), users)
+        failed = self.call_rate(window_s, self.errors(self.o.slo_ignore_kinds), users, by=by)
         skipped = f'{self.reason}!="{FAILOVER_REASON_CIRCUIT_OPEN}"'
         rescued = (
-            f"sum by ({self.by_model()}) (label_replace("
+            f"sum by ({by}) (label_replace("
             f"rate({self.sel(self.failovers, skipped)}[{format_duration(window_s)}]), "
             f'"{self.model}", "$1", "{self.from_}", "(.*)"))'
         )
-        unrescued = (
-            f"clamp_min(\n({failed}\n- on ({self.by_model()})\n{rescued})\nor\n{failed},\n0)"
-        )
-        return f"{unrescued}\n/\n{self.call_rate(window_s, users)}"
+        unrescued = f"clamp_min(\n({failed}\n- on ({by})\n{rescued})\nor\n{failed},\n0)"
+        return f"{unrescued}\n/\n{self.call_rate(window_s, users, by=by)}"
 
     def period_seconds_left(self) -> str:
         """Seconds until the current budget period ends (UTC), as a PromQL scalar."""

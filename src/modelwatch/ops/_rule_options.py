@@ -15,6 +15,7 @@ from modelwatch.ops.promnames import SDK, Naming
 
 __all__ = [
     "DEFAULT_RUNBOOK_URL",
+    "DEFAULT_SLO_TIERS",
     "AlertRule",
     "BudgetPeriod",
     "BurnWindow",
@@ -28,6 +29,9 @@ BudgetPeriod = Literal["day", "week", "month"]
 DEFAULT_RUNBOOK_URL: Final = "https://github.com/modelwatch/modelwatch/blob/main/docs/runbooks"
 
 _DURATION: Final = {"duration": True}
+
+#: the default availability target of each SLO tier
+DEFAULT_SLO_TIERS: Final[Mapping[str, float]] = {"critical": 0.999, "standard": 0.99, "batch": 0.95}
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,12 @@ class RuleOptions:
     quota_remaining_threshold: float = 0.10
     quota_for_s: int = field(default=60, metadata=_DURATION)
 
+    #: the availability target of calls without an SLO tier
     slo_target: float = 0.999
+    #: the availability target per SLO tier (``monitored(tier=...)``, ``Router(tier=...)``):
+    #: keys from :data:`modelwatch.semconv.SLO_TIERS`; a tier left out is measured against
+    #: ``slo_target``
+    slo_tiers: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SLO_TIERS))
     #: error kinds that do not count against availability: the caller's own doing
     slo_ignore_kinds: tuple[str, ...] = (semconv.ERROR_BAD_REQUEST, semconv.ERROR_CANCELLED)
     #: page: 2 % of a 30-day budget in 1 h, or 5 % in 6 h (the SRE workbook's table)
@@ -180,6 +189,15 @@ class RuleOptions:
     def __post_init__(self) -> None:
         if not 0.0 < self.slo_target < 1.0:
             raise ValueError(f"slo_target must be between 0 and 1, not {self.slo_target}")
+        for tier, target in dict(self.slo_tiers).items():
+            if tier not in semconv.SLO_TIERS:
+                raise ValueError(
+                    f"slo_tiers: {tier!r} is not a tier; tiers are {', '.join(semconv.SLO_TIERS)}"
+                )
+            if isinstance(target, bool) or not isinstance(target, int | float):
+                raise ValueError(f"slo_tiers[{tier!r}] must be a number, not {target!r}")
+            if not 0.0 < target < 1.0:
+                raise ValueError(f"slo_tiers[{tier!r}] must be between 0 and 1, not {target}")
         if not 0.0 < self.latency_quantile < 1.0:
             raise ValueError(f"latency_quantile must be between 0 and 1: {self.latency_quantile}")
         if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", self.service_label):

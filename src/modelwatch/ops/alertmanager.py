@@ -12,7 +12,8 @@ grouped by service and model, so one model's outage is one notification. Inhibit
 - a health check that is down on its own (no ``cause``) holds back the health alerts of the
   checks whose root cause it is (``root_cause`` equal: DESIGN §9), so a Redis outage pages
   once, for Redis; a dependent that fails while its dependencies are up still notifies;
-- the fast SLO burn holds back the slow one, an exhausted budget its warnings.
+- the fast SLO burn holds back the slow one of the same model and SLO tier, an exhausted
+  budget its warnings.
 
 The inhibitions are derived from the generated rules, so they name exactly those alerts.
 """
@@ -98,7 +99,7 @@ def inhibit_rules(rules: RuleOptions | None = None) -> list[dict[str, object]]:
             {
                 "source_matchers": [_matcher_list(["ModelwatchErrorBudgetBurnFast"])],
                 "target_matchers": [_matcher_list(["ModelwatchErrorBudgetBurnSlow"])],
-                "equal": [svc, model],
+                "equal": [svc, model, label_name(semconv.MODELWATCH_TIER)],
             }
         )
     found.append(

@@ -93,6 +93,7 @@ class PromNames:
         self.error = label_name(semconv.ERROR_TYPE)
         self.token_type = label_name(semconv.GEN_AI_TOKEN_TYPE)
         self.router = label_name(semconv.MODELWATCH_ROUTER)
+        self.tier = label_name(semconv.MODELWATCH_TIER)
         self.circuit = label_name(semconv.MODELWATCH_CIRCUIT)
         self.check = label_name(semconv.HEALTH_CHECK)
         self.kind = label_name(semconv.HEALTH_KIND)

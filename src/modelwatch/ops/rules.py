@@ -191,22 +191,56 @@ def _call_alerts(q: Queries) -> list[AlertRule]:
     ]
 
 
+def _limits(q: Queries, factor: float) -> str:
+    """The burn threshold ``factor x (1 - target)`` per SLO tier, as a vector labelled by tier
+    (calls without a tier: ``slo_target``'s, unlabelled); a plain number without tiers."""
+    o = q.o
+
+    def limit(target: float) -> str:
+        return num(factor * round(1.0 - target, 12))
+
+    if not o.slo_tiers:
+        return limit(o.slo_target)
+    parts = [
+        f'label_replace(vector({limit(target)}), "{q.tier}", "{tier}", "", "")'
+        for tier, target in o.slo_tiers.items()
+    ]
+    return " or\n".join([*parts, f"vector({limit(o.slo_target)})"])
+
+
 def _burn_expr(q: Queries, windows: Sequence[BurnWindow]) -> str:
-    budget = round(1.0 - q.o.slo_target, 12)
+    """Multi-window burn rates per service, model and SLO tier, each tier against its own
+    target: the same ratios, compared with a threshold vector matched on the tier label."""
+    compare = f"> on ({q.tier}) group_left ()\n" if q.o.slo_tiers else "> "
     parts = []
     for w in windows:
-        limit = num(w.factor * budget)
+        limit = _limits(q, w.factor)
+        if q.o.slo_tiers:
+            limit = f"(\n{limit}\n)"
         parts.append(
-            f"(\n(\n{q.error_ratio(w.long_s)}\n) > {limit}\nand\n"
-            f"(\n{q.error_ratio(w.short_s)}\n) > {limit}\n)"
+            f"(\n(\n{q.error_ratio(w.long_s)}\n) {compare}{limit}\nand\n"
+            f"(\n{q.error_ratio(w.short_s)}\n) {compare}{limit}\n)"
         )
     return "\nor\n".join(parts)
+
+
+def _slo_text(q: Queries) -> str:
+    """The availability target of an alert's tier, as a template (Prometheus renders it)."""
+    o = q.o
+    if not o.slo_tiers:
+        return percent(o.slo_target)
+    branches = [
+        f'if eq $labels.{q.tier} "{tier}" }}}}{percent(target)}'
+        for tier, target in o.slo_tiers.items()
+    ]
+    return "{{ " + "{{ else ".join(branches) + f"{{{{ else }}}}{percent(o.slo_target)}{{{{ end }}}}"
 
 
 def _slo_alerts(q: Queries) -> list[AlertRule]:
     o = q.o
     m, svc = q.model, q.svc
-    slo = percent(o.slo_target)
+    slo = _slo_text(q)
+    tier = f"{{{{ with $labels.{q.tier} }}}} ({{{{ . }}}} tier){{{{ end }}}}"
 
     def describe(windows: Sequence[BurnWindow]) -> str:
         return " or ".join(
@@ -228,11 +262,11 @@ def _slo_alerts(q: Queries) -> list[AlertRule]:
                 _burn_expr(q, windows),
                 for_s,
                 severity,  # type: ignore[arg-type]
-                f"{{{{ $labels.{m} }}}} is burning its {slo} error budget "
+                f"{{{{ $labels.{m} }}}}{tier} is burning its error budget "
                 + ("fast" if severity == "critical" else "steadily"),
                 f"{{{{ $value | humanizePercentage }}}} of calls to model {{{{ $labels.{m} }}}} "
-                f"in {{{{ $labels.{svc} }}}} fail with no failover to rescue them, burning the "
-                f"{slo} availability SLO's error budget too fast "
+                f"in {{{{ $labels.{svc} }}}}{tier} fail with no failover to rescue them, "
+                f"burning the {slo} availability SLO's error budget too fast "
                 f"(burn rate {describe(windows)}).",
             )
         )

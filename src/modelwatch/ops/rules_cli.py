@@ -26,7 +26,9 @@ from modelwatch.ops.rules import RuleOptions, build_alerts, render_rules
 
 __all__ = ["main", "options_from_settings"]
 
-_NOT_SETTABLE = frozenset({"naming", "extra_labels", "slo_fast_burn", "slo_slow_burn"})
+_NOT_SETTABLE = frozenset(
+    {"naming", "extra_labels", "slo_fast_burn", "slo_slow_burn", "slo_tiers"}
+)
 
 
 def _settable() -> dict[str, dataclasses.Field[Any]]:
@@ -90,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--selector", default="", help='extra label matchers, e.g. env="prod"')
     parser.add_argument("--service-label", default="job", help="label naming the service")
     parser.add_argument("--slo", type=float, help="availability SLO target (default 0.999)")
+    parser.add_argument(
+        "--slo-tier",
+        action="append",
+        default=[],
+        metavar="TIER=TARGET",
+        help="availability target of an SLO tier (critical, standard, batch; default "
+        "critical=0.999 standard=0.99 batch=0.95); repeat for several",
+    )
     parser.add_argument("--latency-threshold", type=float, help="p95 latency alert, seconds")
     parser.add_argument("--runbook-url", help="base URL of the runbooks")
     parser.add_argument(
@@ -128,6 +138,17 @@ def build_options(args: argparse.Namespace) -> RuleOptions:
     changes: dict[str, Any] = {}
     if args.slo is not None:
         changes["slo_target"] = args.slo
+    if args.slo_tier:
+        tiers = dict(options.slo_tiers)
+        for pair in args.slo_tier:
+            tier, sep, target = pair.partition("=")
+            try:
+                if not sep:
+                    raise ValueError(pair)
+                tiers[tier] = float(target)
+            except ValueError:
+                raise ValueError(f"--slo-tier {pair!r}: expected TIER=TARGET") from None
+        changes["slo_tiers"] = tiers
     if args.latency_threshold is not None:
         changes["latency_threshold_s"] = args.latency_threshold
     if args.runbook_url:

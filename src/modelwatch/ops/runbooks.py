@@ -33,6 +33,12 @@ class Runbook:
     over: str
 
 
+_TIERS = (
+    "Each SLO tier (the `modelwatch_tier` label: `monitored(tier=...)`, `Router(tier=...)`) "
+    "burns against its own target (defaults: critical 99.9 %, standard 99 %, batch 95 %; "
+    "calls without a tier 99.9 %), so the alert names the tier whose budget burns."
+)
+
 _STATUS = (
     "In the service: `router.status()` lists each backend's breaker `state`, "
     "`retry_after_s` and `last_error` (the error kind)."
@@ -162,7 +168,7 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
         "month's error budget within hours (multi-window, multi-burn-rate alert: both a long "
         "and a short window burn too fast). Only failures no failover rescued count: an "
         "attempt the router moved to a backup is not a failure for the user. Caller mistakes "
-        "(`bad_request`, `cancelled`) do not count either.",
+        "(`bad_request`, `cancelled`) do not count either. " + _TIERS,
         (
             "The *Availability* panel shows the success share per model.",
             "The *Errors by kind* panel shows what fails.",
@@ -180,7 +186,7 @@ RUNBOOKS: Final[dict[str, Runbook]] = {
     "ModelwatchErrorBudgetBurnSlow": Runbook(
         "Calls to this model fail for the caller (no failover rescued them) at a rate that "
         "would spend the error budget before the month ends: not an emergency, but the SLO "
-        "will be missed if it continues.",
+        "will be missed if it continues. " + _TIERS,
         ("The *Availability* panel over the last days shows the trend.",),
         (
             "Open a ticket: find the error kinds behind it in *Errors by kind* and fix the "

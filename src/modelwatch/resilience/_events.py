@@ -53,7 +53,10 @@ def rejected(
 
 def failover(router: str, span: Span, passed: tuple[Member, str], to: Member) -> None:
     """The call moves on from ``passed`` (a backend and why) to ``to``."""
-    hooks.emit(hooks.Failover(router, passed[0].backend.model, to.backend.model, passed[1], span))
+    tier = passed[0].spec.span_attributes.get(semconv.MODELWATCH_TIER)
+    hooks.emit(
+        hooks.Failover(router, passed[0].backend.model, to.backend.model, passed[1], span, tier)
+    )
 
 
 def retry(router: str, span: Span, m: Member, *, attempt: int, wait_s: float, reason: str) -> None:

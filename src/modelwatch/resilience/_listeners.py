@@ -57,7 +57,7 @@ def _span_event(span: Any, name: str, attrs: dict[str, Any]) -> None:
 
 
 #: ``(router, from, to, reason) -> attributes``: few combinations, built once each
-_failover_attrs: dict[tuple[str, str, str, str], dict[str, str]] = {}
+_failover_attrs: dict[tuple[str, str, str, str, str | None], dict[str, str]] = {}
 
 
 def otel_listener(event: Event) -> None:
@@ -90,7 +90,7 @@ def otel_listener(event: Event) -> None:
             ),
         )
     elif isinstance(event, Failover):
-        key = (event.router, event.from_model, event.to_model, event.reason)
+        key = (event.router, event.from_model, event.to_model, event.reason, event.tier)
         fattrs = _failover_attrs.get(key)
         if fattrs is None:
             fattrs = {
@@ -99,6 +99,8 @@ def otel_listener(event: Event) -> None:
                 semconv.TO: event.to_model,
                 semconv.REASON: event.reason,
             }
+            if event.tier is not None:
+                fattrs[semconv.MODELWATCH_TIER] = event.tier
             if len(_failover_attrs) < CARDINALITY_LIMIT:
                 _failover_attrs[key] = fattrs
         telemetry().instrument(semconv.FAILOVERS).add(1, fattrs)

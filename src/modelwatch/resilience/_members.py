@@ -41,7 +41,9 @@ class Member:
         "what",
     )
 
-    def __init__(self, index: int, backend: Backend, breaker: Breaker, router: str) -> None:
+    def __init__(
+        self, index: int, backend: Backend, breaker: Breaker, router: str, tier: str | None = None
+    ) -> None:
         self.index = index
         self.backend = backend
         self.breaker = breaker
@@ -53,6 +55,7 @@ class Member:
             server_address=backend.server_address,
             usage=backend.usage,
             router=router,
+            tier=tier,
         )
         self.benched_until = 0.0
         self.rate_limits: dict[str, float] = {}

@@ -106,6 +106,8 @@ class Failover:
     to_model: str
     reason: str
     span: Any = field(default=None, compare=False, repr=False)
+    #: the router's SLO tier (``Router(tier=...)``), if it has one
+    tier: str | None = None
 
 
 @dataclass(frozen=True)

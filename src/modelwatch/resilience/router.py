@@ -43,6 +43,7 @@ from modelwatch import semconv
 from modelwatch._clock import SYSTEM_CLOCK, Clock
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._telemetry import Attributes, register_observable
+from modelwatch.capture.monitored import check_tier
 from modelwatch.capture.scrub import record_exception
 from modelwatch.errors import ConfigurationError
 from modelwatch.resilience import _streaming
@@ -206,6 +207,8 @@ class Router:
             by default). Hedged sync attempts always run on the worker pool.
         warm_every_s: run :meth:`warm_up` now and then every this many seconds, on a daemon
             thread (stopped by :meth:`close`).
+        tier: the SLO tier of the router's calls (one of
+            :data:`modelwatch.semconv.SLO_TIERS`), on every attempt and failover.
     """
 
     def __init__(
@@ -228,6 +231,7 @@ class Router:
         max_workers: int = 32,
         hedge: Hedge | None = None,
         warm_every_s: float | None = None,
+        tier: str | None = None,
     ) -> None:
         found = checked_backends(name, backends, Backend)
         owner = f"Router({name!r})"
@@ -242,6 +246,7 @@ class Router:
         check_instance(owner, "retry", retry, RetryPolicy, "a RetryPolicy")
         check_instance(owner, "hedge", hedge, Hedge, "a Hedge")
         check_instance(owner, "pool", pool, WorkerPool, "a WorkerPool")
+        check_tier(owner, tier)
         check_callable(owner, "ordering", ordering)
         check_callable(owner, "classify", classify)
         if not isinstance(isolate_sync, bool):
@@ -269,6 +274,7 @@ class Router:
                     f"{name}/{b.name}", self.breaker_policy, router=name, model=b.model, clock=clock
                 ),
                 name,
+                tier,
             )
             for i, b in enumerate(found)
         ]
