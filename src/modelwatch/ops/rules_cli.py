@@ -26,9 +26,7 @@ from modelwatch.ops.rules import RuleOptions, build_alerts, render_rules
 
 __all__ = ["main", "options_from_settings"]
 
-_NOT_SETTABLE = frozenset(
-    {"naming", "extra_labels", "slo_fast_burn", "slo_slow_burn", "slo_tiers"}
-)
+_NOT_SETTABLE = frozenset({"naming", "extra_labels", "slo_fast_burn", "slo_slow_burn", "slo_tiers"})
 
 
 def _settable() -> dict[str, dataclasses.Field[Any]]:
