@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelwatch.errors import ConfigurationError
 from modelwatch.health import Health
 from modelwatch.health.history import Change, History
 
@@ -113,7 +114,7 @@ def test_window_limits_changes_and_incidents(make_health: Any, clock: Any) -> No
     assert recent["checks"][0]["changes"] == []
     assert recent["checks"][0]["uptime"]["window"] == 1.0
     assert len(health.history(window_s=12 * HOUR)["incidents"]) == 1
-    with pytest.raises(ValueError, match="window_s"):
+    with pytest.raises(ConfigurationError, match="window_s"):
         health.history(window_s=0)
 
 
@@ -175,9 +176,75 @@ def test_an_unreadable_line_is_skipped(tmp_path: Path) -> None:
     assert History(path=path).changes("a") == [Change(1.0, "a", "model", "unknown", "ok")]
 
 
-def test_history_size_is_validated() -> None:
-    with pytest.raises(ValueError, match="history_size"):
-        Health(history_size=1)
+@pytest.mark.parametrize("size", [1, 0, -5, 2.5, "100", True, None])
+def test_history_size_is_validated_naming_the_argument(size: Any) -> None:
+    with pytest.raises(ConfigurationError, match=r"Health\(history_size=\.\.\.\): must be an int"):
+        Health(history_size=size)
+
+
+def test_a_bad_history_path_is_refused_at_construction(tmp_path: Path) -> None:
+    for path, reason in (
+        (tmp_path, "is a directory"),
+        (tmp_path / "missing" / "history.jsonl", "does not exist"),
+        (42, "must be a file path"),
+        ("", "must be a file path"),
+    ):
+        with pytest.raises(ConfigurationError, match=r"Health\(history_path=\.\.\.\): ") as err:
+            Health(history_path=path)  # type: ignore[arg-type]
+        assert reason in str(err.value)
+    ok = tmp_path / "history.jsonl"
+    Health(history_path=ok).stop()  # a new file in an existing directory is fine
+
+
+def test_a_bad_window_is_refused_naming_it(make_health: Any, clock: Any) -> None:
+    health, _ = _health(make_health, clock)
+    for window in (0, -1.0, float("nan"), float("inf"), "3600", 31 * 86_400):
+        with pytest.raises(ConfigurationError, match=r"history\(window_s=\.\.\.\)"):
+            health.history(window_s=window)
+    assert health.history(window_s=30 * 86_400)["window_s"] == 30 * 86_400
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_get_history_takes_a_validated_window(
+    make_health: Any, clock: Any, serve_asgi: Any, serve_wsgi: Any, server: str
+) -> None:
+    health, probe = _health(make_health, clock)
+    health.run_once()
+    probe.ok = False
+    clock.advance(HOUR)
+    health.run_once()  # down for the last hour of two
+    clock.advance(HOUR)
+    serve = serve_asgi if server == "asgi" else serve_wsgi
+    app = health.asgi() if server == "asgi" else health.wsgi()
+    with serve(app) as url, httpx.Client(base_url=url) as client:
+        got = client.get("/history", params={"window_s": "1800"})
+        whole = client.get("/history")
+        bad = {
+            query: client.get(f"/history?{query}")
+            for query in (
+                "window_s=abc",
+                "window_s=0",
+                "window_s=-60",
+                "window_s=nan",
+                "window_s=inf",
+                "window_s=",
+                "window_s=2592001",
+                "window_s=60&window_s=120",
+                "window=3600",
+                "window_s",
+            )
+        }
+    assert got.status_code == 200
+    body = got.json()
+    assert body["window_s"] == 1800.0
+    assert body["checks"][0]["uptime"]["window"] == 0.0  # the last 30 min: all down
+    assert body["checks"][0]["uptime"]["24h"] == 0.5
+    assert whole.json()["window_s"] is None
+    for query, response in bad.items():
+        assert response.status_code == 400, query
+        assert response.headers["content-type"] == "application/json"
+        error = response.json()
+        assert error.get("parameter") == "window_s" or error["parameters"] == ["window"], query
 
 
 @pytest.mark.parametrize("server", ["asgi", "wsgi"])

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from modelwatch.health import Health
+from modelwatch.health.status_page import render
 
 DAY = 86_400.0
 SECRET = "sk-live-9f8e7d6c5b4a"
@@ -98,6 +99,8 @@ def test_the_page_shows_names_states_bars_and_incidents_never_errors(
     # incidents: redis ongoing under Current, flan's hour under Past 30 days
     current, past = page.split('id="h-current"')[1].split('id="h-past"')
     assert 'data-check="redis"' in current
+    assert "since 12:00 UTC (1 h 0 min so far)" in current  # an ongoing one, in words
+    assert "from 2026-01-11 00:00 UTC to 2026-01-11 01:00 UTC (1 h 0 min)" in past
     assert "google/&lt;flan&gt;&amp;t5" in past
     assert "1 h 0 min" in past
 
@@ -129,3 +132,21 @@ def test_mounted_in_starlette_under_a_prefix(make_health: Any, clock: Any, serve
         got = client.get("/status/")
     assert got.status_code == 200
     assert "All systems operational" in got.text
+
+
+def test_an_ongoing_incident_says_since_when_and_how_long_so_far(
+    make_health: Any, clock: Any
+) -> None:
+    health = make_health(clock=clock, flap_threshold=1)
+    redis = Flip()
+    health.add("redis", redis, kind="dependency")
+    health.run_once()
+    clock.advance(23 * 3600.0 + 50 * 60.0)  # 2026-01-01 23:50 UTC
+    redis.ok = False
+    health.run_once()
+    clock.advance(7 * 60.0)
+    page = render(health)
+    assert "since 23:50 UTC (7 min so far)" in page
+    clock.advance(3 * 60.0)  # past midnight: the start is on another day now
+    page = render(health)
+    assert "since 2026-01-01 23:50 UTC (10 min so far)" in page

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qs
 
 from modelwatch import semconv
 from modelwatch._safety import report_internal_error
+from modelwatch.health.history import MAX_WINDOW_S
 
 if TYPE_CHECKING:
     from modelwatch.health.registry import Health
@@ -39,6 +42,7 @@ _BY_KIND: Final[dict[str, Kind]] = {
 _CHECKS_PREFIX: Final = "/checks/"
 _REASONS: Final[dict[int, str]] = {
     200: "OK",
+    400: "Bad Request",
     401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -107,18 +111,59 @@ def route_of(path: str, root_path: str) -> str:
 
 
 def respond(
-    health: Health, method: str, route: str, authorization: str | None, token: str | None
+    health: Health,
+    method: str,
+    route: str,
+    authorization: str | None,
+    token: str | None,
+    *,
+    query: str = "",
 ) -> Response:
-    """The response to ``method route`` (``route`` already relative to the mount point)."""
+    """The response to ``method route?query`` (``route`` already relative to the mount
+    point; ``query`` the raw query string, read by ``/history`` only)."""
     try:
-        return _respond(health, method.upper(), route, authorization, token)
+        return _respond(health, method.upper(), route, authorization, token, query=query)
     except Exception as exc:  # never a stack trace on the wire
         report_internal_error("health.http", exc)
         return _json(500, {"error": "internal error"})
 
 
+def _history(health: Health, query: str) -> Response:
+    """``GET /history[?window_s=N]``: 400 for anything but one window of 0 < N <= 30 d."""
+    params = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - {"window_s"})
+    if unknown:
+        return _json(
+            400,
+            {"error": "unknown query parameter", "parameters": unknown, "accepted": ["window_s"]},
+        )
+    window_s: float | None = None
+    if "window_s" in params:
+        values = params["window_s"]
+        try:
+            window_s = float(values[0]) if len(values) == 1 else math.nan
+        except ValueError:
+            window_s = math.nan
+        if not (math.isfinite(window_s) and 0 < window_s <= MAX_WINDOW_S):
+            return _json(
+                400,
+                {
+                    "error": f"window_s must be one number of seconds, > 0 and at most "
+                    f"{MAX_WINDOW_S:g} (30 days)",
+                    "parameter": "window_s",
+                },
+            )
+    return _json(200, health.history(window_s))
+
+
 def _respond(
-    health: Health, method: str, route: str, authorization: str | None, token: str | None
+    health: Health,
+    method: str,
+    route: str,
+    authorization: str | None,
+    token: str | None,
+    *,
+    query: str = "",
 ) -> Response:
     if method not in ("GET", "HEAD"):
         return _json(405, {"error": "method not allowed"}, [("allow", "GET, HEAD")])
@@ -132,7 +177,7 @@ def _respond(
         report = health.report()
         return _json(report.http_status, report.to_dict())
     if route == "/history":
-        return _json(200, health.history())
+        return _history(health, query)
     if route == "/graph":
         return _json(200, health.graph())
     kind = _BY_KIND.get(route)

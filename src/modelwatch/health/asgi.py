@@ -46,7 +46,8 @@ class HealthASGI:
                 authorization = value.decode("latin-1")
                 break
         route = route_of(scope.get("path") or "/", scope.get("root_path") or "")
-        response = self._answer(scope.get("method", "GET"), route, authorization)
+        query = (scope.get("query_string") or b"").decode("latin-1")
+        response = self._answer(scope.get("method", "GET"), route, authorization, query)
         await send(
             {
                 "type": "http.response.start",
@@ -57,8 +58,10 @@ class HealthASGI:
         body = b"" if scope.get("method", "GET").upper() == "HEAD" else response.body
         await send({"type": "http.response.body", "body": body})
 
-    def _answer(self, method: str, route: str, authorization: str | None) -> Response:
-        return respond(self.health, method, route, authorization, self._token)
+    def _answer(
+        self, method: str, route: str, authorization: str | None, query: str = ""
+    ) -> Response:
+        return respond(self.health, method, route, authorization, self._token, query=query)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -24,13 +24,16 @@ from datetime import datetime, timezone
 from typing import Any, Final
 
 from modelwatch._safety import report_internal_error
+from modelwatch.errors import ConfigurationError
 from modelwatch.health.results import iso
 
-__all__ = ["WINDOWS", "Change", "History", "Incident"]
+__all__ = ["MAX_WINDOW_S", "WINDOWS", "Change", "History", "Incident"]
 
 #: The uptime windows every history reports, by label.
 WINDOWS: Final[Mapping[str, float]] = {"24h": 86_400.0, "7d": 7 * 86_400.0, "30d": 30 * 86_400.0}
 _LONGEST: Final = max(WINDOWS.values())
+#: The longest ``window_s`` a history answers for: what the file store keeps (30 days).
+MAX_WINDOW_S: Final = _LONGEST
 _BAD: Final = ("degraded", "down")
 _RANK: Final[Mapping[str, int]] = {"ok": 0, "unknown": 0, "degraded": 1, "down": 2}
 
@@ -106,13 +109,15 @@ class History:
         max_checks: int = 1000,
     ) -> None:
         if isinstance(per_check, bool) or not isinstance(per_check, int) or per_check < 2:
-            raise ValueError(f"history_size must be an int >= 2, got {per_check!r}")
+            raise ConfigurationError(
+                f"Health(history_size=...): must be an int >= 2, got {per_check!r}"
+            )
         self._per_check = per_check
         self._max_checks = max_checks
         self._lock = threading.Lock()
         self._rings: dict[str, deque[Change]] = {}
         self._overflowed = False
-        self._path = None if path is None else os.fspath(path)
+        self._path = None if path is None else _store_path(path)
         self._lines = 0
         if self._path is not None:
             self._load(self._path)
@@ -173,10 +178,14 @@ class History:
 
     def _load(self, path: str) -> None:
         try:
-            with open(path, encoding="utf-8") as src:
+            with open(path, encoding="utf-8", errors="replace") as src:
                 lines = src.readlines()
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise ConfigurationError(
+                f"Health(history_path=...): cannot read {path!r}: {exc.strerror or exc}"
+            ) from None
         for line in lines:
             try:
                 raw = json.loads(line)
@@ -249,6 +258,27 @@ class History:
             "checks": out,
             "incidents": [i.to_dict(now) for i in every],
         }
+
+
+def _store_path(path: object) -> str:
+    """``path`` as a file the store can read and append to, or a ConfigurationError naming
+    ``history_path``: not a path, a directory, in a missing or read-only directory."""
+    if isinstance(path, bool) or not isinstance(path, str | os.PathLike):
+        raise ConfigurationError(f"Health(history_path=...): must be a file path, got {path!r}")
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigurationError(f"Health(history_path=...): must be a file path, got {path!r}")
+    if os.path.isdir(text):
+        raise ConfigurationError(f"Health(history_path=...): {text!r} is a directory, not a file")
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise ConfigurationError(
+            f"Health(history_path=...): the directory of {text!r} does not exist"
+        )
+    writable = os.access(text, os.W_OK) if os.path.exists(text) else os.access(folder, os.W_OK)
+    if not writable:
+        raise ConfigurationError(f"Health(history_path=...): {text!r} is not writable")
+    return text
 
 
 def _fields(change: Change) -> tuple[Any, ...]:

@@ -31,7 +31,7 @@ from modelwatch.health._check import (
 )
 from modelwatch.health._graph import check_acyclic, dependency_names, graph_dict
 from modelwatch.health._workers import Clock, Probe, is_async_probe
-from modelwatch.health.history import Change, History
+from modelwatch.health.history import MAX_WINDOW_S, Change, History
 from modelwatch.health.probing import ProbeEngine
 from modelwatch.health.results import KINDS, STATUS_VALUE, HealthReport, Kind, Status
 
@@ -411,7 +411,12 @@ class Health(ProbeEngine):
         state changes and incidents (those within ``window_s``, default 30 d): the JSON of
         ``GET /history``. See :mod:`modelwatch.health.history`."""
         if window_s is not None:
-            window_s = positive("window_s", window_s)
+            window_s = positive("history(window_s=...)", window_s)
+            if window_s > MAX_WINDOW_S:
+                raise ConfigurationError(
+                    f"history(window_s=...): at most {MAX_WINDOW_S:g} s (30 days, what the "
+                    f"history keeps), got {window_s!r}"
+                )
         checks = [(c.name, c.kind, c.status) for c in self.report().checks]
         return self._history.summary(checks, self._clock.time(), window_s)
 

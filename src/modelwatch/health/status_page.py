@@ -129,22 +129,34 @@ def _check_item(history: History, check: dict[str, Any], now: float) -> str:
     )
 
 
-def _incident_item(incident: dict[str, Any]) -> str:
+def _since(start: str, now: float) -> str:
+    """``HH:MM UTC`` of an ongoing incident's start (with the date if it was not today)."""
+    when = _when(start)
+    today = datetime.fromtimestamp(now, tz=timezone.utc).date().isoformat()
+    return when[11:] if when.startswith(today) else when
+
+
+def _incident_item(incident: dict[str, Any], now: float) -> str:
     cause = incident.get("cause")
     because = f" — root cause: <strong>{escape(cause)}</strong>" if cause else ""
     state = incident["state"]
-    end = _when(incident["end"])
+    lasted = _duration(incident["duration_s"])
+    if incident["end"] is None:
+        when = f"since {_since(incident['start'], now)} ({lasted} so far)"
+    else:
+        when = f"from {_when(incident['start'])} to {_when(incident['end'])} ({lasted})"
     return (
         f'<li class="incident" data-check="{escape(incident["check"])}">'
         f'<span class="name">{escape(incident["check"])}</span> '
         f'<span class="s-{state}">{_LABEL[state]}</span>{because}'
-        f'<div class="meta">from {_when(incident["start"])} to {end} '
-        f"({_duration(incident['duration_s'])})</div></li>"
+        f'<div class="meta">{when}</div></li>'
     )
 
 
-def _incidents(title: str, anchor: str, items: Iterable[dict[str, Any]], none: str) -> str:
-    body = "".join(_incident_item(i) for i in items) or f'<li class="meta">{none}</li>'
+def _incidents(
+    title: str, anchor: str, items: Iterable[dict[str, Any]], none: str, now: float
+) -> str:
+    body = "".join(_incident_item(i, now) for i in items) or f'<li class="meta">{none}</li>'
     return f'<h3 id="{anchor}">{title}</h3><ul aria-labelledby="{anchor}">{body}</ul>'
 
 
@@ -178,8 +190,8 @@ def render(health: Health, *, title: str = "Service status", recent: int = 10) -
         f'<p class="meta">Updated {checked}</p></header>'
         f"<main>{''.join(sections)}"
         '<section aria-labelledby="h-incidents"><h2 id="h-incidents">Incidents</h2>'
-        f"{_incidents('Current', 'h-current', current, 'No current incidents.')}"
-        f"{_incidents('Past 30 days', 'h-past', past, 'No incidents in the past 30 days.')}"
+        f"{_incidents('Current', 'h-current', current, 'No current incidents.', now)}"
+        f"{_incidents('Past 30 days', 'h-past', past, 'No incidents in the past 30 days.', now)}"
         "</section></main>"
         f"<footer><p>Uptime counts degraded time as up and leaves out time without data. "
         f"Times in UTC. Served by modelwatch.</p></footer></body></html>"
@@ -225,12 +237,16 @@ def _page(health: Health, method: str, route: str, auth: str | None, token: str 
 class StatusPageASGI(HealthASGI):
     """The status page as an ASGI app; build it with :meth:`Health.status_page`."""
 
-    def _answer(self, method: str, route: str, authorization: str | None) -> Response:
+    def _answer(
+        self, method: str, route: str, authorization: str | None, query: str = ""
+    ) -> Response:
         return _page(self.health, method, route, authorization, self._token)
 
 
 class StatusPageWSGI(HealthWSGI):
     """The status page as a WSGI app; build it with :meth:`Health.status_page_wsgi`."""
 
-    def _answer(self, method: str, route: str, authorization: str | None) -> Response:
+    def _answer(
+        self, method: str, route: str, authorization: str | None, query: str = ""
+    ) -> Response:
         return _page(self.health, method, route, authorization, self._token)

@@ -36,9 +36,16 @@ class HealthWSGI:
         except UnicodeError:
             path = raw
         method = environ.get("REQUEST_METHOD", "GET")
-        response = self._answer(method, route_of(path, ""), environ.get("HTTP_AUTHORIZATION"))
+        response = self._answer(
+            method,
+            route_of(path, ""),
+            environ.get("HTTP_AUTHORIZATION"),
+            environ.get("QUERY_STRING") or "",
+        )
         start_response(f"{response.status} {response.reason}", response.headers)
         return [b"" if method.upper() == "HEAD" else response.body]
 
-    def _answer(self, method: str, route: str, authorization: str | None) -> Response:
-        return respond(self.health, method, route, authorization, self._token)
+    def _answer(
+        self, method: str, route: str, authorization: str | None, query: str = ""
+    ) -> Response:
+        return respond(self.health, method, route, authorization, self._token, query=query)
