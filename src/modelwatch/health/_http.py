@@ -122,7 +122,16 @@ def respond(
     """The response to ``method route?query`` (``route`` already relative to the mount
     point; ``query`` the raw query string, read by ``/history`` only)."""
     try:
-        return _respond(health, method.upper(), route, authorization, token, query=query)
+        method = method.upper()
+        if method not in ("GET", "HEAD"):
+            return _json(405, {"error": "method not allowed"}, [("allow", "GET, HEAD")])
+        if route == "/live":  # liveness says only that the process answers: no auth, no checks
+            return _json(200, {"status": "ok"})
+        if not _authorized(token, authorization):
+            return _json(
+                401, {"error": "unauthorized"}, [("www-authenticate", 'Bearer realm="modelwatch"')]
+            )
+        return _route(health, route, query)
     except Exception as exc:  # never a stack trace on the wire
         report_internal_error("health.http", exc)
         return _json(500, {"error": "internal error"})
@@ -156,23 +165,8 @@ def _history(health: Health, query: str) -> Response:
     return _json(200, health.history(window_s))
 
 
-def _respond(
-    health: Health,
-    method: str,
-    route: str,
-    authorization: str | None,
-    token: str | None,
-    *,
-    query: str = "",
-) -> Response:
-    if method not in ("GET", "HEAD"):
-        return _json(405, {"error": "method not allowed"}, [("allow", "GET, HEAD")])
-    if route == "/live":  # liveness says only that the process answers: no auth, no checks
-        return _json(200, {"status": "ok"})
-    if not _authorized(token, authorization):
-        return _json(
-            401, {"error": "unauthorized"}, [("www-authenticate", 'Bearer realm="modelwatch"')]
-        )
+def _route(health: Health, route: str, query: str) -> Response:
+    """The answer of an authorised ``GET``/``HEAD`` of ``route``."""
     if route in ("/", "/ready"):
         report = health.report()
         return _json(report.http_status, report.to_dict())
