@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -195,40 +196,58 @@ def test_uvicorn_workers_are_each_discovered_and_counted_exactly(
     assert not new_ids & old_ids
 
 
+def _serve_on_both_workers(port: int, pids: set[int], limit: int = 400) -> Counter[int]:
+    """POST until both workers answered at least 5 calls (the kernel picks who accepts):
+    how many calls each pid answered."""
+    answered: Counter[int] = Counter()
+    while len(answered) < 2 or min(answered.values()) < 5:
+        assert answered.total() < limit, f"one worker answered everything: {answered}"
+        answered[_post(port, f"x{answered.total()}")["pid"]] += 1
+    assert set(answered) == pids
+    return answered
+
+
 def test_uvicorn_workers_push_otlp_as_two_resources_that_add_up(
     engine: Callable[..., Engine], otlp_receiver: OtlpReceiver
 ) -> None:
     running = engine(
         OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.http_endpoint,
-        OTEL_METRIC_EXPORT_INTERVAL="500",
+        OTEL_METRIC_EXPORT_INTERVAL="600000",  # no periodic export: the exit's must carry it all
     )
     # what a Kubernetes liveness and readiness probe ask (docs/deployment.md)
     for path in ("/health/live", "/health/ready"):
         status, _ = http_request("GET", f"http://127.0.0.1:{running.port}{path}")
         assert status == 200, path
-    sent = 20
-    for i in range(sent):
-        _post(running.port, f"x{i}")
-    running.process.stop(signal.SIGTERM, timeout=20)  # workers flush as they exit
-
-    def resources() -> set[str]:
-        return {
-            str(p.resource["service.instance.id"])
-            for p in otlp_receiver.metric_points()
-            if p.resource.get("service.name") == "fleet-engine"
-        }
-
-    ids = wait_until(lambda: len(r := resources()) == 2 and r, timeout=20, message="2 resources")
-    latest: dict[tuple[str, int], int] = {}
-    for point in otlp_receiver.metric_points("gen_ai.client.operation.duration"):
-        if point.attributes.get("modelwatch.origin") == "probe":
-            continue
-        key = (str(point.resource["service.instance.id"]), int(point.raw.start_time_unix_nano))  # type: ignore[attr-defined]
-        latest[key] = max(latest.get(key, 0), point.count or 0)
-    assert {instance for instance, _ in latest} <= ids
-    assert sum(latest.values()) == sent
-    pids = {p.resource["process.pid"] for p in otlp_receiver.metric_points()}
-    assert len(pids) == 2
+    answered = _serve_on_both_workers(running.port, set(running.targets()))
+    # uvicorn ends each worker (after its graceful shutdown) by re-raising SIGTERM with the
+    # default action, which skips atexit: modelwatch's SIGTERM hook exports first
+    assert running.process.stop(signal.SIGTERM, timeout=20) == 0
+    assert not running.process.leaked  # every worker exited by itself
+    # the workers are gone: what they exported has arrived, nothing to wait for
+    points = [
+        p
+        for p in otlp_receiver.metric_points("gen_ai.client.operation.duration")
+        if p.attributes.get("modelwatch.origin") != "probe"
+    ]
+    latest: dict[tuple[int, str, frozenset[tuple[str, Any]]], int] = {}
+    starts: dict[tuple[int, str, frozenset[tuple[str, Any]]], set[int]] = {}
+    for point in points:
+        assert point.temporality == "CUMULATIVE"
+        series = (
+            int(point.resource["process.pid"]),
+            str(point.resource["service.instance.id"]),
+            frozenset(point.attributes.items()),
+        )
+        latest[series] = max(latest.get(series, 0), point.count or 0)
+        starts.setdefault(series, set()).add(int(point.raw.start_time_unix_nano))  # type: ignore[attr-defined]
+    assert all(len(s) == 1 for s in starts.values()), "a cumulative series was reset"
+    per_pid: Counter[int] = Counter()
+    for (pid, _, _), count in latest.items():
+        per_pid[pid] += count
+    assert per_pid == answered  # each worker's cumulative count: exactly the calls it answered
+    identities = {(pid, instance) for pid, instance, _ in latest}
+    assert len(identities) == 2  # one resource per worker...
+    assert len({instance for _, instance in identities}) == 2  # ...with its own instance id
 
 
 def test_gunicorn_preload_workers_forked_after_configure_are_each_discovered(

@@ -79,6 +79,7 @@ class _State:
         self.system_metrics: Any = None
         self.installed: tuple[object, ...] = ()  # global providers modelwatch installed
         self.atexit_registered = False
+        self.sigterm_installed = False
         self.said_host_providers = False
 
 
@@ -224,8 +225,9 @@ def configure(
     forked later, serves on the first free port of it, and registers in
     ``prometheus_sd_dir`` (``MODELWATCH_PROMETHEUS_SD_DIR``) for Prometheus ``file_sd``.
     ``system_metrics=True`` adds CPU, memory, disk, network and process metrics.
-    Telemetry is flushed at interpreter exit and when a ``multiprocessing`` child ends;
-    forked children export their own telemetry as their own resource.
+    Telemetry is flushed at interpreter exit, when a ``multiprocessing`` child ends, and on a
+    SIGTERM that would otherwise kill the process without ``atexit`` (the process still dies
+    of SIGTERM); forked children export their own telemetry as their own resource.
 
     Raises:
         ConfigurationError: a setting (argument or environment) is invalid; the message names
@@ -298,6 +300,8 @@ def configure(
             atexit.register(_at_exit)
             _register_multiprocessing_exit()
             _state.atexit_registered = True
+        if not _state.sigterm_installed:  # SIGTERM's default action skips atexit
+            _state.sigterm_installed = _fleet.flush_on_sigterm(_at_exit)
         return config
 
 
@@ -421,13 +425,18 @@ def shutdown() -> None:
 
 
 def _at_exit() -> None:
-    """Interpreter exit, a ``multiprocessing`` child ending, a Celery pool child leaving."""
+    """Interpreter exit, a ``multiprocessing`` child ending, a Celery pool child leaving, a
+    SIGTERM (then in the main thread, maybe inside ``configure()``: the lock wait is bounded)."""
     try:
-        with _state.lock:
-            if _state.owned:
-                _shutdown_pipeline(timeout_s=EXIT_TIMEOUT_S)
+        if _state.lock.acquire(timeout=EXIT_TIMEOUT_S):
+            try:
+                if _state.owned:
+                    _shutdown_pipeline(timeout_s=EXIT_TIMEOUT_S)
+            finally:
+                _state.lock.release()
     except Exception:  # noqa: S110 - interpreter teardown: stay silent
         pass
+    _fleet.release_sigterm()  # a SIGTERM held back until this export ends the process now
 
 
 # ------------------------------------------------------------------------------- fork

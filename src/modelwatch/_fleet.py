@@ -9,15 +9,20 @@
 - **Discovery.** With ``MODELWATCH_PROMETHEUS_SD_DIR`` set, each process writes a Prometheus
   ``file_sd`` targets file there, removes it at exit, and removes the files of dead processes of
   its host when it starts: Prometheus' own service discovery, nothing home-made to scrape.
+- **Exit.** :func:`flush_on_sigterm`: a process that SIGTERM would kill outright (the default
+  action skips ``atexit``) exports its last telemetry first, then dies of SIGTERM as before.
+  uvicorn ends each worker, and a single server, that way after its graceful shutdown.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -242,3 +247,50 @@ def register_target(sd_dir: str, bind: str, endpoint: Endpoint, service_name: st
             "modelwatch.prometheus.sd_failed",
             message=f"cannot write the Prometheus file_sd target in {sd_dir}: {exc}",
         )
+
+
+# -------------------------------------------------------------------------------- exit
+def flush_on_sigterm(at_exit: Callable[[], None]) -> bool:
+    """Make SIGTERM export the last telemetry before it ends the process; ``True`` if set.
+
+    SIGTERM's default action ends a process without ``atexit``. With that default in force,
+    the handler runs ``at_exit`` (bounded) and then dies of SIGTERM as before. With a handler
+    the application or its server installed, that handler is called as before and decides;
+    if it later restores the default action and raises SIGTERM again - uvicorn does, after
+    its graceful shutdown (``Server.capture_signals``), in every worker - that SIGTERM waits
+    in the main thread until :func:`release_sigterm`, called at exit after the last export.
+    ``SIG_IGN`` is left alone. Only the main thread can install a handler.
+    """
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        return False
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is signal.SIG_IGN or previous is None or hasattr(previous, "_modelwatch"):
+            return False
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            if not callable(previous):  # the default action: export, then die of it
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+                try:
+                    at_exit()
+                finally:
+                    signal.raise_signal(signal.SIGTERM)
+                return
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            previous(signum, frame)
+
+        on_sigterm._modelwatch = True  # type: ignore[attr-defined]
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except (OSError, ValueError, RuntimeError) as exc:
+        report_internal_error("sigterm_handler", exc)
+        return False
+    return True
+
+
+def release_sigterm() -> None:
+    """After the last export at exit: a SIGTERM :func:`flush_on_sigterm` held back ends the
+    process now, as it would have."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
