@@ -94,7 +94,8 @@ TO: Final = "to"
 REASON: Final = "reason"
 HEALTH_CHECK: Final = "modelwatch.health.check"
 HEALTH_KIND: Final = "modelwatch.health.kind"
-#: the root cause of a check's trouble: the deepest dependency that is down (health, DESIGN §9)
+#: the root cause of a check's trouble: the deepest dependency that is down (docs/health.md,
+#: *Dependencies and cascades*)
 HEALTH_CAUSE: Final = "modelwatch.health.cause"
 RATE_LIMIT_RESOURCE: Final = "modelwatch.rate_limit.resource"
 BUDGET: Final = "modelwatch.budget"

@@ -1,4 +1,4 @@
-"""Dependencies and cascades (DESIGN §9): causes in the JSON, the gauge and the events;
+"""Dependencies and cascades (docs/health.md): causes in the JSON, the gauge and the events;
 cycles refused at ``add``; ``GET /graph``. Probe results are scripted; no time passes."""
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class Check:
     critical: bool
     weight: float
     flap_threshold: int
-    depends_on: tuple[str, ...] = ()  # the checks this one needs (DESIGN §9)
+    depends_on: tuple[str, ...] = ()  # the checks this one needs (docs/health.md)
     router: Any = None  # for router backends: the router whose status() feeds the breaker
     backend: str | None = None  # ... and the backend's name in it
     # state

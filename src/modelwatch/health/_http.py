@@ -1,7 +1,8 @@
 """The HTTP side of the health registry, shared by the ASGI and WSGI apps.
 
 One function, :func:`respond`, maps (method, route, Authorization header) to a complete
-response, so both apps serve exactly the same routes, JSON and status codes (DESIGN §6).
+response, so both apps serve exactly the same routes, JSON and status codes
+(docs/health.md, *HTTP endpoints*).
 It only reads cached results: no request ever waits for a probe.
 """
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from modelwatch.health.registry import Health
     from modelwatch.health.results import Kind
 
-#: The routes DESIGN §6 names (``/checks/{name}`` is matched by prefix).
+#: The routes docs/health.md lists (``/checks/{name}`` is matched by prefix).
 ROUTES: Final[tuple[str, ...]] = (
     "/",
     "/live",

@@ -18,8 +18,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 class HealthASGI:
     """Serves ``/``, ``/live``, ``/ready``, ``/models``, ``/dependencies``, ``/analysis`` and
-    ``/checks/{name}`` from a :class:`~modelwatch.Health` (see DESIGN §6). Build it with
-    :meth:`Health.asgi`.
+    ``/checks/{name}`` from a :class:`~modelwatch.Health` (see docs/health.md, *HTTP
+    endpoints*). Build it with :meth:`Health.asgi`.
 
     Works mounted (``app.mount("/health", health.asgi())``: the mount prefix arrives as
     ``root_path`` and is stripped) and stand-alone (``uvicorn.run(health.asgi())``; lifespan

@@ -448,7 +448,8 @@ class Health(ProbeEngine):
         self.stop()
 
     def asgi(self, *, token: str | None = None) -> HealthASGI:
-        """An ASGI app serving DESIGN §6's endpoints; mount it in Starlette or FastAPI::
+        """An ASGI app serving the endpoints of docs/health.md (*HTTP endpoints*); mount it
+        in Starlette or FastAPI::
 
             app.mount("/health", health.asgi())
 
@@ -459,7 +460,8 @@ class Health(ProbeEngine):
         return HealthASGI(self, token=token)
 
     def wsgi(self, *, token: str | None = None) -> HealthWSGI:
-        """A WSGI app serving DESIGN §6's endpoints, for Flask, Django or any WSGI server.
+        """A WSGI app serving the endpoints of docs/health.md (*HTTP endpoints*), for Flask,
+        Django or any WSGI server.
 
         With ``token``, every route but ``/live`` needs ``Authorization: Bearer <token>``.
         """

@@ -1,7 +1,7 @@
 """The values a health report is made of: :class:`CheckResult` and :class:`HealthReport`.
 
-Both are immutable snapshots. Their ``to_dict()`` is the JSON body of DESIGN §6, so the HTTP
-apps, the CLI and users' own code all read the same shape.
+Both are immutable snapshots. Their ``to_dict()`` is the JSON body documented in docs/health.md
+(*HTTP endpoints*), so the HTTP apps, the CLI and users' own code all read the same shape.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ class CheckResult:
     ``error`` is a short, scrubbed description (never a stack trace); ``circuit`` is the
     breaker state of a router backend (``"closed"``, ``"half_open"``, ``"open"``) or ``None``.
     ``cause`` is the root cause while a dependency is down (the deepest dependency that is
-    down, DESIGN §9), else ``None``; ``depends_on`` the checks this one depends on.
+    down: docs/health.md, *Dependencies and cascades*), else ``None``; ``depends_on`` the
+    checks this one depends on.
     """
 
     name: str
@@ -70,7 +71,7 @@ class CheckResult:
     depends_on: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """This check as the JSON object of DESIGN §6."""
+        """This check as the JSON object of ``GET /checks/{name}`` (docs/health.md)."""
         return {
             "name": self.name,
             "kind": self.kind,
@@ -105,7 +106,8 @@ class HealthReport:
     def build(
         cls, checks: Iterable[CheckResult], *, checked_at: datetime, degraded_below: float
     ) -> HealthReport:
-        """Compute status and score from ``checks`` (the rule of DESIGN §3 and issue 4)."""
+        """Compute status and score from ``checks`` (the rule in docs/health.md, *Status and
+        score*)."""
         items = tuple(checks)
         total = sum(c.weight for c in items)
         if total > 0:
@@ -125,7 +127,7 @@ class HealthReport:
 
     @property
     def http_status(self) -> int:
-        """200 for ``ok`` and ``degraded``, 503 for ``down`` (DESIGN §6)."""
+        """200 for ``ok`` and ``degraded``, 503 for ``down`` (docs/health.md, *HTTP endpoints*)."""
         return 503 if self.status == "down" else 200
 
     def check(self, name: str) -> CheckResult | None:
@@ -136,7 +138,7 @@ class HealthReport:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """This report as the JSON body of DESIGN §6."""
+        """This report as the JSON body of ``GET /`` (docs/health.md, *HTTP endpoints*)."""
         return {
             "status": self.status,
             "score": self.score,

@@ -10,8 +10,9 @@ grouped by service and model, so one model's outage is one notification. Inhibit
   The SLO burn alerts need no inhibition: they count only failures no failover rescued;
 - a router with every circuit open holds back its per-circuit and failover alerts;
 - a health check that is down on its own (no ``cause``) holds back the health alerts of the
-  checks whose root cause it is (``root_cause`` equal: DESIGN §9), so a Redis outage pages
-  once, for Redis; a dependent that fails while its dependencies are up still notifies;
+  checks whose root cause it is (``root_cause`` equal; docs/health.md, *Dependencies and
+  cascades*), so a Redis outage pages once, for Redis; a dependent that fails while its
+  dependencies are up still notifies;
 - the fast SLO burn holds back the slow one of the same model and SLO tier, an exhausted
   budget its warnings.
 

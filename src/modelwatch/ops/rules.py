@@ -328,7 +328,7 @@ ROOT_CAUSE: Final = "root_cause"
 def _health_alerts(q: Queries) -> list[AlertRule]:
     o = q.o
     svc = q.svc
-    cause = label_name(semconv.HEALTH_CAUSE)  # health: a dependent's root cause (DESIGN §9)
+    cause = label_name(semconv.HEALTH_CAUSE)  # a dependent's root cause: docs/health.md
     by = f"{svc}, {q.check}, {q.kind}, {cause}"
     model_kind = f'{q.kind}="{HEALTH_KIND_MODEL}"'
     other_kinds = f'{q.kind}!="{HEALTH_KIND_MODEL}"'
