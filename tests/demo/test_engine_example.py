@@ -70,6 +70,8 @@ def test_engine_example_serves_an_analysis_and_health(engine_module: ModuleType)
             server.shutdown()
             server.server_close()
             health.stop()
+            for router in routers.values():
+                router.close()  # frees the routers' names for the next test
     # the routed calls were monitored: one model span per attempt, the failed one included
     spans = [s.name for s in captured.spans]
     assert "text_completion google/flan-t5-large" in spans
