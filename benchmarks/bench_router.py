@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import platform
+import random
 import socket
 import statistics
 import sys
@@ -170,18 +172,14 @@ def main() -> None:
         print(f"{name:<{width}}  {value:>12}  {note}")
 
 
-def run_all() -> dict[str, float]:
-    """Build every scenario, then time them interleaved (see :func:`interleaved`)."""
-    sync: dict[str, Callable[[], Any]] = {}
-    sync["plain"] = lambda: backend("x")
-    mon = modelwatch.monitored(model="bench/model", provider="bench")(backend)
-    sync["monitored"] = lambda: mon("x")
-    # the floor a router cannot go under: a monitored call inside a bare SDK route span
+def inside_a_route_span(mon: Callable[[str], Any], router: str) -> Callable[[], None]:
+    """``mon("x")`` inside a bare SDK ``route`` span, as a router with two spans per call
+    would run it (nothing of modelwatch's router around it)."""
     tracer = telemetry().tracer
-    route_attributes = {semconv.MODELWATCH_ROUTER: "bench"}
+    attributes = {semconv.MODELWATCH_ROUTER: router}
 
-    def route_span_and_monitored() -> None:
-        span = tracer.start_span("route bench", kind=SpanKind.INTERNAL, attributes=route_attributes)
+    def call() -> None:
+        span = tracer.start_span(f"route {router}", kind=SpanKind.INTERNAL, attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             mon("x")
@@ -189,7 +187,17 @@ def run_all() -> dict[str, float]:
             otel_context.detach(token)
             span.end()
 
-    sync["route span + monitored"] = route_span_and_monitored
+    return call
+
+
+def run_all() -> dict[str, float]:
+    """Build every scenario, then time them interleaved (see :func:`interleaved`)."""
+    sync: dict[str, Callable[[], Any]] = {}
+    sync["plain"] = lambda: backend("x")
+    mon = modelwatch.monitored(model="bench/model", provider="bench")(backend)
+    sync["monitored"] = lambda: mon("x")
+    # the floor of a router that emits a route span: a monitored call inside a bare SDK span
+    sync["route span + monitored"] = inside_a_route_span(mon, "bench")
     pooled = Router("bench-pool", [Backend(backend, model="bench/model", provider="bench")])
     sync["router pool"] = lambda: pooled.call("x")
     inline = Router(
@@ -288,37 +296,68 @@ def run_all() -> dict[str, float]:
     return results
 
 
-def interleaved(scenarios: dict[str, Callable[[], Any]]) -> dict[str, float]:
+def interleaved(
+    scenarios: dict[str, Callable[[], Any]], samples: dict[str, list[float]] | None = None
+) -> dict[str, float]:
     """Median seconds per call of each scenario. Rounds are interleaved (every scenario runs
-    once per round), so a noisy neighbour slows all scenarios alike instead of skewing one."""
+    once per round, in a new shuffled order), so a noisy neighbour slows all scenarios alike
+    instead of skewing one. ``samples`` receives each round's figure per scenario."""
     for fn in scenarios.values():
         for _ in range(BATCH // 4):
             fn()  # warm up
-    samples: dict[str, list[float]] = {name: [] for name in scenarios}
+    samples = {} if samples is None else samples
+    samples.update({name: [] for name in scenarios})
+    rng = random.Random(7)
     for _ in range(ROUNDS):
-        for name, fn in scenarios.items():
+        order = list(scenarios.items())
+        rng.shuffle(order)
+        for name, fn in order:
             start = time.perf_counter()
             for _ in range(BATCH):
                 fn()
             samples[name].append((time.perf_counter() - start) / BATCH)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: statistics.median(samples[name]) for name in scenarios}
 
 
-def ainterleaved(scenarios: dict[str, Callable[[], Any]]) -> dict[str, float]:
+def ainterleaved(
+    scenarios: dict[str, Callable[[], Any]], samples: dict[str, list[float]] | None = None
+) -> dict[str, float]:
+    """The ``async`` twin of :func:`interleaved` (one event loop for every scenario)."""
+    samples = {} if samples is None else samples
+    samples.update({name: [] for name in scenarios})
+
     async def run() -> dict[str, float]:
         for fn in scenarios.values():
             for _ in range(BATCH // 4):
                 await fn()
-        samples: dict[str, list[float]] = {name: [] for name in scenarios}
+        rng = random.Random(7)
         for _ in range(ROUNDS):
-            for name, fn in scenarios.items():
+            order = list(scenarios.items())
+            rng.shuffle(order)
+            for name, fn in order:
                 start = time.perf_counter()
                 for _ in range(BATCH):
                     await fn()
                 samples[name].append((time.perf_counter() - start) / BATCH)
-        return {name: statistics.median(values) for name, values in samples.items()}
+        return {name: statistics.median(samples[name]) for name in scenarios}
 
     return asyncio.run(run())
+
+
+def round_ratios(
+    samples: dict[str, list[float]], name: str, base: str, ref: str
+) -> tuple[float, float, float]:
+    """p25, median and p75 of ``(name - base) / (ref - base)`` taken round by round."""
+    ratios = sorted(
+        (x - b) / (r - b)
+        for x, b, r in zip(samples[name], samples[base], samples[ref], strict=True)
+        if r > b
+    )
+
+    def q(p: float) -> float:
+        return ratios[min(len(ratios) - 1, int(p * len(ratios)))]
+
+    return q(0.25), q(0.5), q(0.75)
 
 
 def recovery_time() -> float:
@@ -349,14 +388,19 @@ def recovery_time() -> float:
 
 
 def steady() -> None:
-    """The happy path only, >= 200,000 calls per scenario, interleaved."""
+    """The happy path only, >= 200,000 calls per scenario, interleaved; ratios to a monitored
+    call are taken round by round (median, p25-p75)."""
     global BATCH, ROUNDS
     BATCH, ROUNDS = STEADY_BATCH, STEADY_ROUNDS
     tp = TracerProvider()
     tp.add_span_processor(BatchSpanProcessor(DropExporter(), max_queue_size=100_000))
     mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    samples: dict[str, list[float]] = {}
+    started = time.monotonic()
+    load = [os.getloadavg()[0]]
     with use_providers(tp, mp):
         mon = modelwatch.monitored(model="bench/model", provider="bench")(backend)
+        route_span_and_monitored = inside_a_route_span(mon, "floor")
         pooled = Router("steady-pool", [Backend(backend, model="bench/model", provider="bench")])
         inline = Router(
             "steady-inline",
@@ -367,38 +411,46 @@ def steady() -> None:
             {
                 "plain": lambda: backend("x"),
                 "monitored": lambda: mon("x"),
+                "route span + monitored": route_span_and_monitored,
                 "router pool": lambda: pooled.call("x"),
                 "router inline": lambda: inline.call("x"),
-            }
+            },
+            samples,
         )
+        load.append(os.getloadavg()[0])
         amon = modelwatch.monitored(model="bench/model", provider="bench")(abackend)
         arouter = Router("steady-async", [Backend(abackend, model="bench/model", provider="bench")])
+        async_samples: dict[str, list[float]] = {}
         results.update(
             ainterleaved(
                 {
                     "async plain": lambda: abackend("x"),
                     "async monitored": lambda: amon("x"),
                     "router acall": lambda: arouter.acall("x"),
-                }
+                },
+                async_samples,
             )
         )
+        samples.update(async_samples)
+        load.append(os.getloadavg()[0])
     tp.shutdown()
     mp.shutdown()
-    mon_s = results["monitored"] - results["plain"]
-    amon_s = results["async monitored"] - results["async plain"]
     print(
         f"# steady state: {ROUNDS} interleaved rounds of {BATCH} calls per scenario "
-        f"({ROUNDS * BATCH:,} calls), medians, python {platform.python_version()}"
+        f"({ROUNDS * BATCH:,} calls), medians, python {platform.python_version()}, "
+        f"{time.monotonic() - started:.0f} s, load average {min(load):.1f}-{max(load):.1f}"
     )
+    print("scenario                 per call   x monitored (per-round median, p25-p75)")
     for name, base, ref in (
-        ("monitored", "plain", mon_s),
-        ("router pool", "plain", mon_s),
-        ("router inline", "plain", mon_s),
-        ("async monitored", "async plain", amon_s),
-        ("router acall", "async plain", amon_s),
+        ("monitored", "plain", "monitored"),
+        ("route span + monitored", "plain", "monitored"),
+        ("router pool", "plain", "monitored"),
+        ("router inline", "plain", "monitored"),
+        ("async monitored", "async plain", "async monitored"),
+        ("router acall", "async plain", "async monitored"),
     ):
-        ratio = (results[name] - results[base]) / ref
-        print(f"{name:<18} {us(results[name])}  {ratio:5.2f} x monitored")
+        lo, mid, hi = round_ratios(samples, name, base, ref)
+        print(f"{name:<24} {us(results[name])}  {mid:5.2f} ({lo:.2f}-{hi:.2f})")
 
 
 def hang() -> None:

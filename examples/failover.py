@@ -87,16 +87,20 @@ def main() -> None:
             for s in telemetry.find_spans("route summarize")
             if any(e.name == "modelwatch.failover" for e in s.events)
         )
-        children = [
-            s
+        # the attempt made before the route span started is its sibling, linked from it;
+        # the attempts after are its children (docs/router.md, "Trace shape")
+        linked = {link.context.span_id for link in failover_route.links}
+        attempts = [
+            ("linked" if s.context.span_id in linked else "child", s)
             for s in telemetry.spans
-            if s.parent is not None and s.parent.span_id == failover_route.context.span_id
+            if s.context.span_id in linked
+            or (s.parent is not None and s.parent.span_id == failover_route.context.span_id)
         ]
         print(f"   span {failover_route.name!r}, events {[e.name for e in failover_route.events]}")
-        for child in children:
-            attrs = child.attributes or {}
+        for how, attempt in attempts:
+            attrs = attempt.attributes or {}
             print(
-                f"     child {child.name!r} attempt={attrs.get('modelwatch.attempt')} "
+                f"     {how} {attempt.name!r} attempt={attrs.get('modelwatch.attempt')} "
                 f"error.type={attrs.get('error.type')}"
             )
         for point in telemetry.metric_points("modelwatch.failovers"):

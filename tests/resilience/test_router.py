@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from modelwatch import semconv
 from modelwatch._clock import ManualClock
+from modelwatch.capture._telemetry import telemetry as current
 from modelwatch.errors import AllBackendsFailedError, CircuitOpenError, ConfigurationError
 from modelwatch.resilience.ordering import LeastLatency, Weighted
 from modelwatch.resilience.policy import BreakerPolicy, RetryPolicy
@@ -32,24 +33,98 @@ def make_router(
 
 
 # ---------------------------------------------------------------------- happy path
-def test_happy_path_is_one_route_span_with_one_attempt_child(
+def test_happy_path_is_the_attempt_span_alone_with_the_routers_attributes(
     clock: ManualClock, telemetry: Any
 ) -> None:
     primary, backup = Scripted("p", "answer"), Scripted("b")
     router = make_router(clock, primary, backup)
-    assert router.call("doc", 3) == "answer"
+    tracer = current().tracer  # the host's spans, on the same provider
+    with tracer.start_as_current_span("request") as request:
+        assert router.call("doc", 3) == "answer"
     assert primary.calls == [("doc", 3)]
     assert backup.calls == []
-    (route,) = telemetry.spans("route r")
+    assert telemetry.spans("route r") == []  # docs/router.md, "Trace shape"
     (attempt,) = telemetry.spans("chat m0")
-    assert route.kind == SpanKind.INTERNAL
     assert attempt.kind == SpanKind.CLIENT
     assert attempt.parent is not None
-    assert attempt.parent.span_id == route.context.span_id
+    assert attempt.parent.span_id == request.get_span_context().span_id
     assert attempt.attributes[semconv.MODELWATCH_ROUTER] == "r"
     assert attempt.attributes[semconv.MODELWATCH_ATTEMPT] == 1
-    assert route.attributes[semconv.MODELWATCH_ROUTER] == "r"
     assert telemetry.counter(semconv.FAILOVERS.name) == 0
+
+
+def test_a_failover_after_a_failed_first_attempt_starts_the_route_span_at_the_calls_start(
+    clock: ManualClock, telemetry: Any
+) -> None:
+    primary, backup = Scripted("p", ConnectionRefusedError("refused")), Scripted("b", "backup")
+    router = make_router(clock, primary, backup)
+    tracer = current().tracer  # the host's spans, on the same provider
+    with tracer.start_as_current_span("request") as request:
+        assert router.call("x") == "backup"
+    parent = request.get_span_context().span_id
+    (route,) = telemetry.spans("route r")
+    (first,) = telemetry.spans("chat m0")
+    (second,) = telemetry.spans("chat m1")
+    assert route.kind == SpanKind.INTERNAL
+    assert route.parent is not None
+    assert route.parent.span_id == parent
+    # the first attempt ran before the route span existed: its sibling, linked from it
+    assert first.parent is not None
+    assert first.parent.span_id == parent
+    ((link,),) = [route.links]
+    assert link.context.span_id == first.context.span_id
+    assert link.attributes == {semconv.MODELWATCH_ATTEMPT: 1}
+    # the later attempt is its child; the route span covers the whole call
+    assert second.parent is not None
+    assert second.parent.span_id == route.context.span_id
+    assert route.start_time <= first.start_time <= first.end_time <= second.start_time
+    assert second.end_time <= route.end_time
+    assert route.status.status_code == StatusCode.UNSET
+
+
+def test_a_first_attempt_that_fails_the_call_leaves_a_route_span_with_the_error(
+    clock: ManualClock, telemetry: Any
+) -> None:
+    router = make_router(clock, Scripted("p", HTTPError(400)), Scripted("b"))
+    with pytest.raises(HTTPError):
+        router.call()
+    (route,) = telemetry.spans("route r")
+    (attempt,) = telemetry.spans("chat m0")
+    assert [link.context.span_id for link in route.links] == [attempt.context.span_id]
+    assert route.start_time <= attempt.start_time
+    assert route.status.status_code == StatusCode.ERROR
+
+
+def test_a_success_that_closes_a_breaker_has_the_route_span_with_the_transition(
+    clock: ManualClock, telemetry: Any
+) -> None:
+    primary = Scripted("p", "ok")
+    router = make_router(
+        clock, primary, breaker=BreakerPolicy(open_s=5.0, close_after=1, jitter=0.0)
+    )
+    router.breaker("m0").force_open()
+    clock.advance(6.0)  # open time over: the next call is the half-open trial
+    telemetry.exporter.clear()
+    assert router.call() == "ok"
+    (route,) = telemetry.spans("route r")
+    states = [
+        e.attributes[semconv.TO] for e in route.events if e.name == semconv.EVENT_STATE_CHANGE
+    ]
+    assert states[-1] == "closed"
+    (attempt,) = telemetry.spans("chat m0")
+    assert attempt.parent is not None
+    assert attempt.parent.span_id == route.context.span_id
+
+
+def test_a_slow_success_has_a_route_span_linked_to_its_attempt(
+    clock: ManualClock, telemetry: Any
+) -> None:
+    router = make_router(clock, Scripted("p", "ok"), breaker=BreakerPolicy(slow_call_s=1e-9))
+    assert router.call() == "ok"
+    (route,) = telemetry.spans("route r")
+    (attempt,) = telemetry.spans("chat m0")
+    assert [link.context.span_id for link in route.links] == [attempt.context.span_id]
+    assert route.start_time <= attempt.start_time
 
 
 def test_backend_sees_its_attempt_span_as_current(clock: ManualClock, telemetry: Any) -> None:

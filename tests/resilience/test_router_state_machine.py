@@ -5,7 +5,8 @@ request (bad_request) at random; time jumps at random. After every call:
 
 * no backend was called while its breaker was open and its open time had not ended;
 * each call tried each backend at most once (same-backend retries are off here);
-* the call's attempt spans (children of its route span) are exactly its backend calls;
+* the call's attempt spans are exactly its backend calls: its one span when the first attempt
+  answered, else the route span's linked and child attempts, within its start and end;
 * a successful call returned the answer of the last backend it called;
 * a failed call raised the backend's own exception for a bad request, and otherwise a
   modelwatch error chained (``__cause__``) to the last backend error, or to a
@@ -124,13 +125,24 @@ class RouterMachine(RuleBasedStateMachine):
         called = self.calls_this_round
         assert len(called) == len(set(called)), f"a backend was tried twice: {called}"
         spans = self.exporter.get_finished_spans()
-        (route,) = [s for s in spans if s.name == "route sm"]
-        attempts = [
-            s.name.split(" ", 1)[1]
-            for s in spans
-            if s.parent is not None and s.parent.span_id == route.context.span_id
-        ]
-        assert attempts == called
+        routes = [s for s in spans if s.name == "route sm"]
+        if not routes:  # answered by its first attempt, nothing else: that span alone
+            (only,) = spans
+            assert error is None
+            assert [only.name.split(" ", 1)[1]] == called
+            assert (only.attributes or {})["modelwatch.attempt"] == 1
+        else:  # attempts before the route span started are linked, the later ones children
+            (route,) = routes
+            linked = {link.context.span_id for link in route.links}
+            attempts = [
+                s
+                for s in spans
+                if s.context.span_id in linked
+                or (s.parent is not None and s.parent.span_id == route.context.span_id)
+            ]
+            assert [s.name.split(" ", 1)[1] for s in attempts] == called
+            assert all(route.start_time <= s.start_time for s in attempts)  # type: ignore[operator]
+            assert all(route.end_time >= s.end_time for s in attempts)  # type: ignore[operator]
         if error is None:
             assert called
             assert result == f"{called[-1]}:q"

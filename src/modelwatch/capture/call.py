@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, SpanContext
 
 from modelwatch import semconv
 from modelwatch._safety import guard, report_internal_error
@@ -168,6 +168,12 @@ class Call(CallDetails):
     def response_model(self) -> str | None:
         """The model that answered, when known."""
         return self._response_model
+
+    @property
+    def span_context(self) -> SpanContext | None:
+        """The context of this call's span (to link to it), or ``None`` if it has none."""
+        span = self._span
+        return span.get_span_context() if span is not None else None
 
     @property
     def error_kind(self) -> str | None:

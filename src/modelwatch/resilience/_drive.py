@@ -169,7 +169,7 @@ class SyncAttempts:
         """Run one attempt to its end (on the backend's pool unless ``isolate_sync=False``)."""
         core = self._core
         m = req.member
-        call = lifecycle.start(m.spec_for(req.number))
+        call = req.call = lifecycle.start(m.spec_for(req.number))
         fn = m.backend.fn
         args, kwargs = self._args, self._kwargs
         start = time.perf_counter()
@@ -195,7 +195,7 @@ class SyncAttempts:
         args = self._args
         if m.backend.is_async:
             fn, args = _run_coroutine, (fn, *args)
-        call = lifecycle.start(m.spec_for(req.number))
+        call = req.call = lifecycle.start(m.spec_for(req.number))
         try:
             task = self._core.pool_for(m).start(fn, args, self._kwargs, self._done)
         finally:
@@ -264,7 +264,7 @@ class AsyncAttempts:
         timeout), a sync one runs on the backend's pool."""
         core = self._core
         m = req.member
-        call = lifecycle.start(m.spec_for(req.number))
+        call = req.call = lifecycle.start(m.spec_for(req.number))
         fn = m.backend.fn
         start = time.perf_counter()
         try:

@@ -7,7 +7,7 @@ from collections.abc import Generator
 from typing import Any, Final
 
 from modelwatch import semconv
-from modelwatch.capture.call import CallSpec
+from modelwatch.capture.call import Call, CallSpec
 from modelwatch.lifecycle import model_spec
 from modelwatch.resilience.backend import Backend
 from modelwatch.resilience.breaker import Breaker, Permit
@@ -93,7 +93,16 @@ class Req:
     ``hedge``: this attempt is itself a hedge (it runs alongside an earlier one).
     """
 
-    __slots__ = ("hedge", "hedge_s", "member", "number", "permit", "started", "timeout_s")
+    __slots__ = (
+        "call",
+        "hedge",
+        "hedge_s",
+        "member",
+        "number",
+        "permit",
+        "started",
+        "timeout_s",
+    )
 
     def __init__(
         self,
@@ -112,6 +121,8 @@ class Req:
         self.hedge_s = hedge_s
         self.hedge = hedge
         self.started = 0.0  # clock time the plan handed it over
+        #: the attempt's call, once its driver started it (the route span may link to it)
+        self.call: Call | None = None
 
 
 # An attempt's outcome as the driver reports it: (succeeded, result or exception, seconds, req)

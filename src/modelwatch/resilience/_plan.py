@@ -31,6 +31,7 @@ from modelwatch.resilience import _events
 from modelwatch.resilience._kinds import Classifier, retry_after_s
 from modelwatch.resilience._members import HEDGE_DUE, WAIT, Member, Plan, Req
 from modelwatch.resilience._retry_tokens import RetryTokens
+from modelwatch.resilience._route import Route
 from modelwatch.resilience.breaker import Permit
 from modelwatch.resilience.deadline import AttemptTimeoutError, Deadline, WorkerPool
 from modelwatch.resilience.hedge import Hedge, LatencyWindow
@@ -117,8 +118,19 @@ class Core:
                 m.latencies = LatencyWindow(hedge.window)
 
     # ------------------------------------------------------------------ for the drivers
-    def begin(self) -> tuple[Span, Deadline]:
-        """A call starts: its retry tokens, its deadline and its (not yet current) span."""
+    def begin(self) -> tuple[Route, Deadline]:
+        """A call starts: its retry tokens, its deadline and its route (whose span starts when
+        the call first needs it; at once with a hedge or a canary: see :mod:`._route`)."""
+        self.tokens.deposit()
+        deadline = Deadline(self.clock, self.timeout_s)
+        # a hedge may race the first attempt, a canary decision is an event of the route span:
+        # those routers start it at once
+        eager = self.hedge is not None or self.canary is not None
+        route = Route(self._span_name, self._span_attributes, eager=eager)
+        return route, deadline
+
+    def begin_span(self) -> tuple[Span, Deadline]:
+        """A stream starts: its retry tokens, its deadline and its (not yet current) span."""
         self.tokens.deposit()
         deadline = Deadline(self.clock, self.timeout_s)
         span = telemetry().tracer.start_span(
@@ -147,7 +159,7 @@ class Core:
             return semconv.ERROR_OTHER
 
     # ------------------------------------------------------------------ the policy
-    def plan(self, span: Span, deadline: Deadline, stream: bool = False) -> Plan:
+    def plan(self, route: Route, deadline: Deadline, stream: bool = False) -> Plan:
         """Decide attempts, failovers, hedges and retries; the drivers run what it yields.
 
         Returns the result; raises the surfaced exception or :class:`AllBackendsFailedError`.
@@ -167,7 +179,7 @@ class Core:
         try:
             while True:
                 todo = iter(queue)
-                request = self._start(span, todo, walk, deadline, may_hedge=hedges_left > 0)
+                request = self._start(route, todo, walk, deadline, may_hedge=hedges_left > 0)
                 while request is not None or running:
                     if request is not None:
                         running.append(request)
@@ -176,7 +188,7 @@ class Core:
                     if event is HEDGE_DUE:
                         if hedges_left > 0 and self.tokens.withdraw():  # a hedge costs a token
                             hedges_left -= 1
-                            request = self._hedge(span, todo, walk, deadline, running[-1])
+                            request = self._hedge(route, todo, walk, deadline, running[-1])
                             if request is not None and hedges_left > 0:
                                 request.hedge_s = self._hedge_delay(request)
                         continue
@@ -186,14 +198,17 @@ class Core:
                     if canary is not None:
                         canary.observe(m, ok, value, duration, None if ok else self.kind_of(value))
                     if ok:
-                        return self._succeeded(walk, req, value, duration, stream)
+                        return self._succeeded(route, walk, req, value, duration, stream=stream)
                     if req.hedge:
                         _events.hedge_outcome(self.name, _events.HEDGE_LOST)
-                    self._failed(span, m, req.permit, value, duration=duration, walk=walk)
+                    route.tried(req)  # (if the route span has not started: linked)
+                    self._failed(route, m, req.permit, value, duration=duration, walk=walk)
                     if not running:  # fail over at once, without sleeping
-                        request = self._start(span, todo, walk, deadline, may_hedge=hedges_left > 0)
+                        request = self._start(
+                            route, todo, walk, deadline, may_hedge=hedges_left > 0
+                        )
                 # nobody could take the call: one more chance, or give up
-                member, wait = self._retry(span, members, walk, retries, deadline)
+                member, wait = self._retry(route, members, walk, retries, deadline)
                 retries += 1
                 if wait > 0:
                     yield wait
@@ -207,7 +222,7 @@ class Core:
 
     def _start(
         self,
-        span: Span,
+        route: Route,
         todo: Iterator[Member],
         walk: _Walk,
         deadline: Deadline,
@@ -219,12 +234,14 @@ class Core:
         for m in todo:
             if deadline.remaining() <= 0:
                 return None
-            permit = self._admit(span, m, walk)
+            permit = self._admit(route, m, walk)
             if permit is None:
                 continue
+            if permit.trial:  # a half-open trial: its outcome changes the breaker's state
+                route.need()
             walk.number += 1
             if walk.passed is not None and not hedge:
-                _events.failover(self.name, span, walk.passed, m)
+                _events.failover(self.name, route.span, walk.passed, m)
             timeout = self.attempt_timeout_s
             if m.backend.timeout_s is not None:
                 timeout = m.backend.timeout_s
@@ -243,15 +260,17 @@ class Core:
         return delay if delay < req.timeout_s else None
 
     def _hedge(
-        self, span: Span, todo: Iterator[Member], walk: _Walk, deadline: Deadline, slow: Req
+        self, route: Route, todo: Iterator[Member], walk: _Walk, deadline: Deadline, slow: Req
     ) -> Req | None:
         """A hedged attempt on the next backend that admits the call, alongside ``slow``."""
-        req = self._start(span, todo, walk, deadline, may_hedge=False, hedge=True)
+        req = self._start(route, todo, walk, deadline, may_hedge=False, hedge=True)
         if req is not None:
-            _events.hedge_started(self.name, span, slow.member, req, slow.hedge_s or 0.0)
+            _events.hedge_started(self.name, route.span, slow.member, req, slow.hedge_s or 0.0)
         return req
 
-    def _succeeded(self, walk: _Walk, req: Req, value: Any, duration: float, stream: bool) -> Any:
+    def _succeeded(
+        self, route: Route, walk: _Walk, req: Req, value: Any, duration: float, *, stream: bool
+    ) -> Any:
         m = req.member
         if walk.first_passed is not None:  # what failing over cost this call
             _events.failover_duration(self.name, walk.first_passed, m, req.started - walk.started)
@@ -261,10 +280,13 @@ class Core:
             m.latencies.add(duration)
         if stream:
             return value, m, req.permit
+        if duration >= m.breaker.policy.slow_call_s:  # the breaker may open: its event goes
+            route.tried(req)  # on the route span
+            route.need()
         m.breaker.record_success(req.permit, duration)
         return value
 
-    def _admit(self, span: Span, m: Member, walk: _Walk) -> Permit | None:
+    def _admit(self, route: Route, m: Member, walk: _Walk) -> Permit | None:
         """The backend's permit, or ``None`` (recorded as a rejection) if it cannot take it.
 
         Raises :class:`~modelwatch.BudgetExceededError` when a spent budget with
@@ -281,7 +303,7 @@ class Core:
             reason, wait = REASON_CIRCUIT_OPEN, m.breaker.retry_after_s
         else:  # benched after a 429: its breaker is not even asked (no trial slot taken)
             reason, wait = REASON_BENCHED, benched
-        rejected = _events.rejected(self.name, span, m, reason, wait)
+        rejected = _events.rejected(self.name, route.span, m, reason, wait)
         walk.attempts.append(Attempt(m.backend.model, reason, rejected, 0.0))
         if reason == REASON_BUDGET:
             walk.last_kind[m.index] = REASON_BUDGET  # not a retry kind: no retry in this call
@@ -306,7 +328,7 @@ class Core:
 
     def _failed(
         self,
-        span: Span,
+        route: Route,
         m: Member,
         permit: Permit,
         exc: BaseException,
@@ -331,7 +353,7 @@ class Core:
             fails_over = errorkinds.fails_over(kind)
         if not fails_over:
             with guard("router.error_type"):
-                span.set_attribute(semconv.ERROR_TYPE, kind)
+                route.span.set_attribute(semconv.ERROR_TYPE, kind)
             raise exc
         if errorkinds.benches(kind):
             bench = retry_after_s(exc)
@@ -355,15 +377,17 @@ class Core:
         return float(policy.backoff_s * 2.0**retries)
 
     def _retry(
-        self, span: Span, members: Sequence[Member], walk: _Walk, retries: int, deadline: Deadline
+        self, route: Route, members: Sequence[Member], walk: _Walk, retries: int, deadline: Deadline
     ) -> tuple[Member, float]:
         """The backend to retry and the wait before it; raises when there is none."""
         chance = self._next_chance(members, walk, retries, deadline)
         if chance is None:
-            raise self._give_up(span, members, walk)
+            raise self._give_up(route, members, walk)
         member, wait = chance
         reason = walk.last_kind.get(member.index, REASON_CIRCUIT_OPEN)
-        _events.retry(self.name, span, member, attempt=walk.number + 1, wait_s=wait, reason=reason)
+        _events.retry(
+            self.name, route.span, member, attempt=walk.number + 1, wait_s=wait, reason=reason
+        )
         return chance
 
     def _next_chance(
@@ -387,7 +411,7 @@ class Core:
             return None
         return best
 
-    def _give_up(self, span: Span, members: Sequence[Member], walk: _Walk) -> Exception:
+    def _give_up(self, route: Route, members: Sequence[Member], walk: _Walk) -> Exception:
         waits = [
             w
             for m in members
@@ -409,5 +433,5 @@ class Core:
             kind = attempts[-1].error_kind
             if kind not in semconv.ERROR_KINDS:
                 kind = semconv.ERROR_UNAVAILABLE
-            span.set_attribute(semconv.ERROR_TYPE, kind)
+            route.span.set_attribute(semconv.ERROR_TYPE, kind)
         return error

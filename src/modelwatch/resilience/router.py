@@ -16,8 +16,10 @@ The policy is one generator (:mod:`modelwatch.resilience._plan`) run by one sync
 async driver (:mod:`modelwatch.resilience._drive`) for calls and streams alike
 (:mod:`modelwatch.resilience._streaming`); this class is the public face around it.
 
-Telemetry: a ``route {router}`` INTERNAL span per call, one child model span per attempt
-(on :mod:`modelwatch.lifecycle`, with ``modelwatch.router`` and ``modelwatch.attempt``); the
+Telemetry: one model span per attempt (on :mod:`modelwatch.lifecycle`, with
+``modelwatch.router`` and ``modelwatch.attempt``), under a ``route {router}`` INTERNAL span when
+the call did more than one answered attempt (:mod:`modelwatch.resilience._route`: a call
+answered by its first attempt is that attempt's span alone; docs/router.md, "Trace shape"); the
 failover, retry, rejection and hedge decisions go to the event stream of
 :mod:`modelwatch.resilience.hooks` (span events and ``modelwatch.failovers`` by its default
 listener); ``modelwatch.failover.duration``, ``modelwatch.hedges`` and
@@ -35,16 +37,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from typing import Any, Final
 
 import structlog
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import Span
 
 from modelwatch import semconv
 from modelwatch._clock import SYSTEM_CLOCK, Clock
-from modelwatch._safety import guard, report_internal_error
+from modelwatch._safety import guard
 from modelwatch.capture._telemetry import Attributes, register_observable
 from modelwatch.capture.monitored import check_tier
-from modelwatch.capture.scrub import record_exception
 from modelwatch.errors import ConfigurationError
 from modelwatch.resilience import _streaming
 from modelwatch.resilience._drive import AsyncAttempts, SyncAttempts, adrive, drive
@@ -405,37 +403,33 @@ class Router:
         when no backend succeeded within the deadline.
         """
         core = self._core
-        span, deadline = core.begin()
-        token = otel_context.attach(trace.set_span_in_context(span))
+        route, deadline = core.begin()
         try:
-            return drive(
-                core.plan(span, deadline), SyncAttempts(core, args, kwargs), core.clock.sleep
+            result = drive(
+                core.plan(route, deadline), SyncAttempts(core, args, kwargs), core.clock.sleep
             )
         except BaseException as exc:
-            _error_on_span(span, exc)
+            route.end(exc)
             raise
-        finally:
-            _detach(token)
-            span.end()
+        route.end()
+        return result
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """The ``async`` twin of :meth:`call`: coroutine backends are awaited (and cancelled
         at their timeout); sync backends run on the worker pool."""
         core = self._core
-        span, deadline = core.begin()
-        token = otel_context.attach(trace.set_span_in_context(span))
+        route, deadline = core.begin()
         try:
-            return await adrive(
-                core.plan(span, deadline), AsyncAttempts(core, args, kwargs), core.clock.asleep
+            result = await adrive(
+                core.plan(route, deadline), AsyncAttempts(core, args, kwargs), core.clock.asleep
             )
         except BaseException as exc:
-            _error_on_span(span, exc)
+            route.end(exc)
             if isinstance(exc, _CANCELLED_TYPES):
                 self._note_cancelled()
             raise
-        finally:
-            _detach(token)
-            span.end()
+        route.end()
+        return result
 
     def _note_cancelled(self) -> None:
         """Cancellations are no verdict on a backend, so a caller whose own deadline is
@@ -477,17 +471,3 @@ class Router:
     def __repr__(self) -> str:
         models = [m.backend.model for m in getattr(self, "_members", ())]
         return f"Router({self.name!r}, {models})"
-
-
-def _error_on_span(span: Span, exc: BaseException) -> None:
-    """What ``start_as_current_span`` would do on an exception, without its overhead."""
-    with guard("router.span_error"):
-        if span.is_recording():
-            record_exception(span, exc)  # scrubbed message, status and stack trace
-
-
-def _detach(token: object) -> None:
-    try:
-        otel_context.detach(token)  # type: ignore[arg-type]
-    except Exception as exc:
-        report_internal_error("router.detach", exc)
