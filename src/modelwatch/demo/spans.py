@@ -1,18 +1,21 @@
-"""The routers' own telemetry, read in process: their ``route {router}`` spans (the users'
-latency as modelwatch tells it, for the hedging summary line, not as the demo timed it) and
-their hedge events (event lines).
+"""The routers' own telemetry, read in process: their spans (the users' latency as
+modelwatch tells it, for the hedging summary line, not as the demo timed it) and their hedge
+events (event lines).
 
 :func:`time_routes` adds a span processor to the OpenTelemetry SDK tracer provider that
-:func:`modelwatch.configure` installed; each ended ``route`` span becomes a
+:func:`modelwatch.configure` installed; each routed call becomes a
 :class:`~modelwatch.demo.record.RouteRecord` (a worker process sends it to the demo with its
-other records). Calls made by health checks are told apart the way modelwatch labels them:
-the span ends inside :func:`modelwatch.capture.origin.probing`. :class:`HedgeLog` listens to
-the routers' :class:`modelwatch.resilience.hooks.Hedge` events.
+other records): its ``route {router}`` span, or, for a call its first attempt answered (which
+has no route span: docs/router.md, "Trace shape"), that attempt's span. Calls made by health
+checks are told apart the way modelwatch labels them: the span ends inside
+:func:`modelwatch.capture.origin.probing`. :class:`HedgeLog` listens to the routers'
+:class:`modelwatch.resilience.hooks.Hedge` events.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Any, Final
 
 from opentelemetry import trace
@@ -30,19 +33,42 @@ _PREFIX: Final = semconv.route_span_name("")
 
 
 class RouteTimer(SpanProcessor):
-    """Writes every ended ``route`` span to a recorder until :meth:`stop`."""
+    """Writes every routed call (its route span, or its answered first attempt's) to a
+    recorder until :meth:`stop`."""
 
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
         self._active = True
+        self._routes: set[int] = set()  # route spans running now
+        #: first attempts recorded as calls (a route span started later links to one)
+        self._answered: deque[int] = deque(maxlen=256)
 
     def on_start(self, span: Span, parent_context: Any = None) -> None:
-        """Nothing to do at the start."""
+        """Note a ``route`` span: an attempt under it is not a call of its own."""
+        if self._active and span.name.startswith(_PREFIX):
+            self._routes.add(span.context.span_id)
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Record a ``route`` span (never raises into the router)."""
-        if not self._active or not span.name.startswith(_PREFIX):
+        """Record a routed call (never raises into the router)."""
+        if not self._active:
             return
+        attributes = span.attributes or {}
+        if span.name.startswith(_PREFIX):
+            self._routes.discard(span.context.span_id)
+            if any(link.context.span_id in self._answered for link in span.links):
+                return  # started after its first attempt answered: recorded with it
+            router = span.name[len(_PREFIX) :]
+        else:
+            router = attributes.get(semconv.MODELWATCH_ROUTER)  # type: ignore[assignment]
+            parent = span.parent
+            if (
+                not isinstance(router, str)
+                or attributes.get(semconv.MODELWATCH_ATTEMPT) != 1
+                or span.status.status_code is StatusCode.ERROR  # the call goes on
+                or (parent is not None and parent.span_id in self._routes)
+            ):
+                return
+            self._answered.append(span.context.span_id)
         start, end = span.start_time, span.end_time
         if start is None or end is None:
             return
@@ -50,7 +76,7 @@ class RouteTimer(SpanProcessor):
             RouteRecord(
                 start / 1e9,
                 end / 1e9,
-                span.name[len(_PREFIX) :],
+                router,
                 "probe" if in_probe() else "user",
                 span.status.status_code is not StatusCode.ERROR,
             )
