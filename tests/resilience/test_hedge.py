@@ -1,4 +1,4 @@
-"""Hedged requests (issue 15, DESIGN §8): a primary that hangs or answers late is raced by the
+"""Hedged requests (issue 15; docs/router.md): a primary that hangs or answers late is raced by the
 backup, through the real ``huggingface_hub`` and ``openai`` clients against FakeModelServer.
 
 What is asserted is structure, not timing: the answer is the backup's, exactly one result is
