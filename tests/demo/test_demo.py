@@ -221,7 +221,7 @@ def _assert_hedge_budget_and_incident(
     assert any('modelwatch_hedge_outcome="won"' in p for p in metrics_pages)
     first = _event_at(output, r"hedge\s+code_review: google/flan-t5-large had not answered after")
     assert first is not None, output
-    assert 2.0 <= first < 3.0, output  # in the hang
+    assert 2.0 <= first < 3.0 + 0.4, output  # a call of the hang, hedged after at most 0.4 s
     hang = re.search(
         r"during the hang (\d+) code_review calls .*: median ([\d.]+ m?s), p99 ([\d.]+ m?s)\n"
         r".* each (?:call )?waited the ([\d.]+) s attempt timeout",
