@@ -152,7 +152,8 @@ def test_fork_with_a_fixed_port_child_logs_one_error_and_parent_keeps_it() -> No
     assert out["child"]["port"] is None
     assert _count(out["page"]) == 2  # the parent still serves, its own counts
     logs = ran.stdout + ran.stderr
-    assert logs.count("modelwatch.prometheus.no_free_port") == 1
+    (error,) = [line for line in logs.splitlines() if "modelwatch.prometheus.no_free_port" in line]
+    assert f"pid={out['child_pid']}" in error  # the child's one error, none from the parent
 
 
 def test_range_exhausted_at_configure_logs_once_and_continues() -> None:

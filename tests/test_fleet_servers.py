@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from modelwatch.testing import FakeModelServer
+from support.fleet import discovered, file_sd_config
 from support.otlp import OtlpReceiver
 from support.servers import (
     ManagedProcess,
@@ -53,19 +54,18 @@ def _get(port: int, path: str) -> dict[str, Any]:
 class Engine:
     """`uvicorn --workers 2 fleet_engine:app` and what it registered."""
 
-    def __init__(self, process: ManagedProcess, port: int, sd_dir: Path) -> None:
-        self.process, self.port, self.sd_dir = process, port, sd_dir
+    def __init__(self, process: ManagedProcess, port: int, sd_dir: Path, ports: range) -> None:
+        self.process, self.port, self.sd_dir, self.ports = process, port, sd_dir, ports
+
+    def metrics_port(self, pid: int) -> int:
+        """The /metrics port ``pid`` registered (asserted to be of the configured range)."""
+        port = int(self.targets()[pid].rsplit(":", 1)[1])
+        assert port in self.ports, (port, self.ports)
+        return port
 
     def targets(self) -> dict[int, str]:
         """pid -> host:port, from the discovery files."""
-        found = {}
-        for path in self.sd_dir.glob("modelwatch-*.json"):
-            try:
-                (entry,) = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # being replaced
-            found[int(entry["labels"]["pid"])] = entry["targets"][0]
-        return found
+        return discovered(self.sd_dir)
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
             ]  # fmt: skip
         process = spawn("uvicorn", argv, tmp_path / f"uvicorn-{port}.log", env=full_env)
         started.append(process)
-        running = Engine(process, port, sd_dir)
+        running = Engine(process, port, sd_dir, range(base, base + 16))
         try:
             wait_until(
                 lambda: len(running.targets()) == processes,
@@ -122,29 +122,13 @@ def engine(tmp_path: Path) -> Iterator[Callable[..., Engine]]:
     server.stop()
 
 
-def _sd_config(sd_dir: Path) -> str:
-    return json.dumps(
-        {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-            "scrape_configs": [
-                {
-                    "job_name": "fleet",
-                    "file_sd_configs": [
-                        {"files": [str(sd_dir / "*.json")], "refresh_interval": "1s"}
-                    ],
-                }
-            ],
-        }
-    )
-
-
 def test_uvicorn_workers_are_each_discovered_and_counted_exactly(
     engine: Callable[..., Engine], prometheus_server: PrometheusFactory
 ) -> None:
     running = engine()
     first = running.targets()
-    assert len(set(first.values())) == 2  # two ports, one per worker
-    prom = prometheus_server(_sd_config(running.sd_dir))
+    assert len({running.metrics_port(pid) for pid in first}) == 2  # its own port each
+    prom = prometheus_server(file_sd_config("fleet", running.sd_dir))
 
     def up_targets() -> dict[str, dict[str, Any]] | None:
         active = prom.targets()
@@ -174,6 +158,7 @@ def test_uvicorn_workers_are_each_discovered_and_counted_exactly(
         message="the restarted worker's target, and the killed one's gone",
     )
     (newcomer,) = set(renewed) - set(first)
+    running.metrics_port(newcomer)  # the restarted worker got a port of the range
 
     def rediscovered() -> bool:
         up = up_targets()
@@ -260,7 +245,7 @@ def test_gunicorn_preload_workers_forked_after_configure_are_each_discovered(
     first = running.targets()
     assert master in first
     assert len(set(first.values())) == 3
-    prom = prometheus_server(_sd_config(running.sd_dir))
+    prom = prometheus_server(file_sd_config("fleet", running.sd_dir))
     prom.wait_for_targets_up(3, timeout=30)
     sent = 12
     pids = {_post(running.port, f"p{i}")["pid"] for i in range(sent)}

@@ -62,10 +62,17 @@ def open_breaker(name: str) -> dict[str, Any]:
 
 
 @app.task(name="fleet.state")
-def state(name: str) -> dict[str, Any]:
-    """The breaker's state as this child sees it (slow enough that both children get some)."""
+def state(name: str, within_s: float) -> dict[str, Any]:
+    """The breaker's state as this child sees it: polled until open, for at most
+    ``within_s`` from the ask (the shared state is re-read every ``sync_interval_s``); then
+    held 0.2 s, so that both children get some of the asks."""
+    guard = breaker(name)
+    started = time.monotonic()
+    while (seen := guard.breaker.state) != "open" and time.monotonic() - started < within_s:
+        time.sleep(0.02)
+    waited = time.monotonic() - started
     time.sleep(0.2)
-    return {"pid": os.getpid(), "state": breaker(name).breaker.state}
+    return {"pid": os.getpid(), "state": seen, "waited_s": waited}
 
 
 @app.task(name="fleet.add")
