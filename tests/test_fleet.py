@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 from support.fresh import run_fresh
 from support.otlp import OtlpReceiver
@@ -296,3 +299,45 @@ print(len(seen), flush=True)
         """
     )
     assert ignored.out == {"ignored": True}
+
+
+def test_kubernetes_pod_set_up_one_fixed_port_on_every_interface(tmp_path: Path) -> None:
+    # docs/deployment.md, Kubernetes: MODELWATCH_PROMETHEUS_HOST=0.0.0.0, a fixed port
+    port = free_port()
+    ran = run_fresh(
+        """
+        import json, os, modelwatch
+        from support.servers import listening_addresses
+        config = modelwatch.configure()
+        sd = os.environ["MODELWATCH_PROMETHEUS_SD_DIR"]
+        (name,) = os.listdir(sd)
+        print(json.dumps({"port": config.prometheus_port, "pid": os.getpid(),
+                          "listening": listening_addresses(os.getpid()),
+                          "target": json.load(open(os.path.join(sd, name)))[0]["targets"]}))
+        """,
+        env={
+            "MODELWATCH_PROMETHEUS_HOST": "0.0.0.0",  # what a pod needs (for a second)
+            "MODELWATCH_PROMETHEUS_PORT": str(port),
+            "MODELWATCH_PROMETHEUS_SD_DIR": str(tmp_path),
+            "PYTHONPATH": str(Path(__file__).parent),
+        },
+    )
+    assert ran.out["port"] == port
+    assert ["0.0.0.0", port] in ran.out["listening"]
+    # the discovery target is this host's name, not the wildcard address
+    assert ran.out["target"] == [f"{socket.gethostname()}:{port}"]
+
+
+def test_the_collector_config_of_the_deployment_doc_holds_together() -> None:
+    # no Collector binary on these machines: the rules its config validation applies
+    doc = (Path(__file__).parents[1] / "docs" / "deployment.md").read_text()
+    (block,) = re.findall(r"```yaml\n(# otelcol.yaml.*?)```", doc, re.S)
+    config = yaml.safe_load(block)
+    for pipeline in config["service"]["pipelines"].values():
+        for kind in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(kind, []):
+                assert component in config[kind], f"{component} is not configured"
+    assert {"http", "grpc"} <= set(config["receivers"]["otlp"]["protocols"])
+    for exporter in ("prometheus", "prometheusremotewrite"):  # service.instance.id kept
+        assert config["exporters"][exporter]["resource_to_telemetry_conversion"]["enabled"]
+    assert set(config["processors"]) == {"batch"}  # nothing that drops resource attributes

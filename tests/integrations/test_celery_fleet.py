@@ -144,3 +144,8 @@ def test_prefork_children_are_scraped_and_share_breaker_state(
     }
     assert pushing_pids <= pids
     assert len(per_child) == len(pushing_pids)  # one service.instance.id per child
+
+    # a warm shutdown: each child flushes and removes its discovery file as it leaves
+    # (worker_process_shutdown, as when max_tasks_per_child recycles it)
+    worker.stop()
+    assert discovered(sd_dir) == {}
