@@ -51,8 +51,8 @@ pytestmark = [pytest.mark.servers]
 ENGINE = Path(__file__).with_name("cascade_engine.py")
 JOB = "cascade-engine"
 DEPENDENTS = ("cache-api", "code_review")
-#: production windows / 60 (1 s scrape and evaluation); the health alert's `for` is 3 s, so
-#: that a dependent probed a moment before its dependency never fires without its cause
+#: production windows / 60 (1 s scrape and evaluation); the health alert's `for` is 3 s, a
+#: margin on a loaded machine for the moment a dependent is down before its cause is known
 RULES = dataclasses.replace(RuleOptions(evaluation_interval_s=1).scaled(60), health_for_s=3)
 HEALTH_DOWN = "ModelwatchHealthCheckDown"
 CHECK = "modelwatch_health_check"

@@ -168,3 +168,56 @@ def test_a_dependent_down_before_its_dependency_still_gets_the_cause(
     ]
     (incident,) = entry["incidents"]
     assert (incident["cause"], incident["end"]) == ("redis", None)
+
+
+def test_a_failing_dependent_gets_its_dependencies_probed_at_once(
+    make_health: MakeHealth, clock: Any, wait_until: Callable[..., None]
+) -> None:
+    """redis is probed every 60 s, cache-api every 10 s: when cache-api starts failing, redis
+    is probed right away (not up to 60 s later), so cache-api's cause is known at once."""
+    health = make_health(clock=clock, flap_threshold=1)
+    probes = {"redis": Switch(), "cache-api": Switch()}
+    calls = {"redis": 0, "cache-api": 0}
+
+    def counted(name: str) -> Callable[[], bool]:
+        def probe() -> bool:
+            calls[name] += 1
+            return probes[name]()
+
+        return probe
+
+    health.add("redis", probe=counted("redis"), kind="dependency", interval_s=60.0)
+    health.add(
+        "cache-api",
+        probe=counted("cache-api"),
+        kind="dependency",
+        interval_s=10.0,
+        depends_on="redis",
+    )
+
+    def settled() -> bool:
+        return all(c.run is None for c in health._checks.values())
+
+    assert health.run_pending() == 2
+    wait_until(settled)
+    clock.advance(10.0)
+    probes["redis"].up = probes["cache-api"].up = False
+    assert health.run_pending() == 1  # only cache-api is due
+    wait_until(settled)
+    assert calls == {"redis": 1, "cache-api": 2}
+    assert health.run_pending() == 1  # redis, brought forward: no time has passed
+    wait_until(settled)
+    assert calls == {"redis": 2, "cache-api": 2}
+    assert {c.name: (c.status, c.cause) for c in health.report().checks} == {
+        "redis": ("down", None),
+        "cache-api": ("down", "redis"),
+    }
+    # while cache-api keeps failing, redis is not probed again and again for it
+    probes["redis"].up = True
+    clock.advance(12.0)  # redis's down interval (12 s) and cache-api's (2 s) both passed
+    assert health.run_pending() == 2
+    wait_until(settled)
+    clock.advance(2.0)
+    assert health.run_pending() == 1  # cache-api again; redis (ok now) waits its 60 s
+    wait_until(settled)
+    assert calls == {"redis": 3, "cache-api": 4}

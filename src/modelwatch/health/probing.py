@@ -373,7 +373,9 @@ class ProbeEngine(BackgroundProbing):
         check.latency_s = outcome.latency_s
         check.checked_at = datetime.fromtimestamp(self._clock.time(), tz=timezone.utc)
         check.error = outcome.error
-        check.failing = outcome.status != "ok"
+        was_failing, check.failing = check.failing, outcome.status != "ok"
+        if check.failing and not was_failing:
+            self._confirm_dependencies(check, now)
         if check.status in ("unknown", outcome.status):
             check.status = outcome.status
             check.against = 0
@@ -382,6 +384,18 @@ class ProbeEngine(BackgroundProbing):
         if check.against >= check.flap_threshold:
             check.status = outcome.status
             check.against = 0
+
+    def _confirm_dependencies(self, check: Check, now: float) -> None:
+        """``check`` just started failing: probe its healthy dependencies now rather than at
+        their next interval (lock held), so that a root cause is known, and a dependent's
+        alert carries it, within moments instead of one dependency interval later."""
+        for name in check.depends_on:
+            dep = self._checks.get(name)
+            if dep is None or dep.probe is None or dep.run is not None or dep.failing:
+                continue
+            if dep.next_due is not None and dep.next_due > now:
+                dep.next_due = now
+                self._wake.set()
 
     def _next_interval(self, check: Check) -> float:
         base = check.down_interval_s if check.failing else check.interval_s
