@@ -221,3 +221,31 @@ def test_a_failing_dependent_gets_its_dependencies_probed_at_once(
     assert health.run_pending() == 1  # cache-api again; redis (ok now) waits its 60 s
     wait_until(settled)
     assert calls == {"redis": 3, "cache-api": 4}
+
+
+def test_the_incident_names_the_deepest_cause_seen_not_a_nearer_or_later_one(
+    make_health: MakeHealth,
+) -> None:
+    """code_review's probe failed when cache-api was already down but redis not yet: its
+    cause is cache-api at first, then redis; redis recovering before cache-api does not turn
+    the incident's cause back into cache-api."""
+    health, probes = _stack(make_health)
+    health.run_once()
+    for name in ("redis", "cache-api", "code_review"):
+        probes[name].up = False
+    health.run_once(["cache-api"])
+    health.run_once(["code_review"])
+    assert health.report().check("code_review").cause == "cache-api"
+    health.run_once(["redis"])
+    assert health.report().check("code_review").cause == "redis"
+    probes["redis"].up = True
+    health.run_once(["redis"])
+    assert health.report().check("code_review").cause == "cache-api"  # live: the nearer one
+    (entry,) = [c for c in health.history()["checks"] if c["name"] == "code_review"]
+    assert [(c["status"], c["cause"]) for c in entry["changes"]] == [
+        ("ok", None),
+        ("down", "cache-api"),
+        ("down", "redis"),  # deeper: kept; cache-api again later is not
+    ]
+    (incident,) = entry["incidents"]
+    assert incident["cause"] == "redis"

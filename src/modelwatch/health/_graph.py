@@ -69,6 +69,20 @@ def check_acyclic(edges: Edges, added: Iterable[str]) -> None:
             )
 
 
+def reaches(edges: Edges, start: str, target: str) -> bool:
+    """Whether ``start`` depends on ``target``, directly or through other checks."""
+    seen: set[str] = set()
+    todo = list(edges.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node == target:
+            return True
+        if node not in seen:
+            seen.add(node)
+            todo.extend(edges.get(node, ()))
+    return False
+
+
 def root_causes(edges: Edges, is_down: Callable[[str], bool]) -> dict[str, str]:
     """For every check with a dependency that is down: its root cause (the deepest down
     dependency; the first declared one among equally deep)."""

@@ -9,7 +9,7 @@ Uptime is the share of *observed* time a check was not ``down``: ``degraded`` co
 (the service answered, slowly or partly) and ``unknown`` time (before the first result, or
 while nothing is known) is left out of both sides of the ratio. An incident is a stretch of
 ``degraded`` or ``down`` that ends when the check is ``ok`` again; its ``state`` is the worst
-status seen during it and its ``cause`` the first root cause reported for it.
+status seen during it and its ``cause`` the last (deepest) root cause reported for it.
 """
 
 from __future__ import annotations
@@ -321,8 +321,9 @@ def _incidents(changes: list[Change]) -> list[Incident]:
                 )
             else:
                 state = open_.state if _RANK[open_.state] >= _RANK[change.status] else change.status
+                # a later cause is a deeper one (the registry keeps no shallower one)
                 open_ = Incident(
-                    open_.name, open_.kind, open_.start, None, state, open_.cause or change.cause
+                    open_.name, open_.kind, open_.start, None, state, change.cause or open_.cause
                 )
         elif change.status == "ok" and open_ is not None:
             found.append(

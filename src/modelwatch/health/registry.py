@@ -29,7 +29,7 @@ from modelwatch.health._check import (
     share,
     threshold,
 )
-from modelwatch.health._graph import check_acyclic, dependency_names, graph_dict
+from modelwatch.health._graph import check_acyclic, dependency_names, graph_dict, reaches
 from modelwatch.health._workers import Clock, Probe, is_async_probe
 from modelwatch.health.history import MAX_WINDOW_S, Change, History
 from modelwatch.health.probing import ProbeEngine
@@ -332,12 +332,18 @@ class Health(ProbeEngine):
             causes = self._causes()
             results = []
             recaused: list[Check] = []
+            edges = {n: c.depends_on for n, c in self._checks.items() if c.depends_on}
             for check in checks:
                 results.append(check.snapshot(causes.get(check.name)))
                 self._note_change(check, changes)
                 cause = causes.get(check.name)
-                if cause is not None and cause != check.cause and check.reported in _BAD:
-                    check.cause = cause  # the root cause became known while it was down
+                if (
+                    cause is not None
+                    and cause != check.cause
+                    and check.reported in _BAD
+                    and (check.cause is None or reaches(edges, check.cause, cause))
+                ):
+                    check.cause = cause  # a deeper root cause became known while it was down
                     recaused.append(check)
         self._announce(changes)
         self._record_causes([c for c in recaused if all(c is not x for x, _, _ in changes)])
@@ -398,9 +404,10 @@ class Health(ProbeEngine):
             )
 
     def _record_causes(self, checks: list[Check]) -> None:
-        """Keep a new root cause of a check that stays down (or degraded) as a change with
-        the same status, so that its incident names the cause: a dependent probed a moment
-        before its dependency turned down without one."""
+        """Keep a new, deeper root cause of a check that stays down (or degraded) as a change
+        with the same status, so that its incident names the real cause: a dependent probed a
+        moment before its dependency (or its dependency's dependency) turned down had none (or
+        only the nearer one). A shallower cause later (the root recovered first) is not kept."""
         at = self._clock.time()
         for check in checks:
             status = check.reported
