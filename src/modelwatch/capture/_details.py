@@ -20,9 +20,9 @@ from modelwatch.capture.scrub import scrub_value
 class CallDetails:
     """The recording methods of :class:`~modelwatch.Call` (see there).
 
-    What they record for the span waits in ``_pending`` (created when a recording span
-    starts) and is written with one ``Span.set_attributes`` as the call ends, in the order it
-    was recorded: the ended span carries exactly what it did when every method wrote at
+    What they record for the span waits in ``_pending`` (created on the first write to a
+    recording span) and is written with one ``Span.set_attributes`` as the call ends, in the
+    order it was recorded: the ended span carries exactly what it did when every method wrote at
     once, for a fraction of the cost (each ``Span.set_attribute`` takes the span's lock). A
     span processor's ``on_start`` sees the start attributes only, as it always did; a method
     called after the call ended writes to the span directly (which ignores it, as before).
@@ -39,20 +39,32 @@ class CallDetails:
 
     _span: Span | None
     _pending: dict[str, Any] | None
+    _once: list[bool]  # (a slot of Call) non-empty until the call ends
     _usage_explicit: bool
     _input_tokens: int | None
     _output_tokens: int | None
     _response_model: str | None
 
-    def _put(self, key: str, value: Any) -> None:
+    def _pending_for_span(self) -> dict[str, Any] | None:
+        """The attributes waiting for the span's end (made on first use), or ``None`` when
+        they go to the span at once: the call has ended, or its span is not recording."""
         pending = self._pending
+        if pending is None:
+            span = self._span
+            if span is None or not self._once or not span.is_recording():
+                return None
+            pending = self._pending = {}
+        return pending
+
+    def _put(self, key: str, value: Any) -> None:
+        pending = self._pending_for_span()
         if pending is not None:
             pending[key] = value
         elif self._span is not None:
             self._span.set_attribute(key, value)
 
     def _put_all(self, attributes: dict[str, Any]) -> None:
-        pending = self._pending
+        pending = self._pending_for_span()
         if pending is not None:
             pending.update(attributes)
         elif self._span is not None:

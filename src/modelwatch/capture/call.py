@@ -322,8 +322,11 @@ class Call(CallDetails):
             report_internal_error("end_call", internal)
         span = self._span
         if span is not None:
-            if self._pending:  # recording failed before the attributes were written
-                self._flush_attributes(span)
+            pending = self._pending
+            if pending:  # recording failed before the attributes were written
+                self._pending = None
+                with guard("end_attributes"):
+                    span.set_attributes(pending)
             # ended here, once, even when recording failed: a host span processor whose
             # on_end raises must not make us end the span a second time
             try:
@@ -361,22 +364,22 @@ class Call(CallDetails):
                     tel.add_cost(spec.cost_key, cost)
                     charge(cost, spec.metric_attributes)
         if span is not None:
-            if stream_closed:
-                self._put(semconv.MODELWATCH_STREAM, True)
-            if kind is None and cost is not None:
-                self._put(semconv.MODELWATCH_COST, cost)
-            self._flush_attributes(span)
+            pending = self._pending
+            self._pending = None  # from now on, writes go to the span directly
+            if pending is None:  # nothing recorded during the call (or not recording)
+                if stream_closed:
+                    span.set_attribute(semconv.MODELWATCH_STREAM, True)
+                if kind is None and cost is not None:
+                    span.set_attribute(semconv.MODELWATCH_COST, cost)
+            else:  # in the order recorded: later ones override earlier ones
+                if stream_closed:
+                    pending[semconv.MODELWATCH_STREAM] = True
+                if kind is None and cost is not None:
+                    pending[semconv.MODELWATCH_COST] = cost
+                span.set_attributes(pending)
             if kind is not None:
                 _record_error_on_span(span, exc, kind)  # type: ignore[arg-type]
         return cost
-
-    def _flush_attributes(self, span: Span) -> None:
-        """Write the attributes recorded during the call onto its span, in one step, in the
-        order they were recorded (later ones override earlier ones, as they did)."""
-        pending = self._pending
-        self._pending = None  # from now on, writes go to the span directly
-        if pending:
-            span.set_attributes(pending)
 
     def _metric_attributes(self, kind: str | None) -> AttributeSets:
         """Duration, input-token and output-token metric attributes of this call (shared
@@ -424,8 +427,6 @@ def start_call(spec: CallSpec) -> Call:
             spec.span_name, kind=spec.span_kind, attributes=spec.span_attributes
         )
         call._span = span
-        if span.is_recording():  # attributes recorded during the call wait for its end
-            call._pending = {}
         if call._probe:
             span.set_attribute(semconv.MODELWATCH_ORIGIN, semconv.ORIGIN_PROBE)
         call._ctx_token = otel_context.attach(trace.set_span_in_context(span))
