@@ -69,6 +69,8 @@ router = modelwatch.Router(
 )
 health = modelwatch.Health()
 health.add("engine", probe=lambda: True, kind="dependency", interval_s=30.0)
+# the model's check is its breaker: shared through Redis, so every worker answers the same
+health.add_router(router, critical=True)
 
 
 @asynccontextmanager

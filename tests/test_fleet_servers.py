@@ -22,6 +22,7 @@ from support.otlp import OtlpReceiver
 from support.servers import (
     ManagedProcess,
     PrometheusFactory,
+    RedisServer,
     free_port,
     http_request,
     spawn,
@@ -29,6 +30,9 @@ from support.servers import (
 )
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
+
+#: The breaker re-reads the shared state every 0.5 s; a loaded machine gets ten times that.
+SYNC_DEADLINE_S = 5.0
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_CALLS = (
@@ -269,3 +273,59 @@ def test_gunicorn_preload_workers_forked_after_configure_are_each_discovered(
     )
     (newcomer,) = set(renewed) - set(first)
     assert renewed[newcomer] not in {v for k, v in first.items() if k != victim}
+
+
+def _ready_on_page(port: int) -> float | None:
+    """``modelwatch.health.ready`` on one process's own /metrics page (1: /ready says 200)."""
+    status, page = http_request("GET", f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    for line in page.decode().splitlines():
+        if line.startswith("modelwatch_health_ready") and not line.startswith("#"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_every_worker_answers_health_from_the_shared_breaker_state(
+    engine: Callable[..., Engine], redis_server: RedisServer
+) -> None:
+    import redis
+
+    import modelwatch
+    from modelwatch.resilience import redis_storage
+
+    url = redis_server.fresh_url()
+    running = engine(REDIS_URL=url)
+    ports = [running.metrics_port(pid) for pid in running.targets()]
+    wait_until(
+        lambda: [_ready_on_page(p) for p in ports] == [1.0, 1.0],
+        timeout=20,
+        message="both workers ready",
+    )
+
+    # another process (here: the test) opens the engine's breaker in the shared Redis (the
+    # router names it "<router>/<backend>"); the workers themselves never see a failure
+    def model_down(text: str) -> str:
+        raise ConnectionError("model endpoint refused the connection")
+
+    elsewhere = modelwatch.circuit(
+        "code_review/google/flan-t5-large",
+        modelwatch.BreakerPolicy(
+            consecutive_failures=3,
+            open_s=30.0,
+            storage=redis_storage(redis.Redis.from_url(url, decode_responses=False)),
+        ),
+    )
+    guarded = elsewhere(model_down)
+    for _ in range(3):
+        with pytest.raises(ConnectionError):
+            guarded("x")
+    assert elsewhere.breaker.state == "open"
+    # each worker's own page (its own port) says it is not ready, and /ready answers 503
+    wait_until(
+        lambda: [_ready_on_page(p) for p in ports] == [0.0, 0.0],
+        timeout=SYNC_DEADLINE_S,
+        message="both workers to report the shared breaker open",
+    )
+    for _ in range(4):
+        status, body = http_request("GET", f"http://127.0.0.1:{running.port}/health/ready")
+        assert status == 503, body
