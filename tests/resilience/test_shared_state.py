@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from modelwatch import semconv
+from modelwatch._clock import ManualClock
 from modelwatch._writebehind import WRITER
 from modelwatch.resilience._shared import redis_storage
 from modelwatch.resilience.breaker import Breaker
@@ -116,6 +117,39 @@ def test_a_close_through_one_guard_reaches_another_guard_on_the_same_keys(
     b.sync_now()
     assert b.state == "closed"
     assert b.admit() is not None
+
+
+def test_a_reopen_elsewhere_extends_an_adopted_open_so_no_early_trial_is_sent(
+    redis_server: Any, client_for: Callable[[str], redis.Redis]
+) -> None:
+    """b adopted a's open; a's open time ended, its trial failed and it re-opened for longer:
+    b must take the later end (it used to keep its own, read half-open and send a trial)."""
+    clock = ManualClock()
+    policy = BreakerPolicy(
+        storage=redis_storage(client_for(redis_server.fresh_url()), f"mw-{uuid.uuid4().hex[:8]}"),
+        sync_interval_s=3600.0,  # no background adoption: sync_now() is the sync
+        jitter=0.0,
+        open_s=10.0,
+    )
+    a, b = Breaker("z", policy, clock=clock), Breaker("z", policy, clock=clock)
+    for _ in range(3):
+        permit = a.admit()
+        assert permit is not None
+        a.record_failure(permit, semconv.ERROR_TIMEOUT, 0.01)
+    assert WRITER.drain()
+    b.sync_now()
+    assert b.state == "open"
+    clock.advance(10.5)  # both open times (10 s) end
+    trial = a.admit()
+    assert trial is not None
+    a.record_failure(trial, semconv.ERROR_TIMEOUT, 0.01)  # the trial fails: a re-opens, 20 s
+    assert a.state == "open"
+    assert WRITER.drain()
+    b.sync_now()
+    assert b.state == "open"
+    assert b.admit() is None  # no second trial from b while a's new open time runs
+    assert b.retry_after_s == pytest.approx(a.retry_after_s, abs=0.01)
+    assert b.retry_after_s > 10.0
 
 
 def test_background_sync_adopts_without_blocking_the_caller(

@@ -442,13 +442,20 @@ class Breaker:
             if generation != self._generation or self._sync.pending:
                 return False
             state, opened_at, open_until = remote
-            if state == OPEN and self._state != OPEN:
+            if state == OPEN:
                 wall = self._clock.time()
                 if open_until is None:  # written by plain pybreaker: whole seconds
                     open_until = (opened_at or wall) + self._open_base_s
-                self._open_until = self._clock.monotonic() + max(0.0, open_until - wall)
-                self._opened_at_wall = opened_at
-                self._set_state(OPEN, REASON_SHARED, events)
+                until = self._clock.monotonic() + max(0.0, open_until - wall)
+                if self._state != OPEN:
+                    self._open_until = until
+                    self._opened_at_wall = opened_at
+                    self._set_state(OPEN, REASON_SHARED, events)
+                elif until > self._open_until:
+                    # Open here too, but another process re-opened it since (its trial
+                    # failed): take the later end, or this process would trial it early.
+                    self._open_until = until
+                    self._opened_at_wall = opened_at
             elif state == CLOSED and self._state != CLOSED:
                 self._open_base_s = self.policy.open_s
                 self._set_state(CLOSED, REASON_SHARED, events)
