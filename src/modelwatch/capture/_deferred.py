@@ -96,7 +96,18 @@ class DeferredRecords:
     ) -> None:
         """Record ``value`` into ``histogram`` at the next drain (``span``: the call's span,
         whose context the record carries so a sampled call leaves an exemplar)."""
-        context = span.get_span_context() if span is not None else None
+        self.defer_context(
+            histogram, value, attributes, span.get_span_context() if span is not None else None
+        )
+
+    def defer_context(
+        self,
+        histogram: Any,
+        value: float,
+        attributes: Mapping[str, Any],
+        context: SpanContext | None,
+    ) -> None:
+        """:meth:`defer` with the span's context already read (a call's records share it)."""
         queue = self.queue
         if self.defers:
             queued = len(queue)

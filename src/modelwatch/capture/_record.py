@@ -11,6 +11,8 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import is_not
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry.trace import Span, Status, StatusCode
@@ -192,15 +194,19 @@ _REQUEST_FIELDS: Final[tuple[tuple[str, Callable[[Any], Any]], ...]] = tuple(
 )
 
 
+_NONES: Final = repeat(None)  # (endless: shared by every call)
+
+
 def request_values(values: tuple[Any, ...]) -> dict[str, Any]:
     """Span attributes for the ``Call.set_request`` keyword values, in their order;
     ``None`` and unusable values skipped."""
     out: dict[str, Any] = {}
-    for (key, check), value in zip(_REQUEST_FIELDS, values, strict=True):
-        if value is not None:
-            valid = check(value)
-            if valid is not None:
-                out[key] = valid
+    # only the settings given (most are None) reach the Python loop
+    given = map(is_not, values, _NONES)
+    for (key, check), value in compress(zip(_REQUEST_FIELDS, values, strict=True), given):
+        valid = check(value)
+        if valid is not None:
+            out[key] = valid
     return out
 
 

@@ -217,6 +217,7 @@ class Telemetry:
         self.tokens = meters.instrument(semconv.TOKEN_USAGE)
         self.time_to_first_chunk = meters.instrument(semconv.TIME_TO_FIRST_CHUNK)
         self.defer: Callable[..., None] = meters.deferred.defer
+        self.defer_context: Callable[..., None] = meters.deferred.defer_context
         self.drain: Callable[[], None] = meters.deferred.drain
         self.add_cost: Callable[[tuple[tuple[str, Any], ...], float], None] = meters.cost_totals.add
 

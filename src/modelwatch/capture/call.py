@@ -351,12 +351,14 @@ class Call(CallDetails):
         else:
             tel = telemetry()
             attrs, input_attrs, output_attrs = self._metric_attributes(kind)
-            tel.defer(tel.instrument(spec.duration_instrument), end - self._start, attrs, span)
+            context = span.get_span_context() if span is not None else None
+            defer = tel.defer_context
+            defer(tel.instrument(spec.duration_instrument), end - self._start, attrs, context)
             if spec.is_model:
                 if input_tokens is not None:
-                    tel.defer(tel.tokens, input_tokens, input_attrs, span)
+                    defer(tel.tokens, input_tokens, input_attrs, context)
                 if output_tokens is not None:
-                    tel.defer(tel.tokens, output_tokens, output_attrs, span)
+                    defer(tel.tokens, output_tokens, output_attrs, context)
                 # a failed call is priced only when it reported usage (providers bill those)
                 if kind is None or input_tokens is not None or output_tokens is not None:
                     cost = _price(spec.model, input_tokens, output_tokens)
