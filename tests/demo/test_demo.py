@@ -201,6 +201,19 @@ def _event_at(output: str, pattern: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def _hedges_on(page: str) -> float:
+    """code_review's ``modelwatch_hedges_total`` over every outcome on a /metrics page."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == "modelwatch_hedges_total"
+        and sample.labels.get("modelwatch_router") == "code_review"
+    )
+
+
 def _seconds(text: str) -> float:
     value, unit = text.split()
     return float(value) / (1000 if unit == "ms" else 1)
@@ -219,6 +232,9 @@ def _assert_hedge_budget_and_incident(
     started, won = int(hedged.group(1)), int(hedged.group(2))
     assert 1 <= won <= started, output
     assert any('modelwatch_hedge_outcome="won"' in p for p in metrics_pages)
+    # the summary reads the counter: at least what the pages showed while the demo ran
+    seen = max(_hedges_on(page) for page in metrics_pages)
+    assert 1 <= seen <= started, (seen, started)
     first = _event_at(output, r"hedge\s+code_review: google/flan-t5-large had not answered after")
     assert first is not None, output
     assert 2.0 <= first < 3.0 + 0.4, output  # a call of the hang, hedged after at most 0.4 s
