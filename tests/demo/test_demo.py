@@ -518,7 +518,9 @@ def test_a_slow_candidate_is_rolled_back_and_the_slow_model_drifts() -> None:
         re.MULTILINE,
     )
     assert rolled, output
-    assert float(rolled.group(2)) > 10 * float(rolled.group(3))  # +0.48 s per call
+    # the scenario adds 0.48 s to each candidate call; the stable p95 itself grows under load
+    # (0.14 s seen with other tests running), so compare the difference, not a ratio
+    assert float(rolled.group(2)) - float(rolled.group(3)) > 0.3
     # answers of the candidate are the model's own: not a failover, and users saw none fail
     assert "-v2" not in "".join(line for line in run.lines if " failover " in line)
     assert rate(output, "user requests") == 1.0, output
