@@ -258,7 +258,9 @@ def flush_on_sigterm(at_exit: Callable[[], None]) -> bool:
     the application or its server installed, that handler is called as before and decides;
     if it later restores the default action and raises SIGTERM again - uvicorn does, after
     its graceful shutdown (``Server.capture_signals``), in every worker - that SIGTERM waits
-    in the main thread until :func:`release_sigterm`, called at exit after the last export.
+    in the main thread until :func:`release_sigterm`, called at exit after the last export
+    (held back only while another thread exists, which a later SIGTERM is delivered to, so
+    the handler still sees it).
     ``SIG_IGN`` is left alone. Only the main thread can install a handler.
     """
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
@@ -278,7 +280,8 @@ def flush_on_sigterm(at_exit: Callable[[], None]) -> bool:
                 finally:
                     signal.raise_signal(signal.SIGTERM)
                 return
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            if threading.active_count() > 1:  # a later SIGTERM still reaches the handler
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             previous(signum, frame)
 
         on_sigterm._modelwatch = True  # type: ignore[attr-defined]
