@@ -7,6 +7,7 @@ with short client timeouts, delays with a few hundred milliseconds at most.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
@@ -86,13 +87,23 @@ def test_start_is_fast_and_stop_leaves_no_thread_or_socket() -> None:
     httpd = server._httpd  # white box: the sockets and threads the server tracks
     assert httpd is not None
     url = server.url
-    # a keep-alive connection, plus a request hung forever
+    # an idle keep-alive connection, plus a request hung forever whose client stays connected
+    # (a client that leaves ends its hang: the handler notices within a poll, so the hung
+    # request is sent on a raw socket kept open, not by a client that times out and closes)
     server.fail(T5, "hang")
-    with httpx.Client() as client:
+    port = int(url.rsplit(":", 1)[1])
+    with httpx.Client() as client, socket.create_connection(("127.0.0.1", port)) as hung:
         assert client.get(f"{url}/health").json() == {"status": "ok"}
-        with pytest.raises(httpx.ReadTimeout):
-            client.post(server.model_url(T5), json={"inputs": "x"}, timeout=0.1)
-        assert httpd.live_threads()
+        body = b'{"inputs": "x"}'
+        hung.sendall(
+            f"POST /models/{T5} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        deadline = time.monotonic() + 5.0
+        while server.request_count(T5) == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)  # wait until the request is in
+        assert len(httpd.live_threads()) == 2  # the keep-alive handler and the hung one
         stopping = time.perf_counter()
         server.stop()
         assert time.perf_counter() - stopping < 0.5
