@@ -19,13 +19,10 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
-from opentelemetry.trace import Span, SpanKind
-
 from modelwatch import errorkinds, semconv
 from modelwatch._clock import Clock
 from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture import budget as _budgets
-from modelwatch.capture._telemetry import telemetry
 from modelwatch.errors import AllBackendsFailedError, Attempt, CircuitOpenError
 from modelwatch.resilience import _events
 from modelwatch.resilience._kinds import Classifier, retry_after_s
@@ -118,25 +115,17 @@ class Core:
                 m.latencies = LatencyWindow(hedge.window)
 
     # ------------------------------------------------------------------ for the drivers
-    def begin(self) -> tuple[Route, Deadline]:
+    def begin(self, *, stream: bool = False) -> tuple[Route, Deadline]:
         """A call starts: its retry tokens, its deadline and its route (whose span starts when
-        the call first needs it; at once with a hedge or a canary: see :mod:`._route`)."""
+        the call first needs it; at once with a hedge or a canary, and for a stream, whose
+        span is not made current here: see :mod:`._route`)."""
         self.tokens.deposit()
         deadline = Deadline(self.clock, self.timeout_s)
-        # a hedge may race the first attempt, a canary decision is an event of the route span:
-        # those routers start it at once
-        eager = self.hedge is not None or self.canary is not None
-        route = Route(self._span_name, self._span_attributes, eager=eager)
+        # a hedge may race the first attempt, a canary decision is an event of the route span,
+        # a stream's attempt may still be running when it would start: those start it at once
+        eager = stream or self.hedge is not None or self.canary is not None
+        route = Route(self._span_name, self._span_attributes, eager=eager, current=not stream)
         return route, deadline
-
-    def begin_span(self) -> tuple[Span, Deadline]:
-        """A stream starts: its retry tokens, its deadline and its (not yet current) span."""
-        self.tokens.deposit()
-        deadline = Deadline(self.clock, self.timeout_s)
-        span = telemetry().tracer.start_span(
-            self._span_name, kind=SpanKind.INTERNAL, attributes=self._span_attributes
-        )
-        return span, deadline
 
     def pool_for(self, m: Member) -> WorkerPool:
         """The backend's own bounded pool (a bulkhead: a hung backend can tie up its own

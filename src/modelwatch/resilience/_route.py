@@ -36,7 +36,9 @@ class Route:
 
     __slots__ = ("_attributes", "_name", "_parent", "_span", "_start_ns", "_token", "_tried")
 
-    def __init__(self, name: str, attributes: dict[str, Any], *, eager: bool) -> None:
+    def __init__(
+        self, name: str, attributes: dict[str, Any], *, eager: bool, current: bool = True
+    ) -> None:
         self._name = name
         self._attributes = attributes
         self._token: object | None = None
@@ -44,16 +46,8 @@ class Route:
         self._span: Span | None = None
         self._parent = otel_context.get_current()
         self._start_ns = time.time_ns()
-        if eager:
-            self._start(current=True)
-
-    @classmethod
-    def of(cls, span: Span) -> Route:
-        """A route whose span is ``span``, already started (and not made current here)."""
-        route = cls.__new__(cls)
-        route._name, route._attributes, route._token, route._tried = "", {}, None, None
-        route._parent, route._start_ns, route._span = otel_context.get_current(), 0, span
-        return route
+        if eager:  # ``current=False``: a stream makes it current only while its code runs
+            self._start(current=current)
 
     @property
     def started(self) -> bool:

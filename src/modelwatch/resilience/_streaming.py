@@ -31,7 +31,6 @@ from modelwatch.errors import ConfigurationError, StreamInterruptedError
 from modelwatch.resilience._drive import adrive, drive
 from modelwatch.resilience._members import DONE, Member, Outcome, Req
 from modelwatch.resilience._plan import Core
-from modelwatch.resilience._route import Route
 from modelwatch.resilience.breaker import Permit
 from modelwatch.resilience.deadline import await_within
 
@@ -205,10 +204,11 @@ def _idle(core: Core) -> float:
 
 def stream(core: Core, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
     """The generator behind :meth:`Router.stream`."""
-    span, deadline = core.begin_span()
+    route, deadline = core.begin(stream=True)
+    span = route.span
     try:
         with trace.use_span(span, end_on_exit=False):
-            plan = core.plan(Route.of(span), deadline, stream=True)
+            plan = core.plan(route, deadline, stream=True)
             opened = drive(plan, _SyncOpening(core, args, kwargs), core.clock.sleep)
     except BaseException as exc:
         end_route_span(span, exc)
@@ -263,10 +263,11 @@ async def _anext(core: Core, m: Member, iterator: Any, idle: float) -> Any:
 
 async def astream(core: Core, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
     """The async generator behind :meth:`Router.astream`."""
-    span, deadline = core.begin_span()
+    route, deadline = core.begin(stream=True)
+    span = route.span
     try:
         with trace.use_span(span, end_on_exit=False):
-            plan = core.plan(Route.of(span), deadline, stream=True)
+            plan = core.plan(route, deadline, stream=True)
             opened = await adrive(plan, _AsyncOpening(core, args, kwargs), core.clock.asleep)
     except BaseException as exc:
         end_route_span(span, exc)
