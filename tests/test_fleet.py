@@ -276,6 +276,29 @@ print("graceful shutdown goes on", flush=True)
     assert _exported_calls(otlp_receiver) == 3
 
 
+def test_a_child_forked_while_sigterm_is_held_back_does_not_inherit_the_block(
+    otlp_receiver: OtlpReceiver,
+) -> None:
+    # after the host's handler ran, SIGTERM waits in the parent's main thread until exit; a
+    # child forked then (a worker spawned during shutdown) must still be killable by SIGTERM
+    after = """
+os.kill(os.getpid(), signal.SIGTERM)
+while not seen:
+    time.sleep(0.01)
+held = signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+pid = os.fork()
+if pid == 0:
+    child = signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    print("child blocked" if child else "child free", flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+print("parent held" if held else "parent free", flush=True)
+"""
+    ran = _terminated(otlp_receiver, HOST_HANDLER, after)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split("\n")[:2] == ["child free", "parent held"], ran.stdout
+
+
 def test_a_host_sigterm_handler_still_gets_every_sigterm_and_sig_ign_is_kept(
     otlp_receiver: OtlpReceiver,
 ) -> None:

@@ -457,6 +457,10 @@ def _after_fork_in_child() -> None:
     state, its own ``/metrics`` port of the range and discovery file. With one fixed port the
     parent keeps it, and the child logs one error and serves none."""
     _state.lock = threading.RLock()
+    try:
+        _fleet.release_sigterm()  # a child started during shutdown must stay killable
+    except Exception as exc:
+        report_internal_error("after_fork", exc)
     if not _state.owned:
         return
     try:

@@ -250,6 +250,10 @@ def register_target(sd_dir: str, bind: str, endpoint: Endpoint, service_name: st
 
 
 # -------------------------------------------------------------------------------- exit
+#: Whether :func:`flush_on_sigterm`'s handler blocked SIGTERM in the main thread (until exit).
+_holding_sigterm = False
+
+
 def flush_on_sigterm(at_exit: Callable[[], None]) -> bool:
     """Make SIGTERM export the last telemetry before it ends the process; ``True`` if set.
 
@@ -281,6 +285,8 @@ def flush_on_sigterm(at_exit: Callable[[], None]) -> bool:
                     signal.raise_signal(signal.SIGTERM)
                 return
             if threading.active_count() > 1:  # a later SIGTERM still reaches the handler
+                global _holding_sigterm
+                _holding_sigterm = True
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             previous(signum, frame)
 
@@ -293,7 +299,10 @@ def flush_on_sigterm(at_exit: Callable[[], None]) -> bool:
 
 
 def release_sigterm() -> None:
-    """After the last export at exit: a SIGTERM :func:`flush_on_sigterm` held back ends the
-    process now, as it would have."""
-    if hasattr(signal, "pthread_sigmask"):
+    """After the last export at exit (and in a forked child, which must not inherit the
+    block): a SIGTERM :func:`flush_on_sigterm` held back ends the process now, as it would
+    have. A block the host set up itself is left alone."""
+    global _holding_sigterm
+    if _holding_sigterm:
+        _holding_sigterm = False
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
