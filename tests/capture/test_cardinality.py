@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from structlog.testing import capture_logs
 
 import modelwatch
-from modelwatch.capture import _bounded, _telemetry, call
+from modelwatch.capture import _bounded, _spec, _telemetry
 from modelwatch.capture.cost import cost_of
 
 MODEL = "google/flan-t5-large"
@@ -58,8 +58,8 @@ def test_100k_distinct_values_stay_bounded_and_counts_land_on_the_overflow_set()
 
     # modelwatch's registries: bounded, with the overflow set
     assert len(tel._cost_totals) == LIMIT + 1
-    assert len(call._seen_inflight_keys) <= LIMIT + 1
-    assert _bounded.OVERFLOW_KEY in call._seen_inflight_keys
+    assert len(_spec.seen_inflight_keys) <= LIMIT + 1
+    assert _bounded.OVERFLOW_KEY in _spec.seen_inflight_keys
     # memory: the second 50,000 new values added (almost) nothing
     assert growth < 20_000, growth
 

@@ -204,16 +204,21 @@ def test_a_bad_window_is_refused_naming_it(make_health: Any, clock: Any) -> None
     assert health.history(window_s=30 * 86_400)["window_s"] == 30 * 86_400
 
 
-@pytest.mark.parametrize("server", ["asgi", "wsgi"])
-def test_get_history_takes_a_validated_window(
-    make_health: Any, clock: Any, serve_asgi: Any, serve_wsgi: Any, server: str
-) -> None:
+def _down_for_the_last_hour_of_two(make_health: Any, clock: Any) -> Any:
     health, probe = _health(make_health, clock)
     health.run_once()
     probe.ok = False
     clock.advance(HOUR)
-    health.run_once()  # down for the last hour of two
+    health.run_once()
     clock.advance(HOUR)
+    return health
+
+
+@pytest.mark.parametrize("server", ["asgi", "wsgi"])
+def test_get_history_takes_a_validated_window(
+    make_health: Any, clock: Any, serve_asgi: Any, serve_wsgi: Any, server: str
+) -> None:
+    health = _down_for_the_last_hour_of_two(make_health, clock)
     serve = serve_asgi if server == "asgi" else serve_wsgi
     app = health.asgi() if server == "asgi" else health.wsgi()
     with serve(app) as url, httpx.Client(base_url=url) as client:
@@ -251,12 +256,7 @@ def test_get_history_takes_a_validated_window(
 def test_get_history_on_both_apps_with_the_same_auth(
     make_health: Any, clock: Any, serve_asgi: Any, serve_wsgi: Any, server: str
 ) -> None:
-    health, probe = _health(make_health, clock)
-    health.run_once()
-    probe.ok = False
-    clock.advance(HOUR)
-    health.run_once()
-    clock.advance(HOUR)
+    health = _down_for_the_last_hour_of_two(make_health, clock)
     serve = serve_asgi if server == "asgi" else serve_wsgi
     app = health.asgi(token="s3cret") if server == "asgi" else health.wsgi(token="s3cret")
     with serve(app) as url, httpx.Client(base_url=url) as client:

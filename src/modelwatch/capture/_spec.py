@@ -25,7 +25,7 @@ ATTRIBUTE_SETS_PER_SPEC: Final = 64
 #: ``(duration attributes, input-token attributes, output-token attributes)``
 AttributeSets = tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]
 
-_INFLIGHT_KEYS: Final = (
+INFLIGHT_KEYS: Final = (
     semconv.GEN_AI_OPERATION_NAME,
     semconv.GEN_AI_PROVIDER_NAME,
     semconv.GEN_AI_REQUEST_MODEL,
@@ -39,7 +39,7 @@ seen_inflight_keys = BoundedKeys("in-flight", overflow=OVERFLOW_KEY)
 
 def _inflight_key(metric_attributes: Mapping[str, Any], is_model: bool) -> tuple[Any, ...]:
     """The low-cardinality in-flight key of a declaration (admitted to the bounded set)."""
-    key = tuple(metric_attributes.get(k) for k in _INFLIGHT_KEYS)
+    key = tuple(metric_attributes.get(k) for k in INFLIGHT_KEYS)
     return seen_inflight_keys.fold(key) if is_model else key
 
 

@@ -28,7 +28,7 @@ from modelwatch._safety import guard, report_internal_error
 from modelwatch.capture._bounded import OVERFLOW_ATTRIBUTES, OVERFLOW_KEY
 from modelwatch.capture._details import CallDetails
 from modelwatch.capture._record import LISTENERS, coerce_usage, notify, record_error_on_span
-from modelwatch.capture._spec import _INFLIGHT_KEYS, AttributeSets, CallSpec, seen_inflight_keys
+from modelwatch.capture._spec import INFLIGHT_KEYS, AttributeSets, CallSpec, seen_inflight_keys
 from modelwatch.capture._telemetry import Attributes, register_observable, telemetry
 from modelwatch.capture.budget import charge
 from modelwatch.capture.cost import cost_of
@@ -67,7 +67,6 @@ def _classify(exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------- in-flight registry
 _inflight: dict[int, Call] = {}
-_seen_inflight_keys = seen_inflight_keys
 
 
 def _inflight_groups() -> dict[tuple[Any, ...], tuple[int, float]]:
@@ -83,12 +82,12 @@ def _inflight_groups() -> dict[tuple[Any, ...], tuple[int, float]]:
 def _key_attributes(key: tuple[Any, ...]) -> Attributes:
     if key is OVERFLOW_KEY:
         return OVERFLOW_ATTRIBUTES
-    return {k: v for k, v in zip(_INFLIGHT_KEYS, key, strict=True) if v is not None}
+    return {k: v for k, v in zip(INFLIGHT_KEYS, key, strict=True) if v is not None}
 
 
 def _observe_in_flight() -> Iterable[tuple[float, Attributes]]:
     groups = _inflight_groups()
-    for key in _seen_inflight_keys.snapshot():
+    for key in seen_inflight_keys.snapshot():
         count, _ = groups.get(key, (0, 0.0))
         yield float(count), _key_attributes(key)
 
@@ -96,7 +95,7 @@ def _observe_in_flight() -> Iterable[tuple[float, Attributes]]:
 def _observe_oldest() -> Iterable[tuple[float, Attributes]]:
     groups = _inflight_groups()
     now = time.perf_counter()
-    for key in _seen_inflight_keys.snapshot():
+    for key in seen_inflight_keys.snapshot():
         entry = groups.get(key)
         yield (now - entry[1] if entry else 0.0), _key_attributes(key)
 
