@@ -525,6 +525,8 @@ ERROR_KINDS: Final[tuple[str, ...]] = (
 
 #: the ``reason`` of a failover past a backend whose breaker was open (not an error of its own)
 REASON_CIRCUIT_OPEN: Final = "circuit_open"
+#: the ``reason`` of a failover past a backend whose cost budget is spent (``enforce="skip"``)
+REASON_BUDGET: Final = "budget"
 
 # health check kinds (``modelwatch.health.kind``)
 HEALTH_KIND_MODEL: Final = "model"

@@ -41,8 +41,7 @@ _REASON, _TO, _BUDGET = (
     label_name(semconv.BUDGET),
 )
 _MODEL = label_name(semconv.GEN_AI_REQUEST_MODEL)
-#: the failover reason of a backend skipped for its spent budget
-REASON_BUDGET = "budget"
+REASON_BUDGET = semconv.REASON_BUDGET  # a backend skipped for its spent budget
 
 
 def samples(text: str, spec: MetricSpec) -> Iterator[tuple[dict[str, str], float]]:

@@ -44,7 +44,7 @@ MAX_BENCH_S: Final = 3600.0
 #: Reasons of failovers and rejections that are not error kinds.
 REASON_CIRCUIT_OPEN: Final = semconv.REASON_CIRCUIT_OPEN
 REASON_BENCHED: Final = "rate_limited"
-REASON_BUDGET: Final = "budget"
+REASON_BUDGET: Final = semconv.REASON_BUDGET
 
 
 class _Walk:
