@@ -49,7 +49,10 @@ def breaker_policy() -> modelwatch.BreakerPolicy:
     return modelwatch.BreakerPolicy(
         consecutive_failures=3,
         open_s=30.0,
-        storage=redis_storage(redis.Redis.from_url(url, decode_responses=False)),
+        # timeouts: a slow Redis must never hold the background sync (no warning at start)
+        storage=redis_storage(
+            redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        ),
     )
 
 

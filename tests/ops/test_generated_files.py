@@ -18,7 +18,7 @@ from modelwatch.ops.alertmanager import (
     alertmanager_config,
     render_alertmanager,
 )
-from modelwatch.ops.deploy import deploy_files, render_prometheus
+from modelwatch.ops.deploy import DeployOptions, deploy_files, prometheus_config, render_prometheus
 from modelwatch.ops.rules import RuleOptions, build_alerts
 from modelwatch.ops.runbooks import RUNBOOKS, runbook_files
 from support.servers import require_server
@@ -96,6 +96,20 @@ def test_amtool_accepts_a_config_for_another_service_label(tmp_path: Path) -> No
         [amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_example_scrapes_each_process_once() -> None:
+    """A static 127.0.0.1:9464 next to the file_sd job scraped the first worker of the port
+    range twice (the sum over instances counted its calls double): discovery only, by default;
+    a static target only when asked for."""
+    (job,) = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"]
+    assert "static_configs" not in job
+    assert job["file_sd_configs"][0]["files"] == ["/var/lib/modelwatch/sd/*.json"]
+    (single,) = prometheus_config(DeployOptions(targets=("127.0.0.1:9464",), sd_files=()))[
+        "scrape_configs"
+    ]  # type: ignore[index]
+    assert single["static_configs"] == [{"targets": ["127.0.0.1:9464"]}]
+    assert "file_sd_configs" not in single
 
 
 def test_promtool_accepts_the_example_prometheus_config() -> None:

@@ -36,8 +36,10 @@ class DeployOptions:
     scrape_interval_s: int = 15
     evaluation_interval_s: int = 15
     job_name: str = "modelwatch-engine"
-    #: the service's /metrics (``modelwatch.configure(prometheus_port=9464)``)
-    targets: tuple[str, ...] = ("127.0.0.1:9464",)
+    #: fixed /metrics targets (``modelwatch.configure(prometheus_port=9464)`` without
+    #: discovery). None by default: the processes register themselves through file_sd, and a
+    #: static target on a port of their range would scrape that worker twice
+    targets: tuple[str, ...] = ()
     alertmanagers: tuple[str, ...] = ("127.0.0.1:9093",)
     #: fleets: each process's file_sd target (``MODELWATCH_PROMETHEUS_SD_DIR``, docs/deployment.md)
     sd_files: tuple[str, ...] = ("/var/lib/modelwatch/sd/*.json",)
@@ -57,8 +59,12 @@ def prometheus_config(options: DeployOptions | None = None) -> dict[str, object]
         "scrape_configs": [
             {
                 "job_name": o.job_name,
-                "static_configs": [{"targets": list(o.targets)}],
-                "file_sd_configs": [{"files": list(o.sd_files), "refresh_interval": "30s"}],
+                **({"static_configs": [{"targets": list(o.targets)}]} if o.targets else {}),
+                **(
+                    {"file_sd_configs": [{"files": list(o.sd_files), "refresh_interval": "30s"}]}
+                    if o.sd_files
+                    else {}
+                ),
             }
         ],
     }
@@ -68,7 +74,10 @@ def render_prometheus(options: DeployOptions | None = None) -> str:
     """``prometheus.yml`` as YAML text."""
     header = (
         "Example Prometheus configuration: scrape a service instrumented with modelwatch\n"
-        "and load the generated alert rules (modelwatch.ops.deploy)."
+        "and load the generated alert rules (modelwatch.ops.deploy). Every process registers\n"
+        "itself in the file_sd directory (MODELWATCH_PROMETHEUS_SD_DIR); for one process\n"
+        "without it, use static_configs: [{targets: ['127.0.0.1:9464']}] instead (not both:\n"
+        "a static target on a port of the range scrapes that worker twice)."
     )
     return _yaml.dump(prometheus_config(options), header=header)
 
