@@ -43,15 +43,14 @@ class Clock(TimeSource, Protocol):
 
 
 class SystemClock:
-    """The real clock: :func:`time.monotonic`, :func:`time.time`, real sleeps."""
+    """The real clock: :func:`time.monotonic`, :func:`time.time`, real sleeps.
 
-    def monotonic(self) -> float:
-        """Return :func:`time.monotonic`."""
-        return time.monotonic()
+    ``monotonic`` and ``time`` *are* the :mod:`time` functions (no Python frame in between):
+    the router reads the clock several times per call.
+    """
 
-    def time(self) -> float:
-        """Return :func:`time.time`."""
-        return time.time()
+    monotonic = staticmethod(time.monotonic)
+    time = staticmethod(time.time)
 
     def sleep(self, seconds: float) -> None:
         """Sleep with :func:`time.sleep`."""

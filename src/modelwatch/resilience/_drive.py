@@ -28,9 +28,10 @@ from modelwatch import lifecycle
 from modelwatch.resilience import _events
 from modelwatch.resilience._members import HEDGE_DUE, WAIT, Member, Outcome, Plan, Req
 from modelwatch.resilience._plan import Core
-from modelwatch.resilience.deadline import AttemptTimeoutError, await_within
+from modelwatch.resilience._route import Route
+from modelwatch.resilience.deadline import AttemptTimeoutError, Deadline, await_within
 
-__all__ = ["AsyncAttempts", "SyncAttempts", "adrive", "drive"]
+__all__ = ["AsyncAttempts", "SyncAttempts", "adrive", "drive", "run_acall", "run_call"]
 
 
 class Attempts(Protocol):
@@ -62,6 +63,37 @@ def _started(attempts: Attempts | AsyncAttemptsProtocol, request: Any, due: floa
         return due
     attempts.start(request)
     return due if request.hedge_s is None else time.perf_counter() + request.hedge_s
+
+
+def run_call(
+    core: Core, route: Route, deadline: Deadline, attempts: Attempts, sleep: Callable[[float], None]
+) -> Any:
+    """One routed call: the primary's attempt straight away when :meth:`Core.first` allows
+    (the happy path: an answer ends the call here), else, or after it failed, the plan."""
+    walk, req = core.first(route, deadline)
+    outcome = None
+    if req is not None:
+        outcome = attempts.run(req)
+        if outcome[0]:
+            return core.answered(route, walk, outcome)  # type: ignore[arg-type]
+    return drive(core.plan(route, deadline, walk, outcome), attempts, sleep)
+
+
+async def run_acall(
+    core: Core,
+    route: Route,
+    deadline: Deadline,
+    attempts: AsyncAttemptsProtocol,
+    sleep: Callable[[float], Awaitable[None]],
+) -> Any:
+    """The ``async`` twin of :func:`run_call`."""
+    walk, req = core.first(route, deadline)
+    outcome = None
+    if req is not None:
+        outcome = await attempts.run(req)
+        if outcome[0]:
+            return core.answered(route, walk, outcome)  # type: ignore[arg-type]
+    return await adrive(core.plan(route, deadline, walk, outcome), attempts, sleep)
 
 
 def drive(plan: Plan, attempts: Attempts, sleep: Callable[[float], None]) -> Any:
@@ -123,7 +155,7 @@ def _run_coroutine(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def _succeeded(core: Core, call: lifecycle.Call, m: Member, result: Any) -> None:
     call.stop(result)
-    if m.rate_limits or getattr(result, "headers", None) is not None:
+    if m.rate_limits or _events.may_carry_headers(result):
         _events.note_success(m, result, core.clock.monotonic())
 
 
@@ -169,7 +201,8 @@ class SyncAttempts:
         """Run one attempt to its end (on the backend's pool unless ``isolate_sync=False``)."""
         core = self._core
         m = req.member
-        call = req.call = lifecycle.start(m.spec_for(req.number))
+        spec = m.first_spec if req.number == 1 else m.spec_for(req.number)
+        call = req.call = lifecycle.start(spec)
         fn = m.backend.fn
         args, kwargs = self._args, self._kwargs
         start = time.perf_counter()
@@ -264,7 +297,8 @@ class AsyncAttempts:
         timeout), a sync one runs on the backend's pool."""
         core = self._core
         m = req.member
-        call = req.call = lifecycle.start(m.spec_for(req.number))
+        spec = m.first_spec if req.number == 1 else m.spec_for(req.number)
+        call = req.call = lifecycle.start(spec)
         fn = m.backend.fn
         start = time.perf_counter()
         try:

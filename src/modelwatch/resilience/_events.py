@@ -29,6 +29,7 @@ __all__ = [
     "failover_duration",
     "hedge_outcome",
     "hedge_started",
+    "may_carry_headers",
     "note_headers",
     "note_success",
     "rejected",
@@ -122,6 +123,32 @@ def note_headers(m: Member, source: Any, now: float) -> bool:
                 return True
     except Exception as exc:
         report_internal_error("router.rate_limit", exc)
+    return False
+
+
+#: Result types known to carry no ``headers`` (plain values, and types seen without them):
+#: the happy path skips the attribute lookup, which costs a raised AttributeError on most
+#: client result objects (pydantic models). Bounded: types are few, but not trusted to be.
+_NO_HEADERS: set[type] = {str, bytes, dict, list, tuple, int, float, bool, type(None)}
+_NO_HEADERS_MAX: Final = 512
+
+
+def may_carry_headers(result: Any) -> bool:
+    """Whether a successful ``result`` carries response headers (the rate-limit readings)."""
+    kind = type(result)
+    if kind in _NO_HEADERS:
+        return False
+    try:
+        if getattr(result, "headers", None) is not None:
+            return True
+        if (
+            not hasattr(kind, "headers")  # no class attribute, property or slot of that name
+            and "headers" not in getattr(result, "__dict__", {"headers": None})
+            and len(_NO_HEADERS) < _NO_HEADERS_MAX
+        ):
+            _NO_HEADERS.add(kind)  # a type whose instances never have any
+    except Exception as exc:
+        report_internal_error("router.headers", exc)
     return False
 
 

@@ -31,6 +31,7 @@ class Member:
         "backend",
         "benched_until",
         "breaker",
+        "first_spec",
         "index",
         "latencies",
         "pool",
@@ -62,6 +63,7 @@ class Member:
         self.rate_limits_at = 0.0  # router clock time of the last reading
         self.what = f"attempt on {backend.model!r}"
         self._specs: list[CallSpec] = []
+        self.first_spec = self.spec_for(1)  # the common case, without the method call
         self.pool: WorkerPool | None = None
         #: recent successful durations, kept only when the router hedges (for the p95 delay)
         self.latencies: LatencyWindow | None = None

@@ -26,7 +26,7 @@ from modelwatch.capture import budget as _budgets
 from modelwatch.errors import AllBackendsFailedError, Attempt, CircuitOpenError
 from modelwatch.resilience import _events
 from modelwatch.resilience._kinds import Classifier, retry_after_s
-from modelwatch.resilience._members import HEDGE_DUE, WAIT, Member, Plan, Req
+from modelwatch.resilience._members import HEDGE_DUE, WAIT, Member, Outcome, Plan, Req
 from modelwatch.resilience._retry_tokens import RetryTokens
 from modelwatch.resilience._route import Route
 from modelwatch.resilience.breaker import Permit
@@ -91,6 +91,7 @@ class Core:
     ) -> None:
         self.name = name
         self.members = members
+        self._head = members[:1]  # the primary, for first()
         self.retry = retry
         self.ordering = ordering
         self.priority = isinstance(ordering, Priority)
@@ -120,7 +121,7 @@ class Core:
         the call first needs it; at once with a hedge or a canary, and for a stream, whose
         span is not made current here: see :mod:`._route`)."""
         self.tokens.deposit()
-        deadline = Deadline(self.clock, self.timeout_s)
+        deadline = Deadline(self.clock, self.timeout_s, self.clock.monotonic())
         # a hedge may race the first attempt, a canary decision is an event of the route span,
         # a stream's attempt may still be running when it would start: those start it at once
         eager = stream or self.hedge is not None or self.canary is not None
@@ -148,50 +149,82 @@ class Core:
             return semconv.ERROR_OTHER
 
     # ------------------------------------------------------------------ the policy
-    def plan(self, route: Route, deadline: Deadline, stream: bool = False) -> Plan:
+    def first(self, route: Route, deadline: Deadline) -> tuple[_Walk | None, Req | None]:
+        """The plan's first step, taken without its generator when it is a plain one (priority
+        order, no hedge, no canary): the call's walk and the primary's attempt (``None``: the
+        primary cannot take the call). ``(None, None)``: let the plan take every step.
+
+        A driver runs the attempt; a success ends the call with :meth:`answered`; anything
+        else goes on in ``plan(route, deadline, walk, outcome)`` exactly as if the plan had
+        made the attempt itself (this is the happy path's whole cost: no generator, no
+        ordering, no hedge timer).
+        """
+        if self.canary is not None or self.hedge is not None or not self.priority:
+            return None, None
+        walk = _Walk(deadline.started)
+        return walk, self._start(route, iter(self._head), walk, deadline, may_hedge=False)
+
+    def answered(self, route: Route, walk: _Walk, outcome: Outcome) -> Any:
+        """The first attempt of :meth:`first` succeeded: end the call as the plan would."""
+        _, value, duration, req = outcome
+        return self._succeeded(route, walk, req, value, duration, stream=False)
+
+    def plan(
+        self,
+        route: Route,
+        deadline: Deadline,
+        walk: _Walk | None = None,
+        first: Outcome | None = None,
+        *,
+        stream: bool = False,
+    ) -> Plan:
         """Decide attempts, failovers, hedges and retries; the drivers run what it yields.
 
         Returns the result; raises the surfaced exception or :class:`AllBackendsFailedError`.
         For streams it returns ``(value, member, permit)`` at the first chunk and leaves the
-        breaker outcome to the stream driver. Streams are never hedged.
+        breaker outcome to the stream driver. Streams are never hedged. ``walk`` (and
+        ``first``, the primary's failed attempt): the call's first step was :meth:`first`.
         """
-        members = self.members if self.priority else list(self.ordering(self.members))
+        members = self._ordered()
         canary = self.canary
-        if canary is not None:  # the candidate serves its share, and only that
-            members = canary.order(members)
-        queue: Sequence[Member] = members
-        walk = _Walk(self.clock.monotonic())
         hedge = None if stream else self.hedge
         hedges_left = 0 if hedge is None else hedge.max_hedges
         retries = 0
         running: list[Req] = []  # attempts in flight: more than one only while hedging
+        todo = iter(members)
+        if walk is not None:  # first() took the primary's step: go on from there
+            next(todo)
+        walk = _Walk(deadline.started) if walk is None else walk
+        event: Any = first  # the primary's failed attempt, if first() made one
+        request = first[3] if first is not None else None
         try:
-            while True:
-                todo = iter(queue)
+            if first is None:
                 request = self._start(route, todo, walk, deadline, may_hedge=hedges_left > 0)
+            while True:
                 while request is not None or running:
                     if request is not None:
                         running.append(request)
-                    event = yield (WAIT if request is None else request)
+                    if event is None:
+                        event = yield (WAIT if request is None else request)
                     request = None
                     if event is HEDGE_DUE:
+                        event = None
                         if hedges_left > 0 and self.tokens.withdraw():  # a hedge costs a token
                             hedges_left -= 1
-                            request = self._hedge(route, todo, walk, deadline, running[-1])
-                            if request is not None and hedges_left > 0:
-                                request.hedge_s = self._hedge_delay(request)
+                            request = self._hedge(
+                                route, todo, walk, deadline, running[-1], more=hedges_left > 0
+                            )
                         continue
                     ok, value, duration, req = event
+                    event = None
                     running.remove(req)
-                    m = req.member
-                    if canary is not None:
-                        canary.observe(m, ok, value, duration, None if ok else self.kind_of(value))
+                    if canary is not None:  # the canary controller sees every outcome
+                        canary.observe(
+                            req.member, ok, value, duration, None if ok else self.kind_of(value)
+                        )
                     if ok:
                         return self._succeeded(route, walk, req, value, duration, stream=stream)
-                    if req.hedge:
-                        _events.hedge_outcome(self.name, _events.HEDGE_LOST)
-                    route.tried(req)  # (if the route span has not started: linked)
-                    self._failed(route, m, req.permit, value, duration=duration, walk=walk)
+                    self._lost(route, walk, req, value, duration)
                     if not running:  # fail over at once, without sleeping
                         request = self._start(
                             route, todo, walk, deadline, may_hedge=hedges_left > 0
@@ -201,13 +234,31 @@ class Core:
                 retries += 1
                 if wait > 0:
                     yield wait
-                queue = (member,)
                 walk.passed = None
+                todo = iter((member,))
+                request = self._start(route, todo, walk, deadline, may_hedge=hedges_left > 0)
         finally:
             for req in running:  # losers of a hedge race, or the call ended around them
                 req.member.breaker.release(req.permit)
                 if req.hedge:
                     _events.hedge_outcome(self.name, _events.HEDGE_CANCELLED)
+
+    def _ordered(self) -> list[Member]:
+        """The backends in the order this call tries them (a canary's candidate serves its
+        share, and only that)."""
+        members = self.members if self.priority else list(self.ordering(self.members))
+        if self.canary is not None:
+            members = self.canary.order(members)
+        return members
+
+    def _lost(
+        self, route: Route, walk: _Walk, req: Req, exc: BaseException, duration: float
+    ) -> None:
+        """Attempt ``req`` failed with ``exc``: learn from it (raises if it must surface)."""
+        if req.hedge:
+            _events.hedge_outcome(self.name, _events.HEDGE_LOST)
+        route.tried(req)  # (if the route span has not started: linked)
+        self._failed(route, req.member, req.permit, exc, duration=duration, walk=walk)
 
     def _start(
         self,
@@ -220,10 +271,13 @@ class Core:
         hedge: bool = False,
     ) -> Req | None:
         """The next backend of ``todo`` that admits the call, as an attempt to run."""
+        monotonic = self.clock.monotonic
         for m in todo:
-            if deadline.remaining() <= 0:
+            now = monotonic()
+            left = deadline.at - now
+            if left <= 0:
                 return None
-            permit = self._admit(route, m, walk)
+            permit = self._admit(route, m, walk, now)
             if permit is None:
                 continue
             if permit.trial:  # a half-open trial: its outcome changes the breaker's state
@@ -231,13 +285,15 @@ class Core:
             walk.number += 1
             if walk.passed is not None and not hedge:
                 _events.failover(self.name, route.span, walk.passed, m)
-            timeout = self.attempt_timeout_s
-            if m.backend.timeout_s is not None:
-                timeout = m.backend.timeout_s
-            req = Req(m, permit, walk.number, deadline.cap(timeout), hedge=hedge)
+            timeout = m.backend.timeout_s
+            if timeout is None:
+                timeout = self.attempt_timeout_s
+            if timeout is not None and timeout < left:
+                left = timeout
+            req = Req(m, permit, walk.number, left, hedge=hedge)
             if may_hedge:
                 req.hedge_s = self._hedge_delay(req)
-            req.started = self.clock.monotonic()
+            req.started = now
             return req
         return None
 
@@ -249,12 +305,22 @@ class Core:
         return delay if delay < req.timeout_s else None
 
     def _hedge(
-        self, route: Route, todo: Iterator[Member], walk: _Walk, deadline: Deadline, slow: Req
+        self,
+        route: Route,
+        todo: Iterator[Member],
+        walk: _Walk,
+        deadline: Deadline,
+        slow: Req,
+        *,
+        more: bool,
     ) -> Req | None:
-        """A hedged attempt on the next backend that admits the call, alongside ``slow``."""
+        """A hedged attempt on the next backend that admits the call, alongside ``slow``
+        (``more``: it may be hedged in turn)."""
         req = self._start(route, todo, walk, deadline, may_hedge=False, hedge=True)
         if req is not None:
             _events.hedge_started(self.name, route.span, slow.member, req, slow.hedge_s or 0.0)
+            if more:
+                req.hedge_s = self._hedge_delay(req)
         return req
 
     def _succeeded(
@@ -275,13 +341,13 @@ class Core:
         m.breaker.record_success(req.permit, duration)
         return value
 
-    def _admit(self, route: Route, m: Member, walk: _Walk) -> Permit | None:
+    def _admit(self, route: Route, m: Member, walk: _Walk, now: float) -> Permit | None:
         """The backend's permit, or ``None`` (recorded as a rejection) if it cannot take it.
 
         Raises :class:`~modelwatch.BudgetExceededError` when a spent budget with
         ``enforce="refuse"`` covers the backend."""
-        benched = m.benched_until - self.clock.monotonic() if m.benched_until else 0.0
-        spent = self._spent(m)
+        benched = m.benched_until - now if m.benched_until else 0.0
+        spent = self._spent(m) if _budgets.any_enforcing() else None
         wait: float | None
         if spent is not None:  # a spent budget with enforce="skip": not even its breaker asked
             reason, wait = REASON_BUDGET, spent
@@ -304,8 +370,6 @@ class Core:
     def _spent(self, m: Member) -> float | None:
         """Seconds until a spent ``enforce="skip"`` budget covering ``m`` renews, or ``None``
         when none does; raises the error of a spent ``enforce="refuse"`` one."""
-        if not _budgets.any_enforcing():
-            return None
         b = m.backend
         found = _budgets.spent_budgets(model=b.model, provider=b.provider, analysis=b.analysis)
         if not found:

@@ -34,7 +34,7 @@ __all__ = ["Route", "error_on_span"]
 class Route:
     """The route span of one call: started now (``eager``) or on first use of :attr:`span`."""
 
-    __slots__ = ("_attributes", "_name", "_parent", "_span", "_start_ns", "_token", "_tried")
+    __slots__ = ("_attributes", "_name", "_span", "_start_ns", "_token", "_tried")
 
     def __init__(
         self, name: str, attributes: dict[str, Any], *, eager: bool, current: bool = True
@@ -44,7 +44,6 @@ class Route:
         self._token: object | None = None
         self._tried: list[tuple[int, SpanContext]] | None = None
         self._span: Span | None = None
-        self._parent = otel_context.get_current()
         self._start_ns = time.time_ns()
         if eager:  # ``current=False``: a stream makes it current only while its code runs
             self._start(current=current)
@@ -81,9 +80,10 @@ class Route:
         links = None
         if self._tried:
             links = [Link(ctx, {semconv.MODELWATCH_ATTEMPT: n}) for n, ctx in self._tried]
+        # the caller's context: a route span starts before an attempt or after one ended
+        # (its call detached), never while an attempt's context is current
         span = telemetry().tracer.start_span(
             self._name,
-            context=self._parent,
             kind=SpanKind.INTERNAL,
             attributes=self._attributes,
             links=links,

@@ -26,7 +26,7 @@ class OutcomeWindow:
         self._failures = [0] * buckets
         self._slow = [0] * buckets
 
-    def add(self, now: float, *, failed: bool, slow: bool) -> None:
+    def add(self, now: float, failed: bool, slow: bool) -> None:
         """Count one call that ended at ``now``."""
         idx = int(now // self._bucket_s)
         slot = idx % self._n

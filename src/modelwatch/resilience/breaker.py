@@ -255,19 +255,20 @@ class Breaker:
             return
         permit.settled = True
         now = self._clock.monotonic()
-        events: list[Transition] = []
         with self._lock:
             ewma = self.latency_ewma_s
             self.latency_ewma_s = duration_s if ewma is None else ewma + 0.2 * (duration_s - ewma)
             if permit.generation != self._generation:
                 self._trials.pop(permit.id, None)
                 return
+            events: list[Transition] = []
             if self._state == CLOSED:
                 self._consecutive = 0
-                slow = duration_s >= self.policy.slow_call_s
-                self._window.add(now, failed=False, slow=slow)
-                if slow:
-                    self._check_ratios(now, events)
+                if duration_s < self.policy.slow_call_s:  # the common case: nothing to check
+                    self._window.add(now, False, False)
+                    return
+                self._window.add(now, False, True)
+                self._check_ratios(now, events)
             elif permit.trial and self._trials.pop(permit.id, None) is not None:
                 self._trial_successes += 1
                 if self._trial_successes >= self.policy.close_after:
@@ -294,7 +295,7 @@ class Breaker:
                 return
             if self._state == CLOSED:
                 self._consecutive += 1
-                self._window.add(now, failed=True, slow=duration_s >= self.policy.slow_call_s)
+                self._window.add(now, True, duration_s >= self.policy.slow_call_s)
                 if self._consecutive >= self.policy.consecutive_failures:
                     self._open(now, REASON_CONSECUTIVE, events)
                 else:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from modelwatch._clock import Clock
 from modelwatch.errors import ModelwatchError
+from modelwatch.resilience import _timeouts
 
 __all__ = ["AttemptTimeoutError", "Deadline", "WorkerPool", "await_within", "shared_pool"]
 
@@ -41,11 +42,13 @@ class AttemptTimeoutError(ModelwatchError, TimeoutError):
 class Deadline:
     """The point in (clock) time by which a whole call must be over."""
 
-    __slots__ = ("_clock", "at")
+    __slots__ = ("_clock", "at", "started")
 
-    def __init__(self, clock: Clock, timeout_s: float | None) -> None:
+    def __init__(self, clock: Clock, timeout_s: float | None, now: float | None = None) -> None:
         self._clock = clock
-        self.at = math.inf if timeout_s is None else clock.monotonic() + timeout_s
+        #: clock time the call began (``now``, else read from ``clock``)
+        self.started = clock.monotonic() if now is None else now
+        self.at = math.inf if timeout_s is None else self.started + timeout_s
 
     def remaining(self) -> float:
         """Seconds left (``inf`` without a deadline, never negative)."""
@@ -259,17 +262,24 @@ def shared_pool() -> WorkerPool:
 if sys.version_info >= (3, 11):
 
     async def await_within(aw: Awaitable[T], timeout_s: float, what: str) -> T:
-        """Await ``aw``, cancelling it after ``timeout_s`` with :class:`AttemptTimeoutError`."""
+        """Await ``aw``, cancelling it after ``timeout_s`` with :class:`AttemptTimeoutError`
+        (``asyncio.timeout`` semantics, one timer per event loop: see :mod:`._timeouts`)."""
         if timeout_s == math.inf:
             return await aw
-        cm = asyncio.timeout(timeout_s)
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - awaited outside a task (a foreign runner)
+            return await asyncio.wait_for(aw, timeout_s)
+        loop = asyncio.get_running_loop()
+        watch = _timeouts.watch_for(loop)
+        guard = watch.add(loop, task, timeout_s)
         try:
-            async with cm:
-                return await aw
-        except TimeoutError:
-            if cm.expired():
+            return await aw
+        except asyncio.CancelledError:
+            if guard.state == _timeouts.EXPIRED and task.uncancel() <= guard.cancelling:
                 raise AttemptTimeoutError(what, timeout_s) from None
             raise
+        finally:
+            watch.done(guard)
 
 else:  # pragma: no cover - Python 3.10
 

@@ -45,7 +45,7 @@ from modelwatch.capture._telemetry import Attributes, register_observable
 from modelwatch.capture.monitored import check_tier
 from modelwatch.errors import ConfigurationError
 from modelwatch.resilience import _streaming
-from modelwatch.resilience._drive import AsyncAttempts, SyncAttempts, adrive, drive
+from modelwatch.resilience._drive import AsyncAttempts, SyncAttempts, run_acall, run_call
 from modelwatch.resilience._kinds import Classifier, default_classify
 from modelwatch.resilience._members import Member
 from modelwatch.resilience._plan import Core
@@ -405,9 +405,8 @@ class Router:
         core = self._core
         route, deadline = core.begin()
         try:
-            result = drive(
-                core.plan(route, deadline), SyncAttempts(core, args, kwargs), core.clock.sleep
-            )
+            attempts = SyncAttempts(core, args, kwargs)
+            result = run_call(core, route, deadline, attempts, core.clock.sleep)
         except BaseException as exc:
             route.end(exc)
             raise
@@ -420,8 +419,8 @@ class Router:
         core = self._core
         route, deadline = core.begin()
         try:
-            result = await adrive(
-                core.plan(route, deadline), AsyncAttempts(core, args, kwargs), core.clock.asleep
+            result = await run_acall(
+                core, route, deadline, AsyncAttempts(core, args, kwargs), core.clock.asleep
             )
         except BaseException as exc:
             route.end(exc)
