@@ -256,20 +256,28 @@ def test_sigterm_with_its_default_action_exports_first_then_still_kills(
     assert len(otlp_receiver.spans("chat m")) == 3
 
 
+#: the script's first steps in the SIGTERM tests: a SIGTERM, and the host's handler has run
+HOST_HANDLER_RAN = """
+os.kill(os.getpid(), signal.SIGTERM)
+while not seen:
+    time.sleep(0.01)
+"""
+
+
 def test_sigterm_re_raised_after_the_host_handler_waits_for_the_export(
     otlp_receiver: OtlpReceiver,
 ) -> None:
     # uvicorn's pattern (Server.capture_signals): its handler, a graceful shutdown, then the
     # default action restored and SIGTERM raised again - which skipped atexit
-    after = """
-os.kill(os.getpid(), signal.SIGTERM)
-while not seen:
-    time.sleep(0.01)
+    after = (
+        HOST_HANDLER_RAN
+        + """
 print("host handler ran", flush=True)
 signal.signal(signal.SIGTERM, signal.SIG_DFL)
 signal.raise_signal(signal.SIGTERM)
 print("graceful shutdown goes on", flush=True)
 """
+    )
     ran = _terminated(otlp_receiver, HOST_HANDLER, after)
     assert ran.returncode == -signal.SIGTERM, ran.stderr
     assert ran.stdout.splitlines() == ["host handler ran", "graceful shutdown goes on"]
@@ -281,10 +289,9 @@ def test_a_child_forked_while_sigterm_is_held_back_does_not_inherit_the_block(
 ) -> None:
     # after the host's handler ran, SIGTERM waits in the parent's main thread until exit; a
     # child forked then (a worker spawned during shutdown) must still be killable by SIGTERM
-    after = """
-os.kill(os.getpid(), signal.SIGTERM)
-while not seen:
-    time.sleep(0.01)
+    after = (
+        HOST_HANDLER_RAN
+        + """
 held = signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 pid = os.fork()
 if pid == 0:
@@ -294,6 +301,7 @@ if pid == 0:
 os.waitpid(pid, 0)
 print("parent held" if held else "parent free", flush=True)
 """
+    )
     ran = _terminated(otlp_receiver, HOST_HANDLER, after)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split("\n")[:2] == ["child free", "parent held"], ran.stdout

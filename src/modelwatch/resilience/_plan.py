@@ -121,7 +121,7 @@ class Core:
         the call first needs it; at once with a hedge or a canary, and for a stream, whose
         span is not made current here: see :mod:`._route`)."""
         self.tokens.deposit()
-        deadline = Deadline(self.clock, self.timeout_s, self.clock.monotonic())
+        deadline = Deadline(self.clock, self.timeout_s)
         # a hedge may race the first attempt, a canary decision is an event of the route span,
         # a stream's attempt may still be running when it would start: those start it at once
         eager = stream or self.hedge is not None or self.canary is not None

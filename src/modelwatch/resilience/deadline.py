@@ -44,10 +44,9 @@ class Deadline:
 
     __slots__ = ("_clock", "at", "started")
 
-    def __init__(self, clock: Clock, timeout_s: float | None, now: float | None = None) -> None:
+    def __init__(self, clock: Clock, timeout_s: float | None) -> None:
         self._clock = clock
-        #: clock time the call began (``now``, else read from ``clock``)
-        self.started = clock.monotonic() if now is None else now
+        self.started = clock.monotonic()  #: clock time the call began
         self.at = math.inf if timeout_s is None else self.started + timeout_s
 
     def remaining(self) -> float:
